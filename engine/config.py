@@ -1,0 +1,70 @@
+"""Settings of the engine and of one request, validated where they are made."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+POLICIES = ("prefill-first", "chunked")
+MAX_TOKENS_LIMIT = 16384  # a single request may not ask for more than this
+
+
+class RequestError(ValueError):
+    """A request the engine refuses; the message says what is wrong and what is allowed."""
+
+
+@dataclass(slots=True)
+class EngineConfig:
+    model: str = "bundled"          # "bundled", a Hugging Face id, or a local folder
+    device: str = "auto"            # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"             # auto | float32 | bfloat16 | float16
+    policy: str = "prefill-first"   # prefill-first | chunked
+    chunk_size: int = 256           # per-step token budget of the chunked policy
+    block_size: int = 16            # tokens per KV block
+    kv_cache_tokens: int = 32768    # KV capacity in tokens (rounded up to whole blocks)
+    max_num_seqs: int = 64          # most sequences in one running batch
+    max_prefill_tokens: int = 8192  # most prompt tokens prefilled in one prefill-first step
+    threads: int | None = None      # CPU threads for torch (None: leave torch's default)
+    cpu_cores: tuple[int, ...] | None = None  # CPU affinity of this engine's process
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
+        for name in ("chunk_size", "block_size", "kv_cache_tokens", "max_num_seqs", "max_prefill_tokens"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.threads is not None and self.threads <= 0:
+            raise ValueError(f"threads must be a positive integer or None, got {self.threads}")
+
+    @property
+    def num_blocks(self) -> int:
+        return -(-self.kv_cache_tokens // self.block_size)
+
+
+@dataclass(slots=True)
+class SamplingParams:
+    max_tokens: int = 64
+    temperature: float = 0.0        # 0 means greedy
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    ignore_eos: bool = False
+    min_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        if not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool):
+            raise RequestError(f"max_tokens must be an integer, got {self.max_tokens!r}")
+        if not 1 <= self.max_tokens <= MAX_TOKENS_LIMIT:
+            raise RequestError(f"max_tokens must be between 1 and {MAX_TOKENS_LIMIT}, got {self.max_tokens}")
+        if not 0.0 <= float(self.temperature) <= 2.0:
+            raise RequestError(f"temperature must be between 0 and 2, got {self.temperature}")
+        if not 0.0 < float(self.top_p) <= 1.0:
+            raise RequestError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0 <= self.min_tokens <= self.max_tokens:
+            raise RequestError(f"min_tokens must be between 0 and max_tokens ({self.max_tokens}), got {self.min_tokens}")
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise RequestError("stop must be a list of non-empty strings")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0

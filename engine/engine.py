@@ -1,0 +1,217 @@
+"""The engine: add requests, then step() = schedule -> one forward pass -> sample -> stream out.
+
+It records when every token was produced (time.perf_counter) and what every step did.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .config import EngineConfig, RequestError, SamplingParams
+from .devices import place_on_cpu_cores
+from .kv_cache import KVPayload, PagedKVCache
+from .model_loader import LoadedModel, load_model
+from .model_runner import ModelRunner
+from .sampler import sample
+from .scheduler import Scheduler
+from .sequence import RequestRecord, Sequence, Status, StepRecord
+
+
+@dataclass
+class TokenEvent:
+    """One streamed token (or the end of a request, when finish_reason is set)."""
+    request_id: str
+    token_id: int | None
+    text: str
+    time: float
+    finish_reason: str | None = None
+    error: str | None = None
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig | None = None, loaded: LoadedModel | None = None, name: str = ""):
+        self.config = config or EngineConfig()
+        if self.config.cpu_cores or self.config.threads:
+            place_on_cpu_cores(self.config.threads, self.config.cpu_cores)
+        self.loaded = loaded or load_model(self.config.model, self.config.device, self.config.dtype)
+        self.tokenizer = self.loaded.tokenizer
+        self.name = name
+        mc = self.loaded.config
+        head_dim = getattr(mc, "head_dim", None) or mc.hidden_size // mc.num_attention_heads
+        self.cache = PagedKVCache(mc.num_hidden_layers, mc.num_key_value_heads, head_dim,
+                                  self.config.num_blocks, self.config.block_size,
+                                  self.loaded.dtype, self.loaded.device)
+        self.scheduler = Scheduler(self.config, self.cache)
+        self.runner = ModelRunner(self.loaded.model, self.cache, self.loaded.device)
+        self.eos_ids = self._eos_ids()
+        self.max_context = self.loaded.max_context
+        self.sequences: dict[str, Sequence] = {}
+        self.finished: list[RequestRecord] = []
+        self.steps: list[StepRecord] = []
+        self._ids = itertools.count()
+
+    def _eos_ids(self) -> set[int]:
+        ids = set()
+        gen = getattr(self.loaded.model, "generation_config", None)
+        for source in (getattr(gen, "eos_token_id", None), self.tokenizer.eos_token_id):
+            if isinstance(source, int):
+                ids.add(source)
+            elif source:
+                ids.update(source)
+        return ids
+
+    # ---- requests -------------------------------------------------------------------------
+
+    def encode(self, prompt: str | list[int] | list[dict]) -> list[int]:
+        """Text, token ids, or chat messages (rendered with the tokenizer's chat template)."""
+        if isinstance(prompt, str):
+            if not prompt.strip():
+                raise RequestError("prompt is empty; send at least one non-space character")
+            return self.tokenizer.encode(prompt, add_special_tokens=False) or self._empty()
+        if isinstance(prompt, list) and prompt and all(isinstance(m, dict) for m in prompt):
+            for m in prompt:
+                if not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+                    raise RequestError("each chat message needs a string 'role' and a string 'content'")
+            if not any(m["content"].strip() for m in prompt):
+                raise RequestError("all chat messages are empty; send at least one non-space character")
+            ids = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
+            return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+        if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
+            vocab = self.loaded.config.vocab_size
+            bad = [t for t in prompt if not 0 <= t < vocab]
+            if bad:
+                raise RequestError(f"token ids must be in [0, {vocab}); got {bad[:5]}")
+            return list(prompt)
+        raise RequestError("prompt must be non-empty text, a list of token ids, or a list of chat messages")
+
+    def _empty(self) -> list[int]:
+        raise RequestError("prompt has no tokens after tokenization")
+
+    def check_length(self, prompt_tokens: int, params: SamplingParams) -> None:
+        limit = min(self.max_context, self.cache.capacity_tokens)
+        if prompt_tokens + params.max_tokens > limit:
+            raise RequestError(
+                f"prompt ({prompt_tokens} tokens) + max_tokens ({params.max_tokens}) = "
+                f"{prompt_tokens + params.max_tokens} tokens exceeds the limit of {limit} tokens "
+                f"(context window {self.max_context}, KV cache {self.cache.capacity_tokens})"
+            )
+
+    def add_request(self, prompt, params: SamplingParams | None = None, request_id: str | None = None,
+                    arrival: float | None = None) -> str:
+        """Validate and queue a request; raises RequestError (and changes nothing) if it is bad."""
+        params = params or SamplingParams()
+        ids = self.encode(prompt)
+        self.check_length(len(ids), params)
+        seq = self._new_sequence(ids, params, request_id, arrival)
+        self.scheduler.add(seq)
+        return seq.request_id
+
+    def _new_sequence(self, ids, params, request_id, arrival) -> Sequence:
+        request_id = request_id or f"{self.name or 'req'}-{next(self._ids)}"
+        if request_id in self.sequences:
+            raise RequestError(f"request id {request_id!r} is already in use")
+        record = RequestRecord(request_id, len(ids), arrival or time.perf_counter(), worker=self.name)
+        generator = None
+        if not params.greedy:
+            generator = torch.Generator()
+            generator.manual_seed(params.seed if params.seed is not None else torch.seed())
+        seq = Sequence(request_id, ids, params, record, generator=generator)
+        self.sequences[request_id] = seq
+        return seq
+
+    def abort(self, request_id: str, reason: str = "abort", error: str | None = None) -> TokenEvent | None:
+        seq = self.sequences.pop(request_id, None)
+        if seq is None:
+            return None
+        self.scheduler.remove(seq)
+        seq.finish(reason, error)
+        self.finished.append(seq.record)
+        return TokenEvent(request_id, None, "", seq.record.finish, reason, error)
+
+    @property
+    def has_work(self) -> bool:
+        return self.scheduler.has_work
+
+    # ---- the step ----------------------------------------------------------------------------
+
+    def step(self) -> list[TokenEvent]:
+        scheduled = self.scheduler.schedule()
+        if scheduled is None:
+            return []
+        start = time.perf_counter()
+        sampling, logits = self.runner.run(scheduled.work)
+        tokens = sample(logits, sampling, self.eos_ids) if sampling else []
+        now = time.perf_counter()
+        self.steps.append(StepRecord(start, now - start, scheduled.kind,
+                                     sum(n for _, n in scheduled.work), len(scheduled.work), self.name))
+        return [event for seq, token in zip(sampling, tokens) for event in self._append(seq, token, now)]
+
+    def _append(self, seq: Sequence, token: int, now: float) -> list[TokenEvent]:
+        seq.output_ids.append(token)
+        rec = seq.record
+        rec.token_times.append(now)
+        if rec.first_token is None:
+            rec.first_token = now
+        text = self.tokenizer.decode(seq.output_ids, skip_special_tokens=True)
+        reason = None
+        if token in self.eos_ids and not seq.params.ignore_eos:  # the sampler hid EOS before min_tokens
+            reason = "stop"
+        elif seq.params.stop and len(seq.output_ids) >= seq.params.min_tokens:
+            hit = min((i for i in (text.find(s, max(0, len(seq.output_text) - len(s))) for s in seq.params.stop)
+                       if i >= 0), default=-1)
+            if hit >= 0:
+                text, reason = text[:hit], "stop"
+        if reason is None and len(seq.output_ids) >= seq.params.max_tokens:
+            reason = "length"
+        delta = self._text_delta(seq, text, final=reason is not None)
+        events = [TokenEvent(seq.request_id, token, delta, now)]
+        if reason:
+            events.append(self._finish(seq, reason))
+        return events
+
+    @staticmethod
+    def _text_delta(seq: Sequence, text: str, final: bool) -> str:
+        # Hold back a trailing partial UTF-8 character until the next token completes it.
+        if text.endswith("\ufffd") and not final:
+            return ""
+        delta = text[len(seq.output_text):] if text.startswith(seq.output_text) else ""
+        seq.output_text = text
+        return delta
+
+    def _finish(self, seq: Sequence, reason: str) -> TokenEvent:
+        self.sequences.pop(seq.request_id, None)
+        self.scheduler.remove(seq)
+        seq.finish(reason)
+        self.finished.append(seq.record)
+        return TokenEvent(seq.request_id, None, "", seq.record.finish, reason)
+
+    # ---- KV export / import (disaggregated prefill) -------------------------------------------
+
+    def export_kv(self, request_id: str) -> KVPayload:
+        """The KV of every token of a request whose prompt is fully prefilled."""
+        seq = self.sequences[request_id]
+        return self.cache.export(seq.block_table, seq.num_computed)
+
+    def add_prefilled(self, prompt_ids: list[int], output_ids: list[int], kv: KVPayload,
+                      params: SamplingParams, request_id: str, arrival: float | None = None) -> str:
+        """Continue a request prefilled elsewhere: load its KV, then decode here."""
+        self.check_length(len(prompt_ids), params)
+        if kv.num_tokens != len(prompt_ids) + len(output_ids) - 1:
+            raise ValueError(f"KV holds {kv.num_tokens} tokens, expected {len(prompt_ids) + len(output_ids) - 1}")
+        if not self.cache.can_grow([], kv.num_tokens + 1):
+            raise RequestError("no free KV blocks on this worker for the transferred cache")
+        seq = self._new_sequence(prompt_ids, params, request_id, arrival)
+        seq.output_ids = list(output_ids)
+        seq.output_text = self.tokenizer.decode(output_ids, skip_special_tokens=True)
+        self.cache.grow(seq.block_table, kv.num_tokens + 1)
+        self.cache.load(seq.block_table, kv)
+        seq.num_computed = kv.num_tokens
+        seq.record.scheduled = time.perf_counter()
+        self.scheduler.add_running(seq)
+        return request_id
+
+    def kv_usage(self) -> float:
+        return self.cache.allocator.num_used / self.cache.allocator.num_blocks

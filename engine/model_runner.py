@@ -1,0 +1,69 @@
+"""Turn a scheduled step into one packed forward pass and return the logits that get sampled."""
+from __future__ import annotations
+
+import torch
+
+from .kv_cache import PagedKVCache
+from .paged_attention import PrefillSegment, StepBatch
+from .sequence import Sequence
+
+
+class ModelRunner:
+    def __init__(self, model: torch.nn.Module, cache: PagedKVCache, device: torch.device):
+        self.model = model
+        self.cache = cache
+        self.device = device
+
+    @torch.inference_mode()
+    def run(self, work: list[tuple[Sequence, int]]) -> tuple[list[Sequence], torch.Tensor]:
+        """Feed each sequence its next tokens; return the sequences that reached their last
+        pending token (they sample now) and their logits, one row each."""
+        decodes = [(s, n) for s, n in work if n == 1]
+        prefills = [(s, n) for s, n in work if n > 1]
+        ordered = decodes + prefills  # the attention function expects decode rows first
+
+        ids, positions, write_slots, last_rows, sampling = [], [], [], [], []
+        batch = StepBatch(self.cache, write_slots=torch.empty(0), num_decode=len(decodes))
+        row = 0
+        for seq, n in ordered:
+            start = seq.num_computed
+            ids.extend(seq.token_ids[start:start + n])
+            positions.extend(range(start, start + n))
+            write_slots.append(self.cache.slots(seq.block_table, start, start + n))
+            if n > 1:
+                batch.prefills.append(self._prefill_segment(seq, row, n))
+            if start + n == seq.num_tokens:
+                last_rows.append(row + n - 1)
+                sampling.append(seq)
+            row += n
+        batch.write_slots = torch.cat(write_slots)
+        if decodes:
+            batch.decode_slots, batch.decode_mask = self._decode_context([s for s, _ in decodes])
+
+        input_ids = torch.tensor([ids], device=self.device)
+        position_ids = torch.tensor([positions], device=self.device)
+        keep = torch.tensor(last_rows, dtype=torch.long, device=self.device)
+        out = self.model(input_ids=input_ids, position_ids=position_ids, use_cache=False,
+                         logits_to_keep=keep, step_batch=batch)
+        for seq, n in ordered:
+            seq.num_computed += n
+        return sampling, out.logits[0]
+
+    def _prefill_segment(self, seq: Sequence, row: int, n: int) -> PrefillSegment:
+        start = seq.num_computed
+        if start == 0:
+            return PrefillSegment(row, n, None, None)
+        context = start + n
+        slots = self.cache.slots(seq.block_table, 0, context)
+        query_pos = torch.arange(start, context).unsqueeze(1)
+        mask = (torch.arange(context).unsqueeze(0) <= query_pos).to(self.device)
+        return PrefillSegment(row, n, slots, mask)
+
+    def _decode_context(self, seqs: list[Sequence]) -> tuple[torch.Tensor, torch.Tensor]:
+        lengths = [s.num_computed + 1 for s in seqs]
+        width = max(lengths)
+        slots = torch.zeros(len(seqs), width, dtype=torch.long, device=self.device)
+        for i, (seq, length) in enumerate(zip(seqs, lengths)):
+            slots[i, :length] = self.cache.slots(seq.block_table, 0, length)
+        mask = torch.arange(width, device=self.device).unsqueeze(0) < torch.tensor(lengths, device=self.device).unsqueeze(1)
+        return slots, mask[:, None, None, :]
