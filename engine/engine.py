@@ -5,6 +5,7 @@ It records when every token was produced (time.perf_counter) and what every step
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from dataclasses import dataclass
 
@@ -38,6 +39,8 @@ class LLMEngine:
             place_on_cpu_cores(self.config.threads, self.config.cpu_cores)
         self.loaded = loaded or load_model(self.config.model, self.config.device, self.config.dtype)
         self.tokenizer = self.loaded.tokenizer
+        # Rust tokenizers raise "Already borrowed" when two threads use one at once.
+        self._tokenizer_lock = threading.Lock()
         self.name = name
         mc = self.loaded.config
         head_dim = getattr(mc, "head_dim", None) or mc.hidden_size // mc.num_attention_heads
@@ -67,6 +70,14 @@ class LLMEngine:
 
     def encode(self, prompt: str | list[int] | list[dict]) -> list[int]:
         """Text, token ids, or chat messages (rendered with the tokenizer's chat template)."""
+        with self._tokenizer_lock:
+            return self._encode(prompt)
+
+    def decode(self, ids: list[int]) -> str:
+        with self._tokenizer_lock:
+            return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _encode(self, prompt) -> list[int]:
         if isinstance(prompt, str):
             if not prompt.strip():
                 raise RequestError("prompt is empty; send at least one non-space character")
@@ -109,8 +120,11 @@ class LLMEngine:
         self.scheduler.add(seq)
         return seq.request_id
 
+    def new_request_id(self) -> str:
+        return f"{self.name or 'req'}-{next(self._ids)}"
+
     def _new_sequence(self, ids, params, request_id, arrival) -> Sequence:
-        request_id = request_id or f"{self.name or 'req'}-{next(self._ids)}"
+        request_id = request_id or self.new_request_id()
         if request_id in self.sequences:
             raise RequestError(f"request id {request_id!r} is already in use")
         record = RequestRecord(request_id, len(ids), arrival or time.perf_counter(), worker=self.name)
@@ -130,6 +144,10 @@ class LLMEngine:
         seq.finish(reason, error)
         self.finished.append(seq.record)
         return TokenEvent(request_id, None, "", seq.record.finish, reason, error)
+
+    def fail_all(self, error: str) -> list[TokenEvent]:
+        """End every request in the engine with an error (after a failed step, or at shutdown)."""
+        return [self.abort(rid, "error", error) for rid in list(self.sequences)]
 
     @property
     def has_work(self) -> bool:
@@ -155,7 +173,7 @@ class LLMEngine:
         rec.token_times.append(now)
         if rec.first_token is None:
             rec.first_token = now
-        text = self.tokenizer.decode(seq.output_ids, skip_special_tokens=True)
+        text = self.decode(seq.output_ids)
         reason = None
         if token in self.eos_ids and not seq.params.ignore_eos:  # the sampler hid EOS before min_tokens
             reason = "stop"
@@ -205,7 +223,7 @@ class LLMEngine:
             raise RequestError("no free KV blocks on this worker for the transferred cache")
         seq = self._new_sequence(prompt_ids, params, request_id, arrival)
         seq.output_ids = list(output_ids)
-        seq.output_text = self.tokenizer.decode(output_ids, skip_special_tokens=True)
+        seq.output_text = self.decode(output_ids)
         self.cache.grow(seq.block_table, kv.num_tokens + 1)
         self.cache.load(seq.block_table, kv)
         seq.num_computed = kv.num_tokens

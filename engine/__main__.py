@@ -1,0 +1,103 @@
+"""Command line: `python -m engine generate "prompt"` and `python -m engine bench ...`."""
+from __future__ import annotations
+
+import argparse
+import platform
+import random
+import sys
+import time
+
+from .config import EngineConfig, RequestError, SamplingParams
+from .engine import LLMEngine
+from .metrics import SLO, Timing, format_summary, summarize
+from .model_loader import ModelLoadError
+from .run_files import save_run
+
+
+def engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="bundled", help="'bundled', a Hugging Face id, or a local folder")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--policy", default="prefill-first", choices=["prefill-first", "chunked"])
+    p.add_argument("--chunk-size", type=int, default=256)
+    p.add_argument("--kv-cache-tokens", type=int, default=32768)
+    p.add_argument("--threads", type=int, default=None)
+
+
+def make_engine(a: argparse.Namespace) -> LLMEngine:
+    return LLMEngine(EngineConfig(model=a.model, device=a.device, dtype=a.dtype, policy=a.policy,
+                                  chunk_size=a.chunk_size, kv_cache_tokens=a.kv_cache_tokens, threads=a.threads))
+
+
+def generate(a: argparse.Namespace) -> None:
+    engine = make_engine(a)
+    prompt = a.prompt if a.raw else [{"role": "user", "content": a.prompt}]
+    params = SamplingParams(max_tokens=a.max_tokens, temperature=a.temperature, top_p=a.top_p, seed=a.seed,
+                            stop=a.stop or [])
+    rid = engine.add_request(prompt, params)
+    while engine.has_work:
+        for e in engine.step():
+            sys.stdout.write(e.text)
+            sys.stdout.flush()
+    rec = engine.finished[-1]
+    print(f"\n[{rec.output_tokens} tokens, TTFT {1000 * (rec.first_token - rec.arrival):.0f} ms, "
+          f"finish: {rec.finish_reason}, id {rid}]", file=sys.stderr)
+
+
+def synthetic_prompt(engine: LLMEngine, num_tokens: int, rng: random.Random) -> list[int]:
+    """Token ids of ordinary words: a prompt of an exact length, different per request."""
+    words = "the a model token cache prefill decode server user latency memory compute stream".split()
+    text = " ".join(rng.choice(words) for _ in range(num_tokens))
+    return engine.encode(text)[:num_tokens]
+
+
+def bench(a: argparse.Namespace) -> None:
+    engine = make_engine(a)
+    rng = random.Random(a.seed)
+    params = SamplingParams(max_tokens=a.output_len, ignore_eos=True)
+    prompts = [synthetic_prompt(engine, a.prompt_len, rng) for _ in range(a.num_requests)]
+    start = time.perf_counter()
+    for ids in prompts:
+        engine.add_request(ids, params, arrival=start)
+    while engine.has_work:
+        engine.step()
+    timings = [Timing(r.arrival, r.token_times, ok=r.error is None) for r in engine.finished]
+    print(format_summary(summarize(timings, slo=SLO(ttft=a.slo_ttft, tpot=a.slo_tpot))))
+    meta = {"command": "bench", "args": vars(a), "model": engine.loaded.name, "device": str(engine.loaded.device),
+            "dtype": str(engine.loaded.dtype), "machine": platform.platform(), "processor": platform.processor()}
+    folder = save_run(a.out, engine.finished, engine.steps, meta)
+    print(f"records written to {folder}/")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate", help="stream one answer")
+    g.add_argument("prompt")
+    g.add_argument("--raw", action="store_true", help="send the text as is, without the chat template")
+    g.add_argument("--max-tokens", type=int, default=128)
+    g.add_argument("--temperature", type=float, default=0.0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--stop", action="append")
+    engine_args(g)
+    b = sub.add_parser("bench", help="N concurrent requests; prints a metric table, writes records")
+    b.add_argument("--num-requests", type=int, default=8)
+    b.add_argument("--prompt-len", type=int, default=128)
+    b.add_argument("--output-len", type=int, default=64)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--slo-ttft", type=float, default=1.0, help="seconds")
+    b.add_argument("--slo-tpot", type=float, default=0.05, help="seconds")
+    b.add_argument("--out", default="runs/bench")
+    engine_args(b)
+    a = parser.parse_args(argv)
+    try:
+        {"generate": generate, "bench": bench}[a.command](a)
+    except (RequestError, ModelLoadError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
