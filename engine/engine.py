@@ -32,6 +32,14 @@ class TokenEvent:
     error: str | None = None
 
 
+def _check_unicode(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RequestError(f"prompt is not valid Unicode text ({exc.reason} at character {exc.start}); "
+                           "send UTF-8 text without lone surrogates") from None
+
+
 class LLMEngine:
     def __init__(self, config: EngineConfig | None = None, loaded: LoadedModel | None = None, name: str = ""):
         self.config = config or EngineConfig()
@@ -78,6 +86,12 @@ class LLMEngine:
             return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def _encode(self, prompt) -> list[int]:
+        if isinstance(prompt, str):
+            _check_unicode(prompt)
+        elif isinstance(prompt, list):
+            for m in prompt:
+                if isinstance(m, dict) and isinstance(m.get("content"), str):
+                    _check_unicode(m["content"])
         if isinstance(prompt, str):
             if not prompt.strip():
                 raise RequestError("prompt is empty; send at least one non-space character")

@@ -1,0 +1,53 @@
+"""Shared fixtures: the bundled model is loaded once per test session, on CPU."""
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from engine.config import EngineConfig
+from engine.engine import LLMEngine
+from engine.model_loader import bundled_model_folder, load_model
+
+
+@pytest.fixture(scope="session")
+def loaded():
+    return load_model("bundled", device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def reference_model():
+    """The same weights with transformers' own attention and cache: the yardstick."""
+    return AutoModelForCausalLM.from_pretrained(bundled_model_folder(), dtype=torch.float32).eval()
+
+
+@pytest.fixture
+def make_engine(loaded):
+    def make(**overrides) -> LLMEngine:
+        return LLMEngine(EngineConfig(**{"kv_cache_tokens": 4096, **overrides}), loaded=loaded)
+    return make
+
+
+@pytest.fixture
+def chat(loaded):
+    def encode(text: str) -> list[int]:
+        out = loaded.tokenizer.apply_chat_template([{"role": "user", "content": text}],
+                                                   add_generation_prompt=True, tokenize=True)
+        return list(out["input_ids"] if hasattr(out, "keys") else out)
+    return encode
+
+
+def run_to_end(engine: LLMEngine) -> dict[str, list[int]]:
+    """Step until idle; the generated token ids per request id."""
+    tokens: dict[str, list[int]] = {}
+    while engine.has_work:
+        for e in engine.step():
+            if e.token_id is not None:
+                tokens.setdefault(e.request_id, []).append(e.token_id)
+    return tokens
+
+
+def greedy_reference(model, prompt_ids: list[int], n: int) -> list[int]:
+    with torch.inference_mode():
+        out = model.generate(torch.tensor([prompt_ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False)
+    return out[0, len(prompt_ids):].tolist()

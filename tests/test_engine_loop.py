@@ -1,0 +1,66 @@
+"""The threaded engine loop: concurrent streams, monotonic timestamps, aborts free their KV."""
+import threading
+import time
+
+import pytest
+
+from engine.config import RequestError, SamplingParams
+from engine.engine_loop import EngineLoop
+from engine.metrics import summarize
+
+
+@pytest.fixture
+def loop(make_engine):
+    loop = EngineLoop(make_engine())
+    yield loop
+    loop.stop()
+
+
+def test_concurrent_streams_all_complete_with_monotonic_timestamps(loop, chat):
+    streams = []
+    lock = threading.Lock()
+
+    def client(i):
+        s = loop.submit(chat(f"Tell me a fact about the number {i}."), SamplingParams(max_tokens=12, ignore_eos=True))
+        s.result()
+        with lock:
+            streams.append(s)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(streams) == 6
+    for s in streams:
+        assert s.finish_reason == "length" and len(s.token_times) == 12
+        assert s.token_times == sorted(s.token_times) and s.token_times[0] > s.sent
+    assert summarize([s.timing for s in streams]).completed == 6
+    for r in loop.engine.finished:
+        stamps = [r.arrival, r.scheduled, r.first_token, *r.token_times, r.finish]
+        assert stamps == sorted(stamps)
+
+
+def test_streamed_text_equals_decoded_tokens(loop, chat):
+    s = loop.submit(chat("Name three rivers."), SamplingParams(max_tokens=30))
+    tokens = [e.token_id for e in s if e.token_id is not None]
+    assert s.text == loop.engine.decode(tokens)
+
+
+def test_bad_request_raises_in_the_caller_and_others_continue(loop, chat):
+    good = loop.submit(chat("Hello"), SamplingParams(max_tokens=6, ignore_eos=True))
+    with pytest.raises(RequestError):
+        loop.submit("", SamplingParams())
+    assert len(good.result()) > 0 and good.finish_reason == "length"
+
+
+def test_cancel_mid_stream_frees_kv_blocks(loop, chat):
+    s = loop.submit(chat("Write a long essay about the ocean."), SamplingParams(max_tokens=500, ignore_eos=True))
+    for i, event in enumerate(s):
+        if i == 3:
+            s.cancel()
+    assert s.finish_reason == "abort" and len(s.token_times) < 500
+    deadline = time.time() + 10
+    while loop.engine.has_work and time.time() < deadline:
+        time.sleep(0.05)
+    assert loop.engine.cache.allocator.num_used == 0
