@@ -5,7 +5,6 @@ It records when every token was produced (time.perf_counter) and what every step
 from __future__ import annotations
 
 import itertools
-import threading
 import time
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ from .devices import place_on_cpu_cores
 from .kv_cache import KVPayload, PagedKVCache
 from .model_loader import LoadedModel, load_model
 from .model_runner import ModelRunner
+from .prompts import PromptEncoder
 from .sampler import sample
 from .scheduler import Scheduler
 from .sequence import RequestRecord, Sequence, Status, StepRecord
@@ -32,14 +32,6 @@ class TokenEvent:
     error: str | None = None
 
 
-def _check_unicode(text: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise RequestError(f"prompt is not valid Unicode text ({exc.reason} at character {exc.start}); "
-                           "send UTF-8 text without lone surrogates") from None
-
-
 class LLMEngine:
     def __init__(self, config: EngineConfig | None = None, loaded: LoadedModel | None = None, name: str = ""):
         self.config = config or EngineConfig()
@@ -47,8 +39,6 @@ class LLMEngine:
             place_on_cpu_cores(self.config.threads, self.config.cpu_cores)
         self.loaded = loaded or load_model(self.config.model, self.config.device, self.config.dtype)
         self.tokenizer = self.loaded.tokenizer
-        # Rust tokenizers raise "Already borrowed" when two threads use one at once.
-        self._tokenizer_lock = threading.Lock()
         self.name = name
         mc = self.loaded.config
         head_dim = getattr(mc, "head_dim", None) or mc.hidden_size // mc.num_attention_heads
@@ -58,7 +48,7 @@ class LLMEngine:
         self.scheduler = Scheduler(self.config, self.cache)
         self.runner = ModelRunner(self.loaded.model, self.cache, self.loaded.device)
         self.eos_ids = self._eos_ids()
-        self.max_context = self.loaded.max_context
+        self.prompts = PromptEncoder(self.tokenizer, self.loaded.config.vocab_size, self.loaded.max_context)
         self.sequences: dict[str, Sequence] = {}
         self.finished: list[RequestRecord] = []
         self.steps: list[StepRecord] = []
@@ -76,53 +66,14 @@ class LLMEngine:
 
     # ---- requests -------------------------------------------------------------------------
 
-    def encode(self, prompt: str | list[int] | list[dict]) -> list[int]:
-        """Text, token ids, or chat messages (rendered with the tokenizer's chat template)."""
-        with self._tokenizer_lock:
-            return self._encode(prompt)
+    def encode(self, prompt) -> list[int]:
+        return self.prompts.encode(prompt)
 
     def decode(self, ids: list[int]) -> str:
-        with self._tokenizer_lock:
-            return self.tokenizer.decode(ids, skip_special_tokens=True)
-
-    def _encode(self, prompt) -> list[int]:
-        if isinstance(prompt, str):
-            _check_unicode(prompt)
-        elif isinstance(prompt, list):
-            for m in prompt:
-                if isinstance(m, dict) and isinstance(m.get("content"), str):
-                    _check_unicode(m["content"])
-        if isinstance(prompt, str):
-            if not prompt.strip():
-                raise RequestError("prompt is empty; send at least one non-space character")
-            return self.tokenizer.encode(prompt, add_special_tokens=False) or self._empty()
-        if isinstance(prompt, list) and prompt and all(isinstance(m, dict) for m in prompt):
-            for m in prompt:
-                if not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-                    raise RequestError("each chat message needs a string 'role' and a string 'content'")
-            if not any(m["content"].strip() for m in prompt):
-                raise RequestError("all chat messages are empty; send at least one non-space character")
-            ids = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
-            return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
-        if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
-            vocab = self.loaded.config.vocab_size
-            bad = [t for t in prompt if not 0 <= t < vocab]
-            if bad:
-                raise RequestError(f"token ids must be in [0, {vocab}); got {bad[:5]}")
-            return list(prompt)
-        raise RequestError("prompt must be non-empty text, a list of token ids, or a list of chat messages")
-
-    def _empty(self) -> list[int]:
-        raise RequestError("prompt has no tokens after tokenization")
+        return self.prompts.decode(ids)
 
     def check_length(self, prompt_tokens: int, params: SamplingParams) -> None:
-        limit = min(self.max_context, self.cache.capacity_tokens)
-        if prompt_tokens + params.max_tokens > limit:
-            raise RequestError(
-                f"prompt ({prompt_tokens} tokens) + max_tokens ({params.max_tokens}) = "
-                f"{prompt_tokens + params.max_tokens} tokens exceeds the limit of {limit} tokens "
-                f"(context window {self.max_context}, KV cache {self.cache.capacity_tokens})"
-            )
+        self.prompts.check_length(prompt_tokens, params, self.cache.capacity_tokens)
 
     def add_request(self, prompt, params: SamplingParams | None = None, request_id: str | None = None,
                     arrival: float | None = None) -> str:
