@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
 from .config import EngineConfig, RequestError, SamplingParams
 from .devices import place_on_cpu_cores
-from .kv_cache import KVPayload, PagedKVCache
+from .kv_cache import PagedKVCache
 from .model_loader import LoadedModel, load_model
 from .model_runner import ModelRunner
 from .prompts import PromptEncoder
 from .sampler import sample
 from .scheduler import Scheduler
 from .sequence import RequestRecord, Sequence, Status, StepRecord
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -171,30 +175,45 @@ class LLMEngine:
         self.finished.append(seq.record)
         return TokenEvent(seq.request_id, None, "", seq.record.finish, reason)
 
-    # ---- KV export / import (disaggregated prefill) -------------------------------------------
+    # ---- KV hand-off (disaggregated prefill) ---------------------------------------------------
 
-    def export_kv(self, request_id: str) -> KVPayload:
-        """The KV of every token of a request whose prompt is fully prefilled."""
-        seq = self.sequences[request_id]
-        return self.cache.export(seq.block_table, seq.num_computed)
+    def hand_off(self, request_id: str, send: Callable[[PagedKVCache, list[int], int], T]) -> tuple[Sequence, T]:
+        """Send a prefilled request's KV with `send(cache, block_table, num_tokens)`, then drop the
+        request here (its blocks return to the pool). Returns the sequence and what `send` returned."""
+        seq = self.sequences.pop(request_id)
+        try:
+            sent = send(self.cache, seq.block_table, seq.num_computed)
+        finally:
+            self.scheduler.remove(seq)
+        seq.finish("handed_off")
+        self.finished.append(seq.record)
+        return seq, sent
 
-    def add_prefilled(self, prompt_ids: list[int], output_ids: list[int], kv: KVPayload,
-                      params: SamplingParams, request_id: str, arrival: float | None = None) -> str:
-        """Continue a request prefilled elsewhere: load its KV, then decode here."""
+    def add_prefilled(self, prompt_ids: list[int], output_ids: list[int], num_kv_tokens: int,
+                      load: Callable[[PagedKVCache, list[int]], None], params: SamplingParams,
+                      request_id: str, arrival: float) -> list[TokenEvent]:
+        """Continue a request prefilled elsewhere: `load(cache, block_table)` fills fresh blocks with
+        its KV, then it decodes here. Returns the events of the tokens it brought (the first token,
+        which the client sees only now: the transfer is part of TTFT)."""
         self.check_length(len(prompt_ids), params)
-        if kv.num_tokens != len(prompt_ids) + len(output_ids) - 1:
-            raise ValueError(f"KV holds {kv.num_tokens} tokens, expected {len(prompt_ids) + len(output_ids) - 1}")
-        if not self.cache.can_grow([], kv.num_tokens + 1):
-            raise RequestError("no free KV blocks on this worker for the transferred cache")
+        if num_kv_tokens != len(prompt_ids) + len(output_ids) - 1:
+            raise ValueError(f"KV holds {num_kv_tokens} tokens, expected {len(prompt_ids) + len(output_ids) - 1}")
         seq = self._new_sequence(prompt_ids, params, request_id, arrival)
-        seq.output_ids = list(output_ids)
-        seq.output_text = self.decode(output_ids)
-        self.cache.grow(seq.block_table, kv.num_tokens + 1)
-        self.cache.load(seq.block_table, kv)
-        seq.num_computed = kv.num_tokens
+        try:
+            self.cache.grow(seq.block_table, num_kv_tokens + 1)
+            load(self.cache, seq.block_table)
+        except BaseException:
+            self.cache.release(seq.block_table)
+            del self.sequences[request_id]
+            raise
+        seq.num_computed = num_kv_tokens
         seq.record.scheduled = time.perf_counter()
         self.scheduler.add_running(seq)
-        return request_id
+        now = time.perf_counter()
+        return [event for token in output_ids for event in self._append(seq, token, now)]
+
+    def can_import(self, num_kv_tokens: int) -> bool:
+        return self.cache.can_grow([], num_kv_tokens + 1)
 
     def kv_usage(self) -> float:
         return self.cache.allocator.num_used / self.cache.allocator.num_blocks

@@ -4,47 +4,10 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator
 
 from .config import SamplingParams
 from .engine import LLMEngine, TokenEvent
-from .metrics import Timing
-
-
-class RequestStream:
-    """The events of one request, in order; iteration ends after the finishing event."""
-
-    def __init__(self, request_id: str, sent: float, loop: EngineLoop):
-        self.request_id = request_id
-        self.sent = sent
-        self.events: queue.Queue[TokenEvent] = queue.Queue()
-        self.token_times: list[float] = []
-        self.text = ""
-        self.finish_reason: str | None = None
-        self.error: str | None = None
-        self._loop = loop
-
-    def __iter__(self) -> Iterator[TokenEvent]:
-        while self.finish_reason is None:
-            event = self.events.get()
-            if event.token_id is not None:
-                self.token_times.append(event.time)
-                self.text += event.text
-            if event.finish_reason is not None:
-                self.finish_reason, self.error = event.finish_reason, event.error
-            yield event
-
-    def result(self) -> str:
-        for _ in self:
-            pass
-        return self.text
-
-    def cancel(self) -> None:
-        self._loop.abort(self.request_id)
-
-    @property
-    def timing(self) -> Timing:
-        return Timing(self.sent, list(self.token_times), ok=self.error is None and self.finish_reason != "abort")
+from .request_stream import RequestStream
 
 
 class EngineLoop:
@@ -63,7 +26,7 @@ class EngineLoop:
         self.engine.check_length(len(ids), params)
         sent = time.perf_counter()
         request_id = request_id or self.engine.new_request_id()
-        stream = RequestStream(request_id, sent, self)
+        stream = RequestStream(request_id, sent, self.abort)
         self._streams[request_id] = stream
         self._inbox.put(("add", ids, params, request_id, sent))
         return stream
@@ -117,6 +80,6 @@ class EngineLoop:
             stream = self._streams.get(event.request_id)
             if stream is None:
                 continue
-            stream.events.put(event)
+            stream.deliver(event)
             if event.finish_reason is not None:
                 del self._streams[event.request_id]

@@ -104,11 +104,18 @@ class PagedKVCache:
         self.key[layer].index_copy_(0, slots, key)
         self.value[layer].index_copy_(0, slots, value)
 
+    def export_into(self, block_table: list[int], num_tokens: int, key: torch.Tensor, value: torch.Tensor) -> None:
+        """Gather a sequence's KV straight into caller-owned tensors (e.g. shared memory): one copy."""
+        slots = self.slots(block_table, 0, num_tokens)
+        torch.index_select(self.key, 1, slots, out=key)
+        torch.index_select(self.value, 1, slots, out=value)
+
     def export(self, block_table: list[int], num_tokens: int) -> KVPayload:
         slots = self.slots(block_table, 0, num_tokens)
         return KVPayload(self.key[:, slots], self.value[:, slots])  # advanced indexing copies
 
     def load(self, block_table: list[int], payload: KVPayload) -> None:
+        """Scatter a payload into this pool's blocks: one copy (plus a device move if it lives elsewhere)."""
         slots = self.slots(block_table, 0, payload.num_tokens)
         self.key.index_copy_(1, slots, payload.key.to(self.key.device, self.key.dtype))
         self.value.index_copy_(1, slots, payload.value.to(self.value.device, self.value.dtype))

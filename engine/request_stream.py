@@ -1,0 +1,65 @@
+"""A client's view of one request: its events in order, stamped when they reach the client."""
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Callable, Iterator
+
+from .engine import TokenEvent
+from .metrics import Timing
+
+
+class RequestStream:
+    """Iteration yields the request's events and ends after the finishing one."""
+
+    def __init__(self, request_id: str, sent: float, abort: Callable[[str], None]):
+        self.request_id = request_id
+        self.sent = sent
+        self.token_times: list[float] = []   # when each token reached the client
+        self.token_ids: list[int] = []
+        self.text = ""
+        self.finish_reason: str | None = None
+        self.error: str | None = None
+        self._events: queue.Queue[TokenEvent] = queue.Queue()
+        self._abort = abort
+
+    def deliver(self, event: TokenEvent) -> None:
+        """Called by the dispatcher thread as each event arrives."""
+        if event.token_id is not None:
+            self.token_times.append(time.perf_counter())
+            self.token_ids.append(event.token_id)
+            self.text += event.text
+        if event.finish_reason is not None:
+            self.finish_reason, self.error = event.finish_reason, event.error
+        self._events.put(event)
+
+    def __iter__(self) -> Iterator[TokenEvent]:
+        while True:
+            event = self._events.get()
+            yield event
+            if event.finish_reason is not None:
+                return
+
+    def result(self, timeout: float | None = None) -> str:
+        """Wait for the end; the whole text. Raises TimeoutError if it does not end in time."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.finish_reason is None:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(f"request {self.request_id} did not finish within {timeout} s")
+            try:
+                self._events.get(timeout=left)
+            except queue.Empty:
+                continue
+        return self.text
+
+    def cancel(self) -> None:
+        self._abort(self.request_id)
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def timing(self) -> Timing:
+        return Timing(self.sent, list(self.token_times), ok=self.error is None and self.finish_reason != "abort")
