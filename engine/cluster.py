@@ -184,8 +184,11 @@ class Cluster:
                 raise ValueError(f"request id {request_id!r} is already in use")
             prefill_only = self.topology.mode == "disaggregated" and not (
                 self.conditional_threshold is not None and len(ids) < self.conditional_threshold)
-            worker = self._pick("prefill" if prefill_only else
-                                "decode" if self.topology.mode == "disaggregated" else "colocated")
+            if self.topology.mode == "disaggregated":
+                decode = self._pick("decode")  # fail now, not after a prefill, if no decode worker lives
+                worker = self._pick("prefill") if prefill_only else decode
+            else:
+                worker = self._pick("colocated")
             sent = time.perf_counter()
             stream = RequestStream(request_id, sent, self.abort)
             self._streams[request_id] = stream
