@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .kv_cache import PagedKVCache
-from .paged_attention import PrefillSegment, StepBatch
+from .paged_attention import DecodeGroup, PrefillSegment, StepBatch
 from .sequence import Sequence
 
 
@@ -18,12 +18,12 @@ class ModelRunner:
     def run(self, work: list[tuple[Sequence, int]]) -> tuple[list[Sequence], torch.Tensor]:
         """Feed each sequence its next tokens; return the sequences that reached their last
         pending token (they sample now) and their logits, one row each."""
-        decodes = [(s, n) for s, n in work if n == 1]
+        decodes = sorted(((s, n) for s, n in work if n == 1), key=lambda w: w[0].num_computed)
         prefills = [(s, n) for s, n in work if n > 1]
         ordered = decodes + prefills  # the attention function expects decode rows first
 
         ids, positions, write_slots, last_rows, sampling = [], [], [], [], []
-        batch = StepBatch(self.cache, write_slots=torch.empty(0), num_decode=len(decodes))
+        batch = StepBatch(self.cache, write_slots=torch.empty(0))
         row = 0
         for seq, n in ordered:
             start = seq.num_computed
@@ -37,8 +37,7 @@ class ModelRunner:
                 sampling.append(seq)
             row += n
         batch.write_slots = torch.cat(write_slots)
-        if decodes:
-            batch.decode_slots, batch.decode_mask = self._decode_context([s for s, _ in decodes])
+        batch.decodes = self._decode_groups([s for s, _ in decodes])
 
         input_ids = torch.tensor([ids], device=self.device)
         position_ids = torch.tensor([positions], device=self.device)
@@ -58,6 +57,15 @@ class ModelRunner:
         query_pos = torch.arange(start, context).unsqueeze(1)
         mask = (torch.arange(context).unsqueeze(0) <= query_pos).to(self.device)
         return PrefillSegment(row, n, slots, mask)
+
+    def _decode_groups(self, seqs: list[Sequence]) -> list[DecodeGroup]:
+        """Split decodes (sorted by context length) where padding would more than double the work."""
+        groups, start = [], 0
+        for i in range(1, len(seqs) + 1):
+            if i == len(seqs) or seqs[i].num_computed + 1 > 2 * (seqs[start].num_computed + 1) + 256:
+                groups.append(DecodeGroup(start, *self._decode_context(seqs[start:i])))
+                start = i
+        return groups
 
     def _decode_context(self, seqs: list[Sequence]) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = [s.num_computed + 1 for s in seqs]

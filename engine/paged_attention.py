@@ -3,7 +3,8 @@
 The model runs one packed forward per step: all fed tokens of all sequences in one row. The model
 code (Llama, Qwen2, Mistral, ...) computes q, k, v and RoPE as usual and then calls this function,
 which writes the new k, v into the pool and attends each sequence only to its own tokens:
-- decode tokens (one per sequence) are batched into one SDPA call over their gathered contexts;
+- decode tokens (one per sequence) are batched into SDPA calls over their gathered contexts, grouped
+  by context length so that one 4000-token context does not pad every short one to 4000;
 - a prompt chunk with no earlier context attends to itself with a causal kernel, no gather;
 - a prompt chunk after earlier context (chunked prefill, recompute) gathers that context.
 """
@@ -29,13 +30,19 @@ class PrefillSegment:
 
 
 @dataclass
+class DecodeGroup:
+    """Decode tokens of similar context length, attended in one padded SDPA call."""
+    start: int                     # first row in the packed batch
+    slots: torch.Tensor            # [n, width] pool slots of each sequence's context (padded)
+    mask: torch.Tensor             # [n, 1, 1, width] bool, True on real context
+
+
+@dataclass
 class StepBatch:
     """What the attention function needs to know about one packed step."""
     cache: PagedKVCache
     write_slots: torch.Tensor                    # pool slot of every fed token, in packed order
-    num_decode: int = 0                          # decode tokens come first in the packed row
-    decode_slots: torch.Tensor | None = None     # [num_decode, max_context] (padded)
-    decode_mask: torch.Tensor | None = None      # [num_decode, 1, 1, max_context] bool
+    decodes: list[DecodeGroup] = field(default_factory=list)   # decode rows come first
     prefills: list[PrefillSegment] = field(default_factory=list)
 
 
@@ -47,13 +54,13 @@ def paged_attention_forward(module, query, key, value, attention_mask, scaling=N
     cache.write(layer, batch.write_slots, new_key, new_value)
     out = torch.empty_like(query[0].transpose(0, 1))  # [T, heads, dim]
 
-    if batch.num_decode:
-        n = batch.num_decode
-        k = cache.key[layer][batch.decode_slots].permute(0, 2, 1, 3)   # [n, kv_heads, ctx, dim]
-        v = cache.value[layer][batch.decode_slots].permute(0, 2, 1, 3)
-        q = query[0, :, :n].transpose(0, 1).unsqueeze(2)                # [n, heads, 1, dim]
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=batch.decode_mask, scale=scaling, enable_gqa=True)
-        out[:n] = o.squeeze(2)
+    for group in batch.decodes:
+        rows = slice(group.start, group.start + group.slots.shape[0])
+        k = cache.key[layer][group.slots].permute(0, 2, 1, 3)   # [n, kv_heads, width, dim]
+        v = cache.value[layer][group.slots].permute(0, 2, 1, 3)
+        q = query[0, :, rows].transpose(0, 1).unsqueeze(2)      # [n, heads, 1, dim]
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=group.mask, scale=scaling, enable_gqa=True)
+        out[rows] = o.squeeze(2)
 
     for seg in batch.prefills:
         rows = slice(seg.start, seg.start + seg.length)

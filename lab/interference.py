@@ -1,0 +1,183 @@
+"""The lecture's experiment: short chat streams run, a long prompt arrives, what happens to ITL?
+
+Users each run a loop of chat requests (one at a time, like a person waiting for an answer). At
+set times long prompts are injected. Every token is stamped when it reaches the client, so the
+same experiment measures any target that has `submit(prompt, params) -> stream`.
+"""
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from engine.config import SamplingParams
+from engine.metrics import SLO, Timing, stats, summarize
+
+from .prompts import chat_question, long_document_prompt
+
+
+@dataclass
+class Workload:
+    users: int = 6                     # concurrent short chat streams
+    short_output_tokens: int = 48
+    long_prompt_tokens: int = 4000
+    long_output_tokens: int = 8
+    inject_at: tuple[float, ...] = (6.0,)   # seconds after the start
+    tail_s: float = 4.0                # keep the short streams running this long after the last long answer
+    time_limit_s: float = 180.0        # the run ends by itself, whatever happens
+    seed: int = 0
+    slo_ttft_s: float = 1.0
+    slo_tpot_s: float = 0.15
+
+    def __post_init__(self):
+        if self.users < 0 or self.short_output_tokens < 1 or self.long_prompt_tokens < 1:
+            raise ValueError("users must be >= 0; output and prompt lengths must be >= 1")
+        if any(t < 0 for t in self.inject_at):
+            raise ValueError(f"inject_at times must be >= 0 s, got {self.inject_at}")
+
+
+@dataclass
+class Sent:
+    kind: str          # short | long
+    user: int
+    stream: object     # engine.request_stream.RequestStream
+
+
+@dataclass
+class RunResult:
+    label: str
+    workload: Workload
+    started: float
+    injections: list[tuple[float, float | None]]   # (sent, first token) per long prompt
+    requests: list[Sent] = field(default_factory=list)
+    transfers: list[dict] = field(default_factory=list)
+
+
+def run_interference(target, workload: Workload, label: str, count_tokens) -> RunResult:
+    rng = random.Random(workload.seed)
+    stop = threading.Event()
+    result = RunResult(label, workload, time.perf_counter(), [])
+    lock = threading.Lock()
+    params = SamplingParams(max_tokens=workload.short_output_tokens, ignore_eos=True)
+
+    def user(index: int, seed: int) -> None:
+        user_rng = random.Random(seed)
+        while not stop.is_set():
+            stream = target.submit(chat_question(user_rng), params)
+            with lock:
+                result.requests.append(Sent("short", index, stream))
+            while not stream.done and not stop.is_set():
+                time.sleep(0.01)
+            if not stream.done:
+                stream.cancel()
+
+    threads = [threading.Thread(target=user, args=(i, rng.randrange(1 << 30)), daemon=True)
+               for i in range(workload.users)]
+    for t in threads:
+        t.start()
+    deadline = result.started + workload.time_limit_s
+    long_params = SamplingParams(max_tokens=workload.long_output_tokens, ignore_eos=True)
+    longs = []
+    for i, at in enumerate(sorted(workload.inject_at)):
+        prompt = long_document_prompt(workload.long_prompt_tokens, count_tokens, seed=workload.seed + i)
+        _sleep_until(result.started + at, deadline)
+        stream = target.submit(prompt, long_params)
+        longs.append(stream)
+        with lock:
+            result.requests.append(Sent("long", -1, stream))
+    for stream in longs:
+        while not stream.done and time.perf_counter() < deadline:
+            time.sleep(0.02)
+        if not stream.done:
+            stream.cancel()
+    _sleep_until(time.perf_counter() + workload.tail_s, deadline)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    result.injections = [(s.sent, s.token_times[0] if s.token_times else None) for s in longs]
+    transfers = getattr(target, "transfers", {})
+    result.transfers = [{"request_id": t.request_id, "transport": t.transport, "bytes": t.nbytes,
+                         "tokens": t.tokens, "send_s": t.send_seconds, "receive_s": t.receive_seconds,
+                         "total_s": t.total_seconds, "gbps": t.gbps} for t in list(transfers.values())]
+    return result
+
+
+def _sleep_until(when: float, deadline: float) -> None:
+    time.sleep(max(0.0, min(when, deadline) - time.perf_counter()))
+
+
+# ---- analysis -----------------------------------------------------------------------------------
+
+def token_table(result: RunResult) -> pd.DataFrame:
+    """One row per received token: request, kind, time since start, gap to the previous token."""
+    rows = []
+    for sent in result.requests:
+        s = sent.stream
+        previous = None
+        for i, t in enumerate(s.token_times):
+            rows.append({"request_id": s.request_id, "kind": sent.kind, "user": sent.user, "index": i,
+                         "t": t - result.started, "gap_ms": None if previous is None else 1000 * (t - previous)})
+            previous = t
+    return pd.DataFrame(rows, columns=["request_id", "kind", "user", "index", "t", "gap_ms"])
+
+
+def request_table(result: RunResult) -> pd.DataFrame:
+    rows = []
+    for sent in result.requests:
+        s, timing = sent.stream, sent.stream.timing
+        rows.append({"request_id": s.request_id, "kind": sent.kind, "user": sent.user,
+                     "sent": s.sent - result.started, "output_tokens": len(s.token_times),
+                     "ttft_s": timing.ttft, "tpot_s": timing.tpot, "e2e_s": timing.e2e,
+                     "finish_reason": s.finish_reason, "error": s.error})
+    return pd.DataFrame(rows)
+
+
+def summarize_run(result: RunResult) -> dict:
+    """ITL before vs during the long prefills, the longest stall, TTFTs, transfer, goodput."""
+    shorts = [r.stream for r in result.requests if r.kind == "short"]
+    longs = [r.stream for r in result.requests if r.kind == "long"]
+    windows = [(sent, first if first is not None else float("inf")) for sent, first in result.injections]
+    first_injection = min((w[0] for w in windows), default=float("inf"))
+    before, during = [], []
+    for s in shorts:
+        for a, b in zip(s.token_times, s.token_times[1:]):
+            if b < first_injection:
+                before.append(b - a)
+            elif any(start <= b and a <= end for start, end in windows):  # the gap overlaps a long prefill
+                during.append(b - a)
+    all_gaps = [gap for s in shorts for gap in s.timing.itls]
+    ms = lambda d: {k: round(1000 * v, 1) for k, v in d.items()}  # noqa: E731
+    slo = SLO(ttft=result.workload.slo_ttft_s, tpot=result.workload.slo_tpot_s)
+    short_timings = [Timing(s.sent, s.token_times, s.error is None) for s in shorts if s.done]
+    overall = summarize(short_timings, slo=slo)
+    return {
+        "label": result.label,
+        "short_requests": len(short_timings),
+        "itl_before_ms": ms(stats(before)),
+        "itl_during_ms": ms(stats(during)),
+        "longest_stall_ms": round(1000 * max(during + [0.0]), 1),
+        "longest_gap_overall_ms": round(1000 * max(all_gaps + [0.0]), 1),
+        "short_ttft_ms": ms(stats([t.ttft for t in short_timings if t.ttft is not None])),
+        "long_ttft_s": [round(s.timing.ttft, 2) if s.timing.ttft is not None else None for s in longs],
+        "long_errors": [s.error for s in longs if s.error],
+        "transfer": result.transfers,
+        "goodput_rps": round(overall.goodput, 3),
+        "slo_attainment": round(overall.slo_attainment, 3),
+        "slo": {"ttft_s": slo.ttft, "tpot_s": slo.tpot},
+        "output_tok_per_s": round(overall.output_throughput, 1),
+    }
+
+
+def save_result(result: RunResult, folder: str | Path) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    token_table(result).to_csv(folder / "tokens.csv", index=False)
+    request_table(result).to_csv(folder / "requests.csv", index=False)
+    summary = {**summarize_run(result), "workload": asdict(result.workload)}
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    return folder

@@ -1,0 +1,47 @@
+"""`python -m lab.run_experiment --mode disaggregated`: the interference experiment from the shell."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from engine.cluster import Cluster
+from engine.config import EngineConfig
+from engine.topology import Topology
+
+from .interference import Workload, run_interference, save_result, summarize_run
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lab.run_experiment", description=__doc__)
+    p.add_argument("--mode", default="colocated", choices=["colocated", "chunked", "disaggregated"])
+    p.add_argument("--prefill-workers", type=int, default=1)
+    p.add_argument("--decode-workers", type=int, default=1)
+    p.add_argument("--transport", default="shm", choices=["shm", "disk", "tcp"])
+    p.add_argument("--conditional-threshold", type=int, default=None,
+                   help="prefill prompts shorter than this on the decode worker (Dynamo-style)")
+    p.add_argument("--chunk-size", type=int, default=256)
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--users", type=int, default=6)
+    p.add_argument("--short-output-tokens", type=int, default=48)
+    p.add_argument("--long-prompt-tokens", type=int, default=4000)
+    p.add_argument("--inject-at", type=float, nargs="+", default=[6.0])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="folder for tokens.csv, requests.csv, summary.json")
+    a = p.parse_args(argv)
+    workload = Workload(users=a.users, short_output_tokens=a.short_output_tokens,
+                        long_prompt_tokens=a.long_prompt_tokens, inject_at=tuple(a.inject_at), seed=a.seed)
+    topology = Topology(a.mode, a.prefill_workers, a.decode_workers)
+    engine = EngineConfig(chunk_size=a.chunk_size, dtype=a.dtype, kv_cache_tokens=16384)
+    with Cluster(topology, engine, transport=a.transport, conditional_threshold=a.conditional_threshold) as cluster:
+        label = topology.label + (f" ({a.transport})" if a.mode == "disaggregated" else "")
+        result = run_interference(cluster, workload, label, lambda m: len(cluster.prompts.encode(m)))
+    summary = summarize_run(result)
+    print(json.dumps(summary, indent=2))
+    if a.out:
+        print(f"saved to {save_result(result, a.out)}/", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
