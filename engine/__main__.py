@@ -20,7 +20,7 @@ def engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--policy", default="prefill-first", choices=["prefill-first", "chunked"])
     p.add_argument("--chunk-size", type=int, default=256)
-    p.add_argument("--kv-cache-tokens", type=int, default=32768)
+    p.add_argument("--kv-cache-tokens", type=int, default=16384)
     p.add_argument("--threads", type=int, default=None)
 
 

@@ -19,7 +19,7 @@ class EngineConfig:
     policy: str = "prefill-first"   # prefill-first | chunked
     chunk_size: int = 256           # per-step token budget of the chunked policy
     block_size: int = 16            # tokens per KV block
-    kv_cache_tokens: int = 32768    # KV capacity in tokens (rounded up to whole blocks)
+    kv_cache_tokens: int = 16384    # KV capacity in tokens, reserved at start (SmolLM2 fp32: 720 MiB)
     max_num_seqs: int = 64          # most sequences in one running batch
     max_prefill_tokens: int = 8192  # most prompt tokens prefilled in one prefill-first step
     threads: int | None = None      # CPU threads for torch (None: leave torch's default)

@@ -7,6 +7,8 @@ from .kv_cache import PagedKVCache
 from .paged_attention import DecodeGroup, PrefillSegment, StepBatch
 from .sequence import Sequence
 
+LONG_CONTEXT = 512  # decodes with at least this much context are attended alone when contiguous
+
 
 class ModelRunner:
     def __init__(self, model: torch.nn.Module, cache: PagedKVCache, device: torch.device):
@@ -53,18 +55,29 @@ class ModelRunner:
         if start == 0:
             return PrefillSegment(row, n, None, None)
         context = start + n
-        slots = self.cache.slots(seq.block_table, 0, context)
         query_pos = torch.arange(start, context).unsqueeze(1)
         mask = (torch.arange(context).unsqueeze(0) <= query_pos).to(self.device)
-        return PrefillSegment(row, n, slots, mask)
+        return PrefillSegment(row, n, self._context(seq, context), mask)
+
+    def _context(self, seq: Sequence, length: int):
+        span = self.cache.contiguous_span(seq.block_table, length)
+        return span if span is not None else self.cache.slots(seq.block_table, 0, length)
 
     def _decode_groups(self, seqs: list[Sequence]) -> list[DecodeGroup]:
-        """Split decodes (sorted by context length) where padding would more than double the work."""
+        """Decodes sorted by context length. A long context in contiguous blocks gets its own
+        group (a view, no copy); the rest are split where padding would more than double the work."""
         groups, start = [], 0
-        for i in range(1, len(seqs) + 1):
-            if i == len(seqs) or seqs[i].num_computed + 1 > 2 * (seqs[start].num_computed + 1) + 256:
-                groups.append(DecodeGroup(start, *self._decode_context(seqs[start:i])))
+        for i in range(len(seqs) + 1):
+            span = None
+            if i < len(seqs) and seqs[i].num_computed + 1 >= LONG_CONTEXT:
+                span = self.cache.contiguous_span(seqs[i].block_table, seqs[i].num_computed + 1)
+            if i > start and (i == len(seqs) or span is not None
+                              or seqs[i].num_computed + 1 > 2 * (seqs[start].num_computed + 1) + 256):
+                groups.append(DecodeGroup(start, i - start, *self._decode_context(seqs[start:i])))
                 start = i
+            if span is not None:
+                groups.append(DecodeGroup(i, 1, span, None))
+                start = i + 1
         return groups
 
     def _decode_context(self, seqs: list[Sequence]) -> tuple[torch.Tensor, torch.Tensor]:

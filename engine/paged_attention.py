@@ -21,20 +21,30 @@ from .kv_cache import PagedKVCache
 ATTENTION_NAME = "pdlab_paged"
 
 
+Context = "torch.Tensor | tuple[int, int]"  # pool slots to gather, or a contiguous (start, end) span
+
+
+def read_context(pool: torch.Tensor, context) -> torch.Tensor:
+    """[tokens, kv_heads, dim]: a view for a contiguous span, else a gather."""
+    return pool[context[0]:context[1]] if isinstance(context, tuple) else pool[context]
+
+
 @dataclass
 class PrefillSegment:
     start: int                     # first row of this chunk in the packed batch
     length: int                    # tokens in this chunk
-    context_slots: torch.Tensor | None  # pool slots of all context incl. this chunk; None if fresh
-    mask: torch.Tensor | None      # [length, context] causal mask with offset; None if fresh
+    context: object = None         # Context of all tokens incl. this chunk; None if no earlier context
+    mask: torch.Tensor | None = None   # [length, context] causal mask with offset; None if fresh
 
 
 @dataclass
 class DecodeGroup:
-    """Decode tokens of similar context length, attended in one padded SDPA call."""
+    """Decode tokens attended together: one long sequence over a contiguous span (no copy), or
+    several of similar context length over gathered, padded contexts."""
     start: int                     # first row in the packed batch
-    slots: torch.Tensor            # [n, width] pool slots of each sequence's context (padded)
-    mask: torch.Tensor             # [n, 1, 1, width] bool, True on real context
+    size: int                      # sequences (rows) in the group
+    context: object                # a (start, end) span for one sequence, or [n, width] slots
+    mask: torch.Tensor | None      # [n, 1, 1, width] bool for padded groups
 
 
 @dataclass
@@ -55,9 +65,12 @@ def paged_attention_forward(module, query, key, value, attention_mask, scaling=N
     out = torch.empty_like(query[0].transpose(0, 1))  # [T, heads, dim]
 
     for group in batch.decodes:
-        rows = slice(group.start, group.start + group.slots.shape[0])
-        k = cache.key[layer][group.slots].permute(0, 2, 1, 3)   # [n, kv_heads, width, dim]
-        v = cache.value[layer][group.slots].permute(0, 2, 1, 3)
+        rows = slice(group.start, group.start + group.size)
+        k = read_context(cache.key[layer], group.context)
+        v = read_context(cache.value[layer], group.context)
+        if k.dim() == 3:  # one sequence's span: [tokens, kv_heads, dim]
+            k, v = k.unsqueeze(0), v.unsqueeze(0)
+        k, v = k.permute(0, 2, 1, 3), v.permute(0, 2, 1, 3)      # [n, kv_heads, width, dim]
         q = query[0, :, rows].transpose(0, 1).unsqueeze(2)      # [n, heads, 1, dim]
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=group.mask, scale=scaling, enable_gqa=True)
         out[rows] = o.squeeze(2)
@@ -65,12 +78,12 @@ def paged_attention_forward(module, query, key, value, attention_mask, scaling=N
     for seg in batch.prefills:
         rows = slice(seg.start, seg.start + seg.length)
         q = query[:, :, rows]
-        if seg.context_slots is None:
+        if seg.context is None:
             k, v = key[:, :, rows], value[:, :, rows]
             o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=True)
         else:
-            k = cache.key[layer][seg.context_slots].transpose(0, 1).unsqueeze(0)
-            v = cache.value[layer][seg.context_slots].transpose(0, 1).unsqueeze(0)
+            k = read_context(cache.key[layer], seg.context).transpose(0, 1).unsqueeze(0)
+            v = read_context(cache.value[layer], seg.context).transpose(0, 1).unsqueeze(0)
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=seg.mask, scale=scaling, enable_gqa=True)
         out[rows] = o[0].transpose(0, 1)
     return out.unsqueeze(0), None

@@ -27,7 +27,9 @@ class Workload:
     short_output_tokens: int = 48
     long_prompt_tokens: int = 4000
     long_output_tokens: int = 8
-    inject_at: tuple[float, ...] = (6.0,)   # seconds after the start
+    inject_at: tuple[float, ...] = (15.0,)  # seconds after the start
+    think_s: float = 0.5               # mean pause of a user between an answer and the next question
+    stagger_s: float = 0.4             # user i starts at i * stagger_s, so users do not move in lockstep
     tail_s: float = 4.0                # keep the short streams running this long after the last long answer
     time_limit_s: float = 180.0        # the run ends by itself, whatever happens
     seed: int = 0
@@ -37,6 +39,8 @@ class Workload:
     def __post_init__(self):
         if self.users < 0 or self.short_output_tokens < 1 or self.long_prompt_tokens < 1:
             raise ValueError("users must be >= 0; output and prompt lengths must be >= 1")
+        if self.think_s < 0 or self.stagger_s < 0:
+            raise ValueError("think_s and stagger_s must be >= 0 s")
         if any(t < 0 for t in self.inject_at):
             raise ValueError(f"inject_at times must be >= 0 s, got {self.inject_at}")
 
@@ -67,6 +71,7 @@ def run_interference(target, workload: Workload, label: str, count_tokens) -> Ru
 
     def user(index: int, seed: int) -> None:
         user_rng = random.Random(seed)
+        stop.wait(index * workload.stagger_s)
         while not stop.is_set():
             stream = target.submit(chat_question(user_rng), params)
             with lock:
@@ -75,6 +80,7 @@ def run_interference(target, workload: Workload, label: str, count_tokens) -> Ru
                 time.sleep(0.01)
             if not stream.done:
                 stream.cancel()
+            stop.wait(user_rng.uniform(0, 2 * workload.think_s))
 
     threads = [threading.Thread(target=user, args=(i, rng.randrange(1 << 30)), daemon=True)
                for i in range(workload.users)]

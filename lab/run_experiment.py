@@ -18,14 +18,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prefill-workers", type=int, default=1)
     p.add_argument("--decode-workers", type=int, default=1)
     p.add_argument("--transport", default="shm", choices=["shm", "disk", "tcp"])
-    p.add_argument("--conditional-threshold", type=int, default=None,
-                   help="prefill prompts shorter than this on the decode worker (Dynamo-style)")
+    p.add_argument("--conditional-threshold", type=int, default=1000,
+                   help="prefill prompts shorter than this on the decode worker, as Dynamo does "
+                        "(default 1000 tokens; 0 sends every prompt to a prefill worker)")
     p.add_argument("--chunk-size", type=int, default=256)
     p.add_argument("--dtype", default="auto")
     p.add_argument("--users", type=int, default=6)
     p.add_argument("--short-output-tokens", type=int, default=48)
     p.add_argument("--long-prompt-tokens", type=int, default=4000)
-    p.add_argument("--inject-at", type=float, nargs="+", default=[6.0])
+    p.add_argument("--inject-at", type=float, nargs="+", default=[15.0], help="seconds after the start")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="folder for tokens.csv, requests.csv, summary.json")
     a = p.parse_args(argv)

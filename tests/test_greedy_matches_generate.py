@@ -55,3 +55,19 @@ def test_prefill_first_runs_whole_prompt_in_one_step_while_decodes_wait(make_eng
     engine.step()
     last = engine.steps[-1]
     assert (last.kind, last.num_tokens, last.batch_size) == ("prefill", len(prompts[2]), 1)
+
+
+@pytest.mark.parametrize("policy", ["prefill-first", "chunked"])
+def test_long_context_decode_beside_short_ones_is_token_identical(make_engine, reference_model, chat, policy):
+    long_prompt = chat("Repeat after me: " + " ".join(f"item {i}," for i in range(300)))
+    assert len(long_prompt) > 600   # above LONG_CONTEXT: attended as a contiguous span
+    short = chat("Name a color.")
+    engine = make_engine(policy=policy, chunk_size=128)
+    ids = [engine.add_request(p, SamplingParams(max_tokens=12, ignore_eos=True)) for p in (short, long_prompt)]
+    spans = []
+    original = engine.runner._decode_groups
+    engine.runner._decode_groups = lambda seqs: spans.append(original(seqs)) or spans[-1]
+    got = run_to_end(engine)
+    assert any(isinstance(g.context, tuple) for groups in spans for g in groups)
+    assert got[ids[0]] == greedy_reference(reference_model, short, 12)
+    assert got[ids[1]] == greedy_reference(reference_model, long_prompt, 12)

@@ -67,3 +67,31 @@ class TestPagedKVCache:
 
     def test_bytes_per_token_counts_kv_heads(self):
         assert small_cache().bytes_per_token == 2 * 2 * 3 * 5 * 4
+
+
+class TestContiguity:
+    def test_growth_continues_right_after_the_last_block(self):
+        cache = small_cache(num_blocks=16, block_size=4)
+        a: list[int] = []
+        b: list[int] = []
+        cache.grow(a, 4)
+        cache.grow(b, 4)         # b takes the block after a's
+        cache.grow(a, 12)        # a cannot continue in place, so it takes a fresh run...
+        assert cache.contiguous_span(a, 12) is None
+        c: list[int] = []
+        cache.grow(c, 8)
+        cache.grow(c, 16)        # ...while c, with free blocks after it, stays one run
+        assert c == list(range(c[0], c[0] + 4))
+        assert cache.contiguous_span(c, 13) == (c[0] * 4, c[0] * 4 + 13)
+
+    def test_a_large_request_gets_one_run_even_in_a_fragmented_pool(self):
+        alloc = BlockAllocator(10)
+        held = alloc.allocate(10)
+        alloc.release([held[1], held[3], held[6], held[7], held[8]])  # free: 2, 4, 7, 8, 9
+        assert alloc.allocate(3) == [7, 8, 9]
+        assert sorted(alloc.allocate(2)) == [2, 4]   # no run of two left: lowest free blocks
+
+    def test_out_of_order_table_is_not_taken_for_a_span(self):
+        cache = small_cache(block_size=4)
+        assert cache.contiguous_span([1, 3, 2, 4], 16) is None
+        assert cache.contiguous_span([2, 3], 5) == (8, 13)
