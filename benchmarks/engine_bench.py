@@ -1,0 +1,127 @@
+"""Engine benchmarks: decode step vs batch, prefill speed vs prompt length, batching gain, ITL.
+
+Prints a table and writes results/engine_bench.json (and .md). Not a test: numbers are noisy.
+  python benchmarks/engine_bench.py [--dtype float32] [--threads 2] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.config import EngineConfig, SamplingParams  # noqa: E402
+from engine.engine import LLMEngine  # noqa: E402
+from engine.engine_loop import EngineLoop  # noqa: E402
+from engine.metrics import summarize  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def tokens(n: int, rng: random.Random) -> list[int]:
+    return [rng.randrange(1000, 40000) for _ in range(n)]
+
+
+def decode_step_ms(engine: LLMEngine, batch: int, context: int, rng) -> float:
+    for _ in range(batch):
+        engine.add_request(tokens(context, rng), SamplingParams(max_tokens=12, ignore_eos=True))
+    engine.step()  # the prefill
+    times = []
+    while engine.has_work:
+        start = time.perf_counter()
+        engine.step()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times[1:] or times)
+
+
+def prefill_tok_s(engine: LLMEngine, length: int, rng) -> float:
+    engine.add_request(tokens(length, rng), SamplingParams(max_tokens=1))
+    start = time.perf_counter()
+    engine.step()
+    seconds = time.perf_counter() - start
+    while engine.has_work:
+        engine.step()
+    return length / seconds
+
+
+def batching_gain(engine: LLMEngine, n: int, prompt: int, output: int, rng) -> dict:
+    prompts = [tokens(prompt, rng) for _ in range(n)]
+    model = engine.loaded.model
+    model.config._attn_implementation = "sdpa"  # plain transformers, one request at a time
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for p in prompts:
+            model.generate(torch.tensor([p]), max_new_tokens=output, min_new_tokens=output, do_sample=False)
+    sequential = time.perf_counter() - start
+    model.config._attn_implementation = "pdlab_paged"
+    start = time.perf_counter()
+    for p in prompts:
+        engine.add_request(p, SamplingParams(max_tokens=output, ignore_eos=True))
+    while engine.has_work:
+        engine.step()
+    batched = time.perf_counter() - start
+    return {"requests": n, "prompt": prompt, "output": output, "generate_one_by_one_s": round(sequential, 2),
+            "engine_batched_s": round(batched, 2), "speedup": round(sequential / batched, 2)}
+
+
+def streams_itl(engine: LLMEngine, streams: int, output: int, rng) -> dict:
+    loop = EngineLoop(engine)
+    try:
+        handles = [loop.submit(tokens(40, rng), SamplingParams(max_tokens=output, ignore_eos=True))
+                   for _ in range(streams)]
+        for h in handles:
+            h.result(timeout=600)
+    finally:
+        loop.stop()
+    s = summarize([h.timing for h in handles])
+    return {"streams": streams, "itl_p50_ms": round(1000 * s.itl["p50"], 1), "itl_p99_ms": round(1000 * s.itl["p99"], 1),
+            "output_tok_s": round(s.output_throughput, 1)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--quick", action="store_true", help="fewer sizes, for a smoke run")
+    a = p.parse_args()
+    rng = random.Random(0)
+    engine = LLMEngine(EngineConfig(dtype=a.dtype, threads=a.threads, kv_cache_tokens=16384, max_prefill_tokens=8192))
+    batches = [1, 6, 16] if a.quick else [1, 2, 4, 8, 16, 32]
+    lengths = [128, 1024] if a.quick else [128, 512, 1024, 2048, 4000, 8000]
+    out = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpus": torch.get_num_threads(), "torch": torch.__version__},
+        "model": engine.loaded.name, "dtype": a.dtype, "device": str(engine.loaded.device),
+        "decode_step_ms": {b: round(decode_step_ms(engine, b, 60, rng), 1) for b in batches},
+        "prefill_tok_s": {n: round(prefill_tok_s(engine, n, rng), 1) for n in lengths if n < 8192},
+        "batching": batching_gain(engine, 8, 128, 32 if a.quick else 64, rng),
+        "itl_6_streams": streams_itl(engine, 6, 32 if a.quick else 64, rng),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    name = f"engine_bench_{a.dtype}"
+    (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=2))
+    lines = [f"# Engine benchmark ({out['model']}, {a.dtype}, {out['device']}, {out['machine']['cpus']} threads)", "",
+             f"Machine: {out['machine']['platform']}, {out['machine']['processor']}", "",
+             "| decode batch | step ms |", "|---|---|"]
+    lines += [f"| {b} | {ms} |" for b, ms in out["decode_step_ms"].items()]
+    lines += ["", "| prompt tokens | prefill tok/s |", "|---|---|"]
+    lines += [f"| {n} | {v} |" for n, v in out["prefill_tok_s"].items()]
+    b = out["batching"]
+    lines += ["", f"8 requests x {b['output']} tokens: model.generate one by one {b['generate_one_by_one_s']} s, "
+                  f"engine batched {b['engine_batched_s']} s: **{b['speedup']}x**",
+              f"6 concurrent streams: ITL p50 {out['itl_6_streams']['itl_p50_ms']} ms, "
+              f"p99 {out['itl_6_streams']['itl_p99_ms']} ms"]
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""The Streamlit app renders in both languages and generates with the real engine."""
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+@pytest.mark.parametrize("lang,button", [("en", "Generate"), ("ru", "Сгенерировать")])
+def test_playground_generates_and_shows_timings(lang, button):
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.session_state["lang"] = lang
+    at.run()
+    assert not at.exception
+    assert at.button(key="generate").label == button
+    at.slider(key="max_tokens").set_value(8)
+    at.button(key="generate").click().run()
+    assert not at.exception
+    values = {m.label: m.value for m in at.metric}
+    assert values["TTFT"].endswith("ms")
+    assert int(values["Tokens" if lang == "en" else "Токены"]) <= 8
+
+
+def test_empty_prompt_shows_a_clear_error():
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.run()
+    at.text_area(key="prompt").set_value("   ")
+    at.button(key="generate").click().run()
+    assert not at.exception
+    assert "all chat messages are empty" in at.error[0].value
