@@ -1,4 +1,4 @@
-"""Command line: `python -m engine generate "prompt"` and `python -m engine bench ...`."""
+"""Command line: `python -m engine generate "prompt"`, `bench ...` and `serve --mode ... --port 8000`."""
 from __future__ import annotations
 
 import argparse
@@ -69,6 +69,22 @@ def bench(a: argparse.Namespace) -> None:
     print(f"records written to {folder}/")
 
 
+def serve(a: argparse.Namespace) -> None:
+    from .cluster import Cluster
+    from .server import serve as run_server
+    from .topology import Topology
+
+    topology = Topology(a.mode, a.prefill_workers, a.decode_workers, a.workers, a.device)
+    config = EngineConfig(model=a.model, dtype=a.dtype, chunk_size=a.chunk_size, kv_cache_tokens=a.kv_cache_tokens)
+    threshold = a.conditional_threshold if a.conditional_threshold > 0 else None
+    with Cluster(topology, config, transport=a.transport, conditional_threshold=threshold) as cluster:
+        for name, w in cluster.snapshot().items():
+            print(f"{name}: {w['role']} on {w['device']} ({w['detail']})", file=sys.stderr)
+        if cluster.note:
+            print(f"note: {cluster.note}", file=sys.stderr)
+        run_server(cluster, a.host, a.port)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -90,9 +106,20 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--slo-tpot", type=float, default=0.05, help="seconds")
     b.add_argument("--out", default="runs/bench")
     engine_args(b)
+    s = sub.add_parser("serve", help="OpenAI-compatible HTTP server over worker processes")
+    s.add_argument("--mode", default="colocated", choices=["colocated", "chunked", "disaggregated"])
+    s.add_argument("--workers", type=int, default=1, help="colocated / chunked workers")
+    s.add_argument("--prefill-workers", type=int, default=1)
+    s.add_argument("--decode-workers", type=int, default=1)
+    s.add_argument("--transport", default="shm", choices=["shm", "disk", "tcp"])
+    s.add_argument("--conditional-threshold", type=int, default=1000,
+                   help="prefill prompts shorter than this on a decode worker (0: never)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    engine_args(s)
     a = parser.parse_args(argv)
     try:
-        {"generate": generate, "bench": bench}[a.command](a)
+        {"generate": generate, "bench": bench, "serve": serve}[a.command](a)
     except (RequestError, ModelLoadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

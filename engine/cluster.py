@@ -21,7 +21,7 @@ from .config import EngineConfig, SamplingParams
 from .engine import TokenEvent
 from .messages import (Abort, AddRequest, ImportRequest, KVReady, Ready, Shutdown, StepReport, TransferDone,
                        WorkerFailed)
-from .model_loader import BUNDLED, bundled_model_folder
+from .model_loader import BUNDLED, BUNDLED_NAME, bundled_model_folder
 from .prompts import PromptEncoder
 from .request_stream import RequestStream
 from .sequence import RequestRecord, StepRecord
@@ -88,10 +88,11 @@ class Cluster:
         self.conditional_threshold = conditional_threshold
         specs, self.note = plan_workers(self.topology, base, transport, disk_folder, fsync, cores)
         self.prompts = _prompt_encoder(base.model)
+        self._model_name = BUNDLED_NAME if base.model == BUNDLED else base.model
         self.kv_capacity = base.num_blocks * base.block_size
         self.requests: list[RequestRecord] = []
         self.steps: list[StepRecord] = []
-        self.transfers: dict[str, TransferRecord] = {}
+        self.transfers: dict[str, TransferRecord] = {}   # by request id, in arrival order
         self._streams: dict[str, RequestStream] = {}
         self._where: dict[str, str] = {}
         self._pending_handles: dict[str, dict] = {}
@@ -190,7 +191,7 @@ class Cluster:
             else:
                 worker = self._pick("colocated")
             sent = time.perf_counter()
-            stream = RequestStream(request_id, sent, self.abort)
+            stream = RequestStream(request_id, sent, self.abort, len(ids))
             self._streams[request_id] = stream
             self._assign(request_id, worker)
             worker.inbox.put(AddRequest(request_id, ids, params, sent, prefill_only))
@@ -308,6 +309,14 @@ class Cluster:
             self._fail(rid, error)
 
     # ---- state for dashboards and tests ----------------------------------------------------------
+
+    @property
+    def model_name(self) -> str:
+        return self._model_name
+
+    @property
+    def active_requests(self) -> int:
+        return len(self._streams)
 
     def snapshot(self) -> dict:
         with self._lock:

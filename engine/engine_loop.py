@@ -26,7 +26,7 @@ class EngineLoop:
         self.engine.check_length(len(ids), params)
         sent = time.perf_counter()
         request_id = request_id or self.engine.new_request_id()
-        stream = RequestStream(request_id, sent, self.abort)
+        stream = RequestStream(request_id, sent, self.abort, len(ids))
         self._streams[request_id] = stream
         self._inbox.put(("add", ids, params, request_id, sent))
         return stream

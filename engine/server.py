@@ -1,0 +1,160 @@
+"""An OpenAI-compatible HTTP server over a Cluster (FastAPI + uvicorn).
+
+Streams are read through asyncio queues that the router's thread feeds, so the event loop never
+blocks and no thread is held per stream; a client that disconnects cancels its request, which frees its KV blocks.
+"""
+from __future__ import annotations
+
+import json
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+
+from . import openai_api as api
+from .cluster import Cluster, ClusterError
+from .config import RequestError
+from .request_stream import RequestStream
+from .server_metrics import ServerMetrics
+
+DEFAULT_MAX_TOKENS = 256
+
+
+def create_app(cluster: Cluster, max_active_requests: int = 256) -> FastAPI:
+    app = FastAPI(title="pd-lab engine", version="0.1.0")
+    metrics = ServerMetrics()
+    counted_transfers: set[str] = set()
+    model = cluster.model_name
+
+    def fail(status: int, message: str, kind: str = "invalid_request_error", headers: dict | None = None):
+        return JSONResponse(api.error_body(message, kind, status), status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(_: Request, exc: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors())
+        return fail(400, f"invalid request: {problems}")
+
+    @app.get("/health")
+    async def health():
+        alive = [w["alive"] for w in cluster.snapshot().values()]
+        if not all(alive):
+            return fail(503, "a worker is down", "service_unavailable")
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": model, "object": "model", "created": 0, "owned_by": "pd-lab",
+                                            "max_model_len": cluster.prompts.max_context}]}
+
+    @app.post("/tokenize")
+    async def tokenize(body: dict):
+        prompt = body.get("messages") or body.get("prompt")
+        try:
+            ids = cluster.prompts.encode(prompt)
+        except RequestError as exc:
+            return fail(400, str(exc))
+        return {"count": len(ids), "tokens": ids, "max_model_len": cluster.prompts.max_context}
+
+    @app.get("/metrics")
+    async def prometheus():
+        new = [t for rid, t in list(cluster.transfers.items()) if t.finished_at and rid not in counted_transfers]
+        counted_transfers.update(t.request_id for t in new)
+        metrics.update_state(cluster.snapshot(), new)
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/events")
+    async def events(since_step: int = 0, since_request: int = 0):
+        """Server-side detail for the lab: per-step and per-request records, KV transfers."""
+        steps = [s.__dict__ for s in cluster.steps[since_step:]]
+        requests = [{**r.__dict__} for r in cluster.requests[since_request:]]
+        transfers = [{**t.__dict__, "total_seconds": t.total_seconds} for t in list(cluster.transfers.values())
+                     if t.finished_at]
+        return {"steps": steps, "requests": requests, "transfers": transfers,
+                "next_step": since_step + len(steps), "next_request": since_request + len(requests),
+                "workers": cluster.snapshot()}
+
+    def start(body: api._Common, prompt) -> RequestStream | JSONResponse:
+        if body.model not in (None, model):
+            return fail(404, f"model {body.model!r} is not served here; this server serves {model!r}",
+                        "not_found_error")
+        if cluster.active_requests >= max_active_requests:
+            return fail(503, f"server is at its limit of {max_active_requests} active requests; retry shortly",
+                        "service_unavailable", headers={"Retry-After": "1"})
+        try:
+            return cluster.submit(prompt, body.sampling(DEFAULT_MAX_TOKENS))
+        except RequestError as exc:
+            return fail(400, str(exc))
+        except ClusterError as exc:
+            return fail(503, str(exc), "service_unavailable", headers={"Retry-After": "5"})
+
+    @app.post("/v1/completions")
+    async def completions(body: api.CompletionRequest):
+        stream = start(body, body.prompt)
+        if isinstance(stream, JSONResponse):
+            return stream
+        rid = api.new_id("cmpl")
+        if body.stream:
+            return sse(stream, body.include_usage, lambda text, fin: api.completion_chunk(rid, model, text, fin),
+                       lambda p, n: api.usage_chunk(rid, model, "text_completion", p, n))
+        async for _ in stream.aevents():
+            pass
+        return finished_or_error(stream, lambda: api.completion_body(
+            rid, model, stream.text, stream.finish_reason, stream.prompt_tokens, len(stream.token_ids)))
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: api.ChatRequest):
+        stream = start(body, [m.model_dump() for m in body.messages])
+        if isinstance(stream, JSONResponse):
+            return stream
+        rid = api.new_id("chatcmpl")
+        if body.stream:
+            first = [True]
+
+            def chunk(text, fin):
+                delta = {"role": "assistant", "content": text} if first[0] else ({"content": text} if text else {})
+                first[0] = False
+                return api.chat_chunk(rid, model, delta, fin)
+            return sse(stream, body.include_usage, chunk,
+                       lambda p, n: api.usage_chunk(rid, model, "chat.completion.chunk", p, n))
+        async for _ in stream.aevents():
+            pass
+        return finished_or_error(stream, lambda: api.chat_body(
+            rid, model, stream.text, stream.finish_reason, stream.prompt_tokens, len(stream.token_ids)))
+
+    def finished_or_error(stream: RequestStream, body):
+        metrics.observe_request(stream.prompt_tokens, stream.timing, stream.finish_reason)
+        if stream.finish_reason == "error":
+            return fail(500, stream.error or "request failed", "server_error")
+        return body()
+
+    def sse(stream: RequestStream, include_usage: bool, chunk, usage) -> StreamingResponse:
+        async def body():
+            try:
+                async for event in stream.aevents():
+                    if event.finish_reason == "error":
+                        yield _sse(api.error_body(event.error or "request failed", "server_error", 500))
+                        break
+                    if event.token_id is not None:
+                        yield _sse(chunk(event.text, None))
+                    if event.finish_reason is not None:
+                        yield _sse(chunk("", event.finish_reason))
+                if include_usage:
+                    yield _sse(usage(stream.prompt_tokens, len(stream.token_ids)))
+                yield "data: [DONE]\n\n"
+            finally:
+                if not stream.done:
+                    stream.cancel()  # the client went away: free the request and its KV
+                else:
+                    metrics.observe_request(stream.prompt_tokens, stream.timing, stream.finish_reason)
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    return app
+
+
+def _sse(payload: dict) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+def serve(cluster: Cluster, host: str = "127.0.0.1", port: int = 8000) -> None:
+    import uvicorn
+    uvicorn.run(create_app(cluster), host=host, port=port, log_level="info")

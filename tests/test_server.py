@@ -1,0 +1,140 @@
+"""The OpenAI-compatible server over real HTTP on loopback, and the load generator against it."""
+import json
+import re
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+import uvicorn
+
+from engine.cluster import Cluster
+from engine.config import EngineConfig, SamplingParams
+from engine.server import create_app
+from engine.topology import Topology
+from lab.http_target import HttpTarget
+
+MODEL = "SmolLM2-135M-Instruct"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    cluster = Cluster(Topology("disaggregated"), EngineConfig(kv_cache_tokens=8192), conditional_threshold=100)
+    port = free_port()
+    config = uvicorn.Config(create_app(cluster, max_active_requests=48), host="127.0.0.1", port=port,
+                            log_level="warning")
+    uv = uvicorn.Server(config)
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not uv.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", cluster
+    uv.should_exit = True
+    thread.join(10)
+    cluster.stop()
+
+
+def metric(base: str, name: str) -> float:
+    text = httpx.get(f"{base}/metrics").text
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    return float(match.group(1))
+
+
+def test_models_health_and_plain_completion(server):
+    base, _ = server
+    assert httpx.get(f"{base}/health").json() == {"status": "ok"}
+    assert httpx.get(f"{base}/v1/models").json()["data"][0]["id"] == MODEL
+    r = httpx.post(f"{base}/v1/completions", json={"model": MODEL, "prompt": "The capital of France is",
+                                                   "max_tokens": 5, "temperature": 0, "ignore_eos": True}, timeout=60)
+    body = r.json()
+    assert r.status_code == 200 and body["object"] == "text_completion"
+    assert body["usage"]["completion_tokens"] == 5 and body["choices"][0]["finish_reason"] == "length"
+    assert "Paris" in body["choices"][0]["text"]
+
+
+def test_chat_streaming_sends_role_content_finish_usage_and_done(server):
+    base, _ = server
+    body = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 6, "temperature": 0,
+            "stream": True, "stream_options": {"include_usage": True}, "min_tokens": 6}
+    with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=60) as r:
+        lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line[6:]) for line in lines[:-1]]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert chunks[-1]["usage"]["completion_tokens"] == 6 and chunks[-1]["choices"] == []
+    assert chunks[-2]["choices"][0]["finish_reason"] == "length"
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+
+
+def test_32_concurrent_streams_complete_and_token_counts_match_usage(server):
+    base, _ = server
+    target = HttpTarget(base)
+    streams = [target.submit([{"role": "user", "content": f"Tell me about the number {i}."}],
+                             SamplingParams(max_tokens=8 + i % 5, ignore_eos=True)) for i in range(32)]
+    for s in streams:
+        s.result(timeout=300)
+    for i, s in enumerate(streams):
+        assert s.error is None and s.finish_reason == "length"
+        assert len(s.token_times) == s.usage["completion_tokens"] == 8 + i % 5
+        assert s.timing.ttft > 0 and s.token_times == sorted(s.token_times)
+
+
+@pytest.mark.parametrize("payload,message", [
+    ("{not json", "invalid request"),
+    ({"prompt": 12, "max_tokens": 4}, "prompt"),
+    ({"prompt": "hi", "max_tokens": "many"}, "max_tokens"),
+    ({"prompt": "hi", "max_tokens": -3}, "max_tokens must be between 1 and 16384"),
+    ({"prompt": "hi", "temperature": 9}, "temperature must be between 0 and 2"),
+    ({"prompt": "", "max_tokens": 3}, "prompt is empty"),
+    ({"prompt": "word " * 9000, "max_tokens": 3}, "exceeds the limit of 8192 tokens"),
+])
+def test_bad_requests_get_400_with_a_message(server, payload, message):
+    base, _ = server
+    kwargs = {"content": payload, "headers": {"content-type": "application/json"}} if isinstance(payload, str) \
+        else {"json": payload}
+    r = httpx.post(f"{base}/v1/completions", timeout=60, **kwargs)
+    assert r.status_code == 400
+    assert message in r.json()["error"]["message"]
+    assert httpx.get(f"{base}/health").status_code == 200
+
+
+def test_unknown_model_is_404(server):
+    base, _ = server
+    r = httpx.post(f"{base}/v1/completions", json={"model": "gpt-9", "prompt": "hi"}, timeout=30)
+    assert r.status_code == 404 and "is not served here" in r.json()["error"]["message"]
+
+
+def test_client_disconnect_mid_stream_frees_its_kv(server):
+    base, cluster = server
+    body = {"prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": True, "stream": True}
+    with httpx.stream("POST", f"{base}/v1/completions", json=body, timeout=60) as r:
+        for i, _ in enumerate(r.iter_lines()):
+            if i > 10:
+                break  # leave mid-stream
+    deadline = time.time() + 20
+    while time.time() < deadline and (metric(base, "pdlab:kv_cache_blocks_used") > 0 or cluster.active_requests):
+        time.sleep(0.2)
+    assert metric(base, "pdlab:kv_cache_blocks_used") == 0
+    assert cluster.active_requests == 0
+
+
+def test_metrics_expose_latency_histograms_and_kv_transfers(server):
+    base, _ = server
+    long_prompt = "Summarise: " + "the cache moves between workers. " * 30
+    r = httpx.post(f"{base}/v1/completions", json={"prompt": long_prompt, "max_tokens": 3}, timeout=60)
+    assert r.status_code == 200
+    text = httpx.get(f"{base}/metrics").text
+    for name in ("pdlab:time_to_first_token_seconds_bucket", "pdlab:inter_token_latency_seconds_count",
+                 "pdlab:num_requests_running", "pdlab:kv_cache_usage_perc", "pdlab:generation_tokens_total"):
+        assert name in text
+    assert metric(base, "pdlab:kv_transfer_bytes_total") > 0
+    events = httpx.get(f"{base}/events").json()
+    assert events["transfers"] and events["steps"] and "prefill-0" in events["workers"]
