@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing as mp
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
 
 from transformers import AutoTokenizer, AutoConfig
 
@@ -64,6 +64,7 @@ class WorkerState:
     spec: WorkerSpec
     process: mp.Process
     inbox: mp.Queue
+    conn: Connection
     device: str = ""
     detail: str = ""
     alive: bool = True
@@ -77,7 +78,7 @@ class WorkerState:
 class Cluster:
     def __init__(self, topology: Topology | None = None, engine: EngineConfig | None = None, transport: str = "shm",
                  conditional_threshold: int | None = None, disk_folder: str | None = None, fsync: bool = False,
-                 cores: list[int] | None = None):
+                 cores: list[int] | None = None, decode_chunk_size: int = 32):
         self.topology = topology or Topology()
         base = engine or EngineConfig()
         if transport not in TRANSPORTS:
@@ -86,7 +87,7 @@ class Cluster:
             raise ValueError(f"conditional_threshold must be >= 0 tokens, got {conditional_threshold}")
         self.transport = transport
         self.conditional_threshold = conditional_threshold
-        specs, self.note = plan_workers(self.topology, base, transport, disk_folder, fsync, cores)
+        specs, self.note = plan_workers(self.topology, base, transport, disk_folder, fsync, cores, decode_chunk_size)
         self.prompts = _prompt_encoder(base.model)
         self._model_name = BUNDLED_NAME if base.model == BUNDLED else base.model
         self.kv_capacity = base.num_blocks * base.block_size
@@ -98,7 +99,6 @@ class Cluster:
         self._pending_handles: dict[str, dict] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count()
-        self._outbox: mp.Queue = mp.get_context("spawn").Queue()
         self._stopped = threading.Event()
         self.workers = {s.name: self._start(s) for s in specs}
         try:
@@ -114,24 +114,36 @@ class Cluster:
     def _start(self, spec: WorkerSpec) -> WorkerState:
         ctx = mp.get_context("spawn")  # fork would copy torch's thread pools in a broken state
         inbox = ctx.Queue()
-        process = ctx.Process(target=worker_main, args=(spec, inbox, self._outbox), name=spec.name, daemon=True)
+        receiver, sender = ctx.Pipe(duplex=False)
+        process = ctx.Process(target=worker_main, args=(spec, inbox, sender), name=spec.name, daemon=True)
         process.start()
-        return WorkerState(spec, process, inbox)
+        sender.close()  # the worker holds the only sending end: its death reads as EOF here
+        return WorkerState(spec, process, inbox, receiver)
+
+    def _receive(self, timeout: float) -> list:
+        """Messages from every live worker; a worker whose pipe is closed has died."""
+        live = {w.conn: w for w in self.workers.values() if w.alive}
+        messages = []
+        for conn in wait(list(live), timeout):
+            try:
+                messages.append(conn.recv())
+            except (EOFError, OSError):
+                worker = live[conn]
+                worker.process.join(1)
+                messages.append(WorkerFailed(worker.spec.name, f"exited (exit code {worker.process.exitcode})"))
+        return messages
 
     def _wait_ready(self) -> None:
         pending = set(self.workers)
         deadline = time.monotonic() + START_TIMEOUT_S
         while pending:
-            try:
-                message = self._outbox.get(timeout=1.0)
-            except queue.Empty:
-                message = None
-            if isinstance(message, Ready):
-                w = self.workers[message.worker]
-                w.device, w.detail = message.device, message.detail
-                pending.discard(message.worker)
-            elif isinstance(message, WorkerFailed):
-                raise ClusterError(f"worker {message.worker} failed to start:\n{message.error}")
+            for message in self._receive(timeout=1.0):
+                if isinstance(message, Ready):
+                    w = self.workers[message.worker]
+                    w.device, w.detail = message.device, message.detail
+                    pending.discard(message.worker)
+                elif isinstance(message, WorkerFailed):
+                    raise ClusterError(f"worker {message.worker} failed to start:\n{message.error}")
             dead = [n for n in pending if not self.workers[n].process.is_alive()]
             if dead:
                 raise ClusterError(f"worker(s) {dead} exited while starting")
@@ -220,25 +232,17 @@ class Cluster:
 
     def _route_events(self) -> None:
         while not self._stopped.is_set():
-            try:
-                message = self._outbox.get(timeout=0.2)
-            except queue.Empty:
-                message = None
-            except (EOFError, OSError):
-                return
+            messages = self._receive(timeout=0.2)
             with self._lock:
-                if message is not None:
+                for message in messages:
                     self._handle(message)
                 self._check_liveness()
 
     def _drain_outbox(self) -> None:
-        while True:
-            try:
-                message = self._outbox.get_nowait()
-            except (queue.Empty, EOFError, OSError):
-                return
+        while messages := [m for m in self._receive(timeout=0) if not isinstance(m, WorkerFailed)]:
             with self._lock:
-                self._handle(message)
+                for message in messages:
+                    self._handle(message)
 
     def _handle(self, message) -> None:
         if isinstance(message, StepReport):
@@ -257,7 +261,9 @@ class Cluster:
             if record:
                 record.receive_seconds, record.finished_at = message.receive_seconds, message.finished_at
         elif isinstance(message, WorkerFailed):
-            self._worker_died(message.worker, f"worker {message.worker} failed: {message.error.strip().splitlines()[-1]}")
+            if self.workers[message.worker].alive:
+                self._worker_died(message.worker,
+                                  f"worker {message.worker} failed: {message.error.strip().splitlines()[-1]}")
 
     def _route_kv(self, m: KVReady) -> None:
         stream = self._streams.get(m.request_id)

@@ -189,28 +189,29 @@ class LLMEngine:
         self.finished.append(seq.record)
         return seq, sent
 
-    def add_prefilled(self, prompt_ids: list[int], output_ids: list[int], num_kv_tokens: int,
-                      load: Callable[[PagedKVCache, list[int]], None], params: SamplingParams,
-                      request_id: str, arrival: float) -> list[TokenEvent]:
-        """Continue a request prefilled elsewhere: `load(cache, block_table)` fills fresh blocks with
-        its KV, then it decodes here. Returns the events of the tokens it brought (the first token,
-        which the client sees only now: the transfer is part of TTFT)."""
+    def begin_import(self, prompt_ids: list[int], num_kv_tokens: int, params: SamplingParams,
+                     request_id: str, arrival: float) -> Sequence:
+        """Reserve blocks for a request prefilled elsewhere. Its KV is loaded into
+        `seq.block_table` by the caller (layer by layer if it likes), then finish_import()."""
         self.check_length(len(prompt_ids), params)
-        if num_kv_tokens != len(prompt_ids) + len(output_ids) - 1:
-            raise ValueError(f"KV holds {num_kv_tokens} tokens, expected {len(prompt_ids) + len(output_ids) - 1}")
+        if not self.can_import(num_kv_tokens):
+            raise RequestError(f"no room for {num_kv_tokens} transferred tokens in this worker's KV cache")
         seq = self._new_sequence(prompt_ids, params, request_id, arrival)
-        try:
-            self.cache.grow(seq.block_table, num_kv_tokens + 1)
-            load(self.cache, seq.block_table)
-        except BaseException:
-            self.cache.release(seq.block_table)
-            del self.sequences[request_id]
-            raise
-        seq.num_computed = num_kv_tokens
+        self.cache.grow(seq.block_table, num_kv_tokens + 1)
+        return seq
+
+    def finish_import(self, seq: Sequence, output_ids: list[int]) -> list[TokenEvent]:
+        """Start decoding an imported request. Returns the events of the tokens it brought (the
+        first token, which the client sees only now: the transfer is part of TTFT)."""
+        seq.num_computed = len(seq.prompt_ids) + len(output_ids) - 1
         seq.record.scheduled = time.perf_counter()
         self.scheduler.add_running(seq)
         now = time.perf_counter()
         return [event for token in output_ids for event in self._append(seq, token, now)]
+
+    def cancel_import(self, seq: Sequence) -> None:
+        self.cache.release(seq.block_table)
+        self.sequences.pop(seq.request_id, None)
 
     def can_import(self, num_kv_tokens: int) -> bool:
         return self.cache.can_grow([], num_kv_tokens + 1)

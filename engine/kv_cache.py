@@ -143,8 +143,9 @@ class PagedKVCache:
         slots = self.slots(block_table, 0, num_tokens)
         return KVPayload(self.key[:, slots], self.value[:, slots])  # advanced indexing copies
 
-    def load(self, block_table: list[int], payload: KVPayload) -> None:
-        """Scatter a payload into this pool's blocks: one copy (plus a device move if it lives elsewhere)."""
+    def load(self, block_table: list[int], payload: KVPayload, layers: slice = slice(None)) -> None:
+        """Scatter (some layers of) a payload into this pool's blocks: one copy, plus a device move
+        if the payload lives elsewhere."""
         slots = self.slots(block_table, 0, payload.num_tokens)
-        self.key.index_copy_(1, slots, payload.key.to(self.key.device, self.key.dtype))
-        self.value.index_copy_(1, slots, payload.value.to(self.value.device, self.value.dtype))
+        for pool, part in ((self.key, payload.key), (self.value, payload.value)):
+            pool[layers].index_copy_(1, slots, part[layers].to(pool.device, pool.dtype))

@@ -45,21 +45,26 @@ class Topology:
 
 
 def plan_workers(topology: Topology, base: EngineConfig, transport: str = "shm", disk_folder: str | None = None,
-                 fsync: bool = False, cores: list[int] | None = None) -> tuple[list[WorkerSpec], str]:
+                 fsync: bool = False, cores: list[int] | None = None,
+                 decode_chunk_size: int = 32) -> tuple[list[WorkerSpec], str]:
     """One spec per worker, each with its own device; and a note on how isolated they are."""
     roles = topology.roles
+    if decode_chunk_size < 1:
+        raise ValueError(f"decode_chunk_size must be a positive number of tokens, got {decode_chunk_size}")
 
-    def policy(role: str) -> str:
-        # A decode worker may still prefill short prompts (conditional disaggregation); chunking
-        # lets those ride along with decode steps instead of stalling them.
-        return "chunked" if topology.mode == "chunked" or role == "decode" else "prefill-first"
+    def role_config(role: str, **placement) -> EngineConfig:
+        if role == "decode":
+            # A decode worker may still prefill short prompts (conditional disaggregation): a small
+            # chunk budget lets them ride along with decode steps instead of stalling the streams.
+            return replace(base, policy="chunked", chunk_size=decode_chunk_size, **placement)
+        return replace(base, policy="chunked" if topology.mode == "chunked" else "prefill-first", **placement)
 
     use_cuda = topology.device == "cuda" or (topology.device == "auto" and torch.cuda.is_available())
     specs, note = [], ""
     if use_cuda:
         gpus = torch.cuda.device_count()
         for i, (name, role) in enumerate(roles):
-            engine = replace(base, policy=policy(role), device=f"cuda:{i % gpus}", cpu_cores=None, threads=None)
+            engine = role_config(role, device=f"cuda:{i % gpus}", cpu_cores=None, threads=None)
             specs.append(WorkerSpec(name, role, engine, transport, disk_folder, fsync))
         if len(roles) > gpus:
             note = (f"{len(roles)} workers share {gpus} GPU(s): prefill and decode compete for the same "
@@ -72,6 +77,6 @@ def plan_workers(topology: Topology, base: EngineConfig, transport: str = "shm",
     share = len(cores) // len(roles)
     for i, (name, role) in enumerate(roles):
         mine = tuple(cores[i * share:(i + 1) * share])
-        engine = replace(base, policy=policy(role), device="cpu", cpu_cores=mine, threads=len(mine))
+        engine = role_config(role, device="cpu", cpu_cores=mine, threads=len(mine))
         specs.append(WorkerSpec(name, role, engine, transport, disk_folder, fsync))
     return specs, note

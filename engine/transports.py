@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing import resource_tracker, shared_memory
 from pathlib import Path
@@ -48,6 +49,17 @@ def _payload_shape(cache: PagedKVCache, num_tokens: int) -> tuple[int, ...]:
     return (layers, num_tokens, heads, dim)
 
 
+@dataclass
+class Received:
+    """A payload on the receiving side, readable until close() (which frees what the handle held)."""
+    payload: KVPayload | None
+    release: Callable[[], None] = lambda: None
+
+    def close(self) -> None:
+        self.payload = None  # drop the tensor views first: a shared-memory mapping can't close under them
+        self.release()
+
+
 class Transport:
     name = ""
     copies = 0
@@ -55,7 +67,7 @@ class Transport:
     def send(self, cache: PagedKVCache, block_table: list[int], num_tokens: int) -> SendResult:
         raise NotImplementedError
 
-    def receive(self, handle: dict, cache: PagedKVCache, block_table: list[int]) -> None:
+    def open(self, handle: dict, dtype: torch.dtype) -> Received:
         raise NotImplementedError
 
     @staticmethod
@@ -94,19 +106,16 @@ class SharedMemoryTransport(Transport):
         handle = {"transport": self.name, "name": shm.name, "shape": shape, "dtype": str(cache.key.dtype)}
         return SendResult(handle, 2 * half, start, time.perf_counter() - start)
 
-    def receive(self, handle, cache, block_table):
+    def open(self, handle, dtype):
         try:
             shm = shared_memory.SharedMemory(name=handle["name"])
         except FileNotFoundError as exc:
             raise TransferError(f"shared-memory segment {handle['name']} is gone") from exc
-        try:
-            flat = torch.frombuffer(shm.buf, dtype=cache.key.dtype)
-            n = flat.numel() // 2
-            cache.load(block_table, KVPayload(flat[:n].view(handle["shape"]), flat[n:].view(handle["shape"])))
-            del flat
-        finally:
+
+        def release():
             shm.close()
             shm.unlink()
+        return Received(_split(torch.frombuffer(shm.buf, dtype=dtype), handle["shape"]), release)
 
     @staticmethod
     def discard(handle):
@@ -142,7 +151,7 @@ class DiskTransport(Transport):
                 os.fsync(f.fileno())
         return SendResult({"transport": self.name, "path": str(path)}, payload.nbytes, start, time.perf_counter() - start)
 
-    def receive(self, handle, cache, block_table):
+    def open(self, handle, dtype):
         path = Path(handle["path"])
         try:
             tensors = load_file(str(path))
@@ -150,7 +159,7 @@ class DiskTransport(Transport):
             raise TransferError(f"KV file {path} is gone") from exc
         finally:
             path.unlink(missing_ok=True)
-        cache.load(block_table, KVPayload(tensors["key"], tensors["value"]))
+        return Received(KVPayload(tensors["key"], tensors["value"]))
 
     @staticmethod
     def discard(handle):
@@ -201,7 +210,7 @@ class TcpTransport(Transport):
         sock.sendall(f"{verb} {handle['key']}\n".encode())
         return sock
 
-    def receive(self, handle, cache, block_table):
+    def open(self, handle, dtype):
         try:
             with self._request(handle, "GET", self.timeout) as sock:
                 f = sock.makefile("rb")
@@ -213,9 +222,7 @@ class TcpTransport(Transport):
                     raise TransferError("connection closed before the whole KV arrived")
         except OSError as exc:
             raise TransferError(f"KV fetch from {handle['address']} failed: {exc}") from exc
-        flat = torch.frombuffer(data, dtype=cache.key.dtype)
-        n = flat.numel() // 2
-        cache.load(block_table, KVPayload(flat[:n].view(handle["shape"]), flat[n:].view(handle["shape"])))
+        return Received(_split(torch.frombuffer(data, dtype=dtype), handle["shape"]))
 
     @staticmethod
     def discard(handle):
@@ -228,6 +235,11 @@ class TcpTransport(Transport):
     def close(self):
         self._server.shutdown()
         self._server.server_close()
+
+
+def _split(flat: torch.Tensor, shape) -> KVPayload:
+    half = flat.numel() // 2
+    return KVPayload(flat[:half].view(shape), flat[half:].view(shape))
 
 
 def discard(handle: dict) -> None:

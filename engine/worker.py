@@ -16,9 +16,20 @@ from .config import EngineConfig
 from .engine import LLMEngine, TokenEvent
 from .messages import (Abort, AddRequest, ImportRequest, KVReady, Ready, Shutdown, StepReport, TransferDone,
                        WorkerFailed)
-from .transports import TransferError, discard, make_transport
+from .sequence import Sequence
+from .transports import Received, TransferError, discard, make_transport
 
 ROLES = ("colocated", "prefill", "decode")
+LAYERS_PER_ITERATION = 6  # an import loads this many layers between decode steps, so it never stalls them long
+
+
+@dataclass
+class ActiveImport:
+    request: ImportRequest
+    seq: Sequence
+    received: Received
+    started: float
+    next_layer: int = 0
 
 
 @dataclass
@@ -32,10 +43,12 @@ class WorkerSpec:
 
 
 def worker_main(spec: WorkerSpec, inbox, outbox) -> None:
+    """inbox: a queue from the router; outbox: this worker's own pipe to the router (its own, so a
+    worker killed mid-message can corrupt nothing that other workers use)."""
     try:
         Worker(spec, inbox, outbox).run()
     except Exception:
-        outbox.put(WorkerFailed(spec.name, traceback.format_exc()))
+        outbox.send(WorkerFailed(spec.name, traceback.format_exc()))
         raise
 
 
@@ -48,6 +61,7 @@ class Worker:
         self.transport = make_transport(spec.transport, spec.disk_folder, spec.fsync)
         self.prefill_only: set[str] = set()
         self.imports: deque[ImportRequest] = deque()
+        self.active_import: ActiveImport | None = None
         self.reported_records = 0
         self.reported_steps = 0
         self.stopping = False
@@ -55,14 +69,14 @@ class Worker:
         cores = sorted(os.sched_getaffinity(0))
         detail = f"{torch.get_num_threads()} threads on cores {cores}" if self.engine.loaded.device.type == "cpu" \
             else torch.cuda.get_device_name(self.engine.loaded.device)
-        outbox.put(Ready(spec.name, str(self.engine.loaded.device), detail))
+        outbox.send(Ready(spec.name, str(self.engine.loaded.device), detail))
 
     def run(self) -> None:
         while not self.stopping:
-            idle = not self.engine.has_work and not self.imports
+            idle = not self.engine.has_work and not self.imports and not self.active_import
             self._read_inbox(block=idle)
             report = StepReport(self.spec.name)
-            self._import_waiting(report)
+            self._advance_import(report)
             if self.engine.has_work:
                 try:
                     events = self.engine.step()
@@ -72,6 +86,8 @@ class Worker:
             self._send(report)
         for request in self.imports:
             discard(request.handle)
+        if self.active_import:
+            self.active_import.received.close()
         self._send(StepReport(self.spec.name, events=self.engine.fail_all(f"{self.spec.name} stopped")))
         self.transport.close()
 
@@ -103,6 +119,13 @@ class Worker:
             self.stopping = True
 
     def _abort(self, request_id: str) -> None:
+        active = self.active_import
+        if active and active.request.request_id == request_id:
+            self.active_import = None
+            active.received.close()
+            self.engine.cancel_import(active.seq)
+            self._send(StepReport(self.spec.name, events=[TokenEvent(request_id, None, "", time.perf_counter(),
+                                                                     "abort")]))
         for request in list(self.imports):
             if request.request_id == request_id:
                 self.imports.remove(request)
@@ -114,23 +137,39 @@ class Worker:
         if event:
             self._send(StepReport(self.spec.name, events=[event]))
 
-    def _import_waiting(self, report: StepReport) -> None:
-        """Load transferred KV in arrival order, as long as this worker's pool has room."""
-        while self.imports and self.engine.can_import(self.imports[0].num_kv_tokens):
+    def _advance_import(self, report: StepReport) -> None:
+        """Load transferred KV a few layers per loop iteration, between decode steps, in arrival
+        order and only when this worker's pool has room for it."""
+        if self.active_import is None:
+            if not self.imports or not self.engine.can_import(self.imports[0].num_kv_tokens):
+                return
             request = self.imports.popleft()
             start = time.perf_counter()
             try:
-                events = self.engine.add_prefilled(
-                    request.prompt_ids, request.output_ids, request.num_kv_tokens,
-                    lambda cache, blocks: self.transport.receive(request.handle, cache, blocks),
-                    request.params, request.request_id, request.arrival)
-            except (TransferError, ValueError, OSError) as exc:
+                received = self.transport.open(request.handle, self.engine.cache.key.dtype)
+            except (TransferError, OSError) as exc:
                 discard(request.handle)
                 report.events.append(self._error(request.request_id, f"KV transfer failed: {exc}"))
-                continue
-            done = time.perf_counter()
-            self.outbox.put(TransferDone(self.spec.name, request.request_id, done - start, done))
-            report.events.extend(events)
+                return
+            try:
+                seq = self.engine.begin_import(request.prompt_ids, request.num_kv_tokens, request.params,
+                                               request.request_id, request.arrival)
+            except ValueError as exc:
+                received.close()
+                report.events.append(self._error(request.request_id, f"KV import refused: {exc}"))
+                return
+            self.active_import = ActiveImport(request, seq, received, start)
+        active = self.active_import
+        layers = slice(active.next_layer, active.next_layer + LAYERS_PER_ITERATION)
+        self.engine.cache.load(active.seq.block_table, active.received.payload, layers)
+        active.next_layer = layers.stop
+        if active.next_layer < self.engine.cache.key.shape[0]:
+            return
+        self.active_import = None
+        active.received.close()
+        done = time.perf_counter()
+        self.outbox.send(TransferDone(self.spec.name, active.request.request_id, done - active.started, done))
+        report.events.extend(self.engine.finish_import(active.seq, active.request.output_ids))
 
     def _hand_off_prefilled(self, events: list[TokenEvent]) -> list[TokenEvent]:
         """On a prefill worker, a request's first token means its KV is complete: send it on.
@@ -148,7 +187,7 @@ class Worker:
                 continue
             self.prefill_only.discard(rid)
             seq, sent = self.engine.hand_off(rid, self.transport.send)
-            self.outbox.put(KVReady(self.spec.name, rid, seq.prompt_ids, seq.output_ids, seq.params,
+            self.outbox.send(KVReady(self.spec.name, rid, seq.prompt_ids, seq.output_ids, seq.params,
                                     seq.record.arrival, sent.handle, seq.num_computed, sent.nbytes,
                                     sent.started, sent.seconds))
         return forward
@@ -166,4 +205,4 @@ class Worker:
         report.running, report.waiting = len(engine.scheduler.running), len(engine.scheduler.waiting) + len(self.imports)
         alloc = engine.cache.allocator
         report.kv_blocks_used, report.kv_blocks_total = alloc.num_used, alloc.num_blocks
-        self.outbox.put(report)
+        self.outbox.send(report)
