@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 import platform
 import sys
 from pathlib import Path
@@ -44,7 +45,8 @@ def main() -> None:
         with Cluster(Topology(mode), EngineConfig(kv_cache_tokens=16384), transport=transport,
                      conditional_threshold=threshold) as cluster:
             result = run_interference(cluster, workload, label, lambda m: len(cluster.prompts.encode(m)))
-        save_result(result, RESULTS / "runs" / label.replace(" ", "_").replace(",", ""))
+        folder = RESULTS / "runs" / label.replace(" ", "_").replace(",", "")
+        save_result(result, folder, {"workload": asdict(workload)})
         s = summarize_run(result)
         long_transfer = [t for t in s["transfer"] if t["tokens"] >= a.long_prompt_tokens // 2]
         rows.append({**s, "long_transfer": long_transfer[0] if long_transfer else None})

@@ -25,6 +25,7 @@ class RequestStream:
         self.error: str | None = None
         self._events: queue.Queue[TokenEvent] = queue.Queue()
         self._abort = abort
+        self._finished = threading.Event()
         self._lock = threading.Lock()
         self._history: list[TokenEvent] = []
         self._async_listener: tuple[asyncio.AbstractEventLoop, asyncio.Queue] | None = None
@@ -37,6 +38,7 @@ class RequestStream:
             self.text += event.text
         if event.finish_reason is not None:
             self.finish_reason, self.error = event.finish_reason, event.error
+            self._finished.set()
         self._events.put(event)
         with self._lock:
             self._history.append(event)
@@ -68,17 +70,14 @@ class RequestStream:
             if event.finish_reason is not None:
                 return
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the request ends (True) or the timeout passes (False)."""
+        return self._finished.wait(timeout)
+
     def result(self, timeout: float | None = None) -> str:
         """Wait for the end; the whole text. Raises TimeoutError if it does not end in time."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.finish_reason is None:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise TimeoutError(f"request {self.request_id} did not finish within {timeout} s")
-            try:
-                self._events.get(timeout=left)
-            except queue.Empty:
-                continue
+        if not self._finished.wait(timeout):
+            raise TimeoutError(f"request {self.request_id} did not finish within {timeout} s")
         return self.text
 
     def cancel(self) -> None:

@@ -36,6 +36,9 @@ class HttpStream:
     def cancel(self) -> None:
         self._cancelled.set()
 
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._finished.wait(timeout)
+
     def result(self, timeout: float | None = None) -> str:
         if not self._finished.wait(timeout):
             raise TimeoutError(f"request {self.request_id} did not finish within {timeout} s")

@@ -7,29 +7,24 @@ same experiment measures any target that has `submit(prompt, params) -> stream`.
 from __future__ import annotations
 
 import json
-import random
-import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from engine.config import SamplingParams
 from engine.metrics import SLO, Timing, stats, summarize
 
-from .prompts import chat_question, long_document_prompt
+from .load_generator import ChatLoad, LoadGenerator, Sent
 
 
-@dataclass
+@dataclass(frozen=True)
 class Workload:
     users: int = 6                     # concurrent short chat streams
     short_output_tokens: int = 48
     long_prompt_tokens: int = 4000
     long_output_tokens: int = 8
     inject_at: tuple[float, ...] = (15.0,)  # seconds after the start
-    think_s: float = 0.5               # mean pause of a user between an answer and the next question
-    stagger_s: float = 0.4             # user i starts at i * stagger_s, so users do not move in lockstep
     tail_s: float = 4.0                # keep the short streams running this long after the last long answer
     time_limit_s: float = 180.0        # the run ends by itself, whatever happens
     seed: int = 0
@@ -37,80 +32,52 @@ class Workload:
     slo_tpot_s: float = 0.15
 
     def __post_init__(self):
-        if self.users < 0 or self.short_output_tokens < 1 or self.long_prompt_tokens < 1:
-            raise ValueError("users must be >= 0; output and prompt lengths must be >= 1")
-        if self.think_s < 0 or self.stagger_s < 0:
-            raise ValueError("think_s and stagger_s must be >= 0 s")
+        if self.long_prompt_tokens < 1:
+            raise ValueError(f"long_prompt_tokens must be >= 1, got {self.long_prompt_tokens}")
         if any(t < 0 for t in self.inject_at):
             raise ValueError(f"inject_at times must be >= 0 s, got {self.inject_at}")
 
-
-@dataclass
-class Sent:
-    kind: str          # short | long
-    user: int
-    stream: object     # engine.request_stream.RequestStream
+    @property
+    def chat_load(self) -> ChatLoad:
+        return ChatLoad(users=self.users, output_tokens=self.short_output_tokens, time_limit_s=self.time_limit_s,
+                        seed=self.seed)
 
 
 @dataclass
 class RunResult:
     label: str
-    workload: Workload
     started: float
+    requests: list[Sent]
     injections: list[tuple[float, float | None]]   # (sent, first token) per long prompt
-    requests: list[Sent] = field(default_factory=list)
     transfers: list[dict] = field(default_factory=list)
+    slo: SLO = SLO(ttft=1.0, tpot=0.15)
 
 
 def run_interference(target, workload: Workload, label: str, count_tokens) -> RunResult:
-    rng = random.Random(workload.seed)
-    stop = threading.Event()
-    result = RunResult(label, workload, time.perf_counter(), [])
-    lock = threading.Lock()
-    params = SamplingParams(max_tokens=workload.short_output_tokens, ignore_eos=True)
-
-    def user(index: int, seed: int) -> None:
-        user_rng = random.Random(seed)
-        stop.wait(index * workload.stagger_s)
-        while not stop.is_set():
-            stream = target.submit(chat_question(user_rng), params)
-            with lock:
-                result.requests.append(Sent("short", index, stream))
-            while not stream.done and not stop.is_set():
-                time.sleep(0.01)
-            if not stream.done:
-                stream.cancel()
-            stop.wait(user_rng.uniform(0, 2 * workload.think_s))
-
-    threads = [threading.Thread(target=user, args=(i, rng.randrange(1 << 30)), daemon=True)
-               for i in range(workload.users)]
-    for t in threads:
-        t.start()
-    deadline = result.started + workload.time_limit_s
-    long_params = SamplingParams(max_tokens=workload.long_output_tokens, ignore_eos=True)
+    generator = LoadGenerator(target, workload.chat_load, count_tokens).start()
+    deadline = generator.started + workload.time_limit_s
     longs = []
-    for i, at in enumerate(sorted(workload.inject_at)):
-        prompt = long_document_prompt(workload.long_prompt_tokens, count_tokens, seed=workload.seed + i)
-        _sleep_until(result.started + at, deadline)
-        stream = target.submit(prompt, long_params)
-        longs.append(stream)
-        with lock:
-            result.requests.append(Sent("long", -1, stream))
+    for at in sorted(workload.inject_at):
+        _sleep_until(generator.started + at, deadline)
+        sent = generator.inject(workload.long_prompt_tokens, output_tokens=workload.long_output_tokens)
+        if sent:
+            longs.append(sent.stream)
     for stream in longs:
-        while not stream.done and time.perf_counter() < deadline:
-            time.sleep(0.02)
-        if not stream.done:
-            stream.cancel()
+        stream.wait(max(0.0, deadline - time.perf_counter()))
     _sleep_until(time.perf_counter() + workload.tail_s, deadline)
-    stop.set()
-    for t in threads:
-        t.join(30)
-    result.injections = [(s.sent, s.token_times[0] if s.token_times else None) for s in longs]
+    generator.stop()
+    return collect_result(generator, label, target, SLO(ttft=workload.slo_ttft_s, tpot=workload.slo_tpot_s))
+
+
+def collect_result(generator: LoadGenerator, label: str, target, slo: SLO) -> RunResult:
+    requests = generator.snapshot()
+    injections = [(s.stream.sent, s.stream.token_times[0] if s.stream.token_times else None)
+                  for s in requests if s.kind == "long"]
     transfers = getattr(target, "transfers", {})
-    result.transfers = [{"request_id": t.request_id, "transport": t.transport, "bytes": t.nbytes,
-                         "tokens": t.tokens, "send_s": t.send_seconds, "receive_s": t.receive_seconds,
-                         "total_s": t.total_seconds, "gbps": t.gbps} for t in list(transfers.values())]
-    return result
+    transfers = [{"request_id": t.request_id, "transport": t.transport, "bytes": t.nbytes,
+                  "tokens": t.tokens, "send_s": t.send_seconds, "receive_s": t.receive_seconds,
+                  "total_s": t.total_seconds, "gbps": t.gbps} for t in list(transfers.values()) if t.finished_at]
+    return RunResult(label, generator.started, requests, injections, transfers, slo)
 
 
 def _sleep_until(when: float, deadline: float) -> None:
@@ -132,6 +99,10 @@ def token_table(result: RunResult) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["request_id", "kind", "user", "index", "t", "gap_ms"])
 
 
+REQUEST_COLUMNS = ["request_id", "kind", "user", "sent", "output_tokens", "ttft_s", "tpot_s", "e2e_s",
+                   "finish_reason", "error"]
+
+
 def request_table(result: RunResult) -> pd.DataFrame:
     rows = []
     for sent in result.requests:
@@ -140,7 +111,7 @@ def request_table(result: RunResult) -> pd.DataFrame:
                      "sent": s.sent - result.started, "output_tokens": len(s.token_times),
                      "ttft_s": timing.ttft, "tpot_s": timing.tpot, "e2e_s": timing.e2e,
                      "finish_reason": s.finish_reason, "error": s.error})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=REQUEST_COLUMNS)
 
 
 def summarize_run(result: RunResult) -> dict:
@@ -158,7 +129,7 @@ def summarize_run(result: RunResult) -> dict:
                 during.append(b - a)
     all_gaps = [gap for s in shorts for gap in s.timing.itls]
     ms = lambda d: {k: round(1000 * v, 1) for k, v in d.items()}  # noqa: E731
-    slo = SLO(ttft=result.workload.slo_ttft_s, tpot=result.workload.slo_tpot_s)
+    slo = result.slo
     short_timings = [Timing(s.sent, s.token_times, s.error is None) for s in shorts if s.done]
     overall = summarize(short_timings, slo=slo)
     return {
@@ -179,11 +150,11 @@ def summarize_run(result: RunResult) -> dict:
     }
 
 
-def save_result(result: RunResult, folder: str | Path) -> Path:
+def save_result(result: RunResult, folder: str | Path, meta: dict | None = None) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     token_table(result).to_csv(folder / "tokens.csv", index=False)
     request_table(result).to_csv(folder / "requests.csv", index=False)
-    summary = {**summarize_run(result), "workload": asdict(result.workload)}
+    summary = {**summarize_run(result), **(meta or {})}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     return folder

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 import sys
 
 from engine.cluster import Cluster
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize_run(result)
     print(json.dumps(summary, indent=2))
     if a.out:
-        print(f"saved to {save_result(result, a.out)}/", file=sys.stderr)
+        folder = save_result(result, a.out, {"workload": asdict(workload)})
+        print(f"saved to {folder}/", file=sys.stderr)
     return 0
 
 

@@ -11,6 +11,7 @@ APP = str(Path(__file__).resolve().parents[1] / "app.py")
 def test_playground_generates_and_shows_timings(lang, button):
     at = AppTest.from_file(APP, default_timeout=300)
     at.session_state["lang"] = lang
+    at.switch_page("pages/playground.py")
     at.run()
     assert not at.exception
     assert at.button(key="generate").label == button
@@ -24,6 +25,7 @@ def test_playground_generates_and_shows_timings(lang, button):
 
 def test_empty_prompt_shows_a_clear_error():
     at = AppTest.from_file(APP, default_timeout=300)
+    at.switch_page("pages/playground.py")
     at.run()
     at.text_area(key="prompt").set_value("   ")
     at.button(key="generate").click().run()

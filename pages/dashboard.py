@@ -1,0 +1,145 @@
+import streamlit as st
+
+from engine.metrics import stats
+from lab.device_stats import cpu_stats, gpu_stats
+from lab.figures import compare_itl, itl_timeline, rolling_itl, server_chart, throughput_chart, transfer_chart, \
+    ttft_chart
+from lab.i18n import t
+from lab.interference import request_table, summarize_run, token_table
+from lab.live_lab import TargetSpec
+from lab.load_generator import ChatLoad
+from lab.session import shared_live_lab
+
+lang = st.session_state.get("lang", "en")
+lab = shared_live_lab()
+st.title(t(lang, "dashboard"))
+st.caption(t(lang, "dashboard_intro"))
+
+# ---- sidebar: target and load ------------------------------------------------------------------
+with st.sidebar:
+    st.subheader(t(lang, "target"))
+    kind = st.radio(t(lang, "target"), ["local", "remote"], key="target_kind", label_visibility="collapsed",
+                    format_func=lambda k: t(lang, f"target_{k}"))
+    if kind == "local":
+        mode = st.selectbox(t(lang, "mode"), ["colocated", "chunked", "disaggregated"], key="mode",
+                            format_func=lambda m: t(lang, f"mode_{m}"))
+        prefill_workers = decode_workers = 1
+        transport, threshold, chunk = "shm", 1000, 256
+        if mode == "disaggregated":
+            c1, c2 = st.columns(2)
+            prefill_workers = c1.number_input(t(lang, "prefill_workers"), 1, 8, 1, key="prefill_workers")
+            decode_workers = c2.number_input(t(lang, "decode_workers"), 1, 8, 1, key="decode_workers")
+            transport = st.selectbox(t(lang, "transport"), ["shm", "disk", "tcp"], key="transport")
+            threshold = st.number_input(t(lang, "conditional"), 0, 8192, 1000, step=100, key="threshold")
+        if mode == "chunked":
+            chunk = st.select_slider(t(lang, "chunk_size"), [32, 64, 128, 256, 512, 1024], 256, key="chunk")
+        spec = TargetSpec("local", mode, int(prefill_workers), int(decode_workers), 1, transport, int(chunk),
+                          int(threshold) or None)
+    else:
+        spec = TargetSpec("remote", url=st.text_input(t(lang, "url"), "http://127.0.0.1:8000", key="url"))
+    c1, c2 = st.columns(2)
+    if c1.button(t(lang, "start_target"), key="start_target", type="primary"):
+        lab.start_target(spec)
+    if c2.button(t(lang, "stop_target"), key="stop_target"):
+        lab.stop_target()
+
+    st.subheader(t(lang, "load"))
+    users = st.slider(t(lang, "users"), 1, 16, 6, key="users")
+    output_tokens = st.slider(t(lang, "output_tokens"), 8, 256, 48, key="output_tokens")
+    rate = st.number_input(t(lang, "rate"), 0.0, 20.0, 0.0, step=0.5, key="rate")
+    c1, c2 = st.columns(2)
+    if c1.button(t(lang, "start_load"), key="start_load", disabled=lab.status != "ready"):
+        lab.start_load(ChatLoad(users=users, output_tokens=output_tokens, rate_rps=rate or None))
+    if c2.button(t(lang, "stop_load"), key="stop_load"):
+        lab.stop_load()
+
+# ---- inject ---------------------------------------------------------------------------------------
+c1, c2, c3 = st.columns([2, 3, 1])
+inject_tokens = c1.slider(t(lang, "inject_tokens"), 1000, 8000, 4000, step=500, key="inject_tokens")
+inject_text = c2.text_area(t(lang, "inject_text"), "", height=68, key="inject_text")
+if c3.button(t(lang, "inject"), key="inject", type="primary", disabled=not lab.load_running):
+    lab.inject(inject_tokens, inject_text.strip() or None)
+
+
+# ---- live view ------------------------------------------------------------------------------------------
+@st.fragment(run_every=1.0)
+def live_view():
+    if lab.status == "starting":
+        st.info(t(lang, "starting"))
+    elif lab.status == "failed":
+        st.error(t(lang, "target_failed", error=lab.error))
+    elif lab.status == "idle":
+        st.info(t(lang, "no_target"))
+    workers = lab.workers()
+    if workers:
+        st.caption(t(lang, "workers") + ": " + " · ".join(
+            f"{name} ({w['role']}, {w['device']}, {w['detail']}{'' if w['alive'] else ', DOWN'})"
+            for name, w in workers.items()))
+    note = getattr(lab.target, "note", "")
+    if note:
+        st.warning(t(lang, "one_gpu_note", note=note))
+    result = lab.current()
+    if result is None:
+        if lab.status == "ready":
+            st.info(t(lang, "no_load"))
+        return
+    tokens, requests = token_table(result), request_table(result)
+    summary = summarize_run(result)
+    gaps = tokens.loc[tokens["kind"] == "short", "gap_ms"].dropna().tolist()
+    s = stats(gaps)
+    st.markdown("**" + t(lang, "summary", p50=f"{s['p50']:.0f}", p99=f"{s['p99']:.0f}", stall=f"{s['max']:.0f}",
+                         ttft=summary["short_ttft_ms"]["p50"], n=len(requests)) + "**")
+    now = tokens["t"].max() if not tokens.empty else 0.0
+    injections = [(a - result.started, None if b is None else b - result.started) for a, b in result.injections]
+    st.plotly_chart(itl_timeline(tokens, injections, t(lang, "chart_itl"), now=now), key="itl")
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(rolling_itl(tokens, t(lang, "chart_rolling")), key="rolling")
+    c2.plotly_chart(ttft_chart(requests, t(lang, "chart_ttft")), key="ttft")
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(throughput_chart(tokens, t(lang, "chart_throughput")), key="throughput")
+    samples = lab.server_samples()
+    if not samples.empty:
+        c2.plotly_chart(server_chart(samples, t(lang, "chart_server")), key="server")
+    if result.transfers:
+        st.plotly_chart(transfer_chart(result.transfers, t(lang, "chart_transfer")), key="transfer")
+    st.subheader(t(lang, "live_text"))
+    recent = [sent for sent in result.requests if sent.kind == "short"][-3:]
+    for column, sent in zip(st.columns(3), recent):
+        column.text_area(sent.stream.request_id, sent.stream.text[-400:], height=120, disabled=True,
+                         key=f"live-{sent.stream.request_id}")
+    st.subheader(t(lang, "devices"))
+    gpus = gpu_stats()
+    if gpus:
+        for g in gpus:
+            st.progress(min(100, g["util_pct"]) / 100, text=f"GPU {g['gpu']} {g['name']}: {g['util_pct']}%, "
+                        f"{g['memory_used_gib']:.1f}/{g['memory_total_gib']:.1f} GiB")
+    else:
+        for i, pct in enumerate(cpu_stats()):
+            st.progress(min(100.0, pct) / 100, text=f"{t(lang, 'cpu_core', i=i)}: {pct:.0f}%")
+
+
+live_view()
+
+# ---- record and compare --------------------------------------------------------------------------------
+st.divider()
+c1, c2 = st.columns([3, 1])
+name = c1.text_input(t(lang, "run_name"), "", key="run_name")
+if c2.button(t(lang, "record"), key="record", disabled=lab.current() is None):
+    folder = lab.record(name)
+    if folder:
+        st.success(t(lang, "saved", folder=folder))
+        # Show the new run at once, beside the last one compared.
+        st.session_state["compare"] = [folder.name] + st.session_state.get("compare", [])[:1]
+saved = lab.saved_runs()
+chosen = st.multiselect(t(lang, "compare"), saved, key="compare")
+if chosen:
+    loaded = {run: lab.load_run(run) for run in chosen}
+    st.plotly_chart(compare_itl({loaded[r][2].get("name", r): loaded[r][0] for r in chosen}, t(lang, "chart_compare")),
+                    key="compare_chart")
+    for run in chosen:
+        tokens_df, requests_df, _ = loaded[run]
+        c1, c2 = st.columns(2)
+        c1.download_button(f"{t(lang, 'download_tokens')}: {run}", tokens_df.to_csv(index=False), f"{run}-tokens.csv",
+                           key=f"dl-tokens-{run}")
+        c2.download_button(f"{t(lang, 'download_requests')}: {run}", requests_df.to_csv(index=False),
+                           f"{run}-requests.csv", key=f"dl-requests-{run}")

@@ -1,0 +1,78 @@
+"""A real browser (Debian's headless Chromium, driven by Playwright) uses the running lab:
+start the engine, start users, inject a long prompt, see the ITL chart mark it; save a screenshot."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parents[1]
+
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:
+    if os.environ.get("CI"):
+        raise  # CI installs it: missing there is a failure, not a skip
+    pytest.skip("playwright is not installed (`make test` installs it)", allow_module_level=True)
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        raise RuntimeError(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium package")
+    pytest.skip(f"{CHROMIUM} is missing: `apt-get install -y chromium` (as .ci/run does)", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def lab_url(tmp_path):
+    port = free_port()
+    env = {**os.environ, "PDLAB_RUNS": str(tmp_path / "runs")}
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port",
+                               str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/_stcore/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    yield url
+    server.terminate()
+    try:
+        server.wait(20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+def test_browser_starts_engine_injects_and_sees_the_itl_chart_update(lab_url, tmp_path):
+    screenshot = Path(os.environ.get("PDLAB_SCREENSHOT", tmp_path / "dashboard.png"))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1900})
+        page.goto(lab_url)
+        page.get_by_role("button", name="Start engine").click()
+        expect(page.get_by_text("worker-0 (colocated")).to_be_visible(timeout=120_000)
+        page.get_by_role("button", name="Start users").click()
+        expect(page.get_by_text("ITL p50", exact=False)).to_be_visible(timeout=60_000)
+        page.get_by_role("button", name="Inject long prompt").click()
+        # The ITL chart shades the long prompt's prefill: a 'long prompt' annotation appears on it.
+        expect(page.get_by_text("long prompt", exact=True).first).to_be_visible(timeout=90_000)
+        page.wait_for_timeout(15_000)  # let the stall and the recovery show on the charts
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(screenshot), full_page=True)
+        page.get_by_role("button", name="Stop users").click()
+        page.get_by_role("button", name="Stop engine").click()
+        browser.close()
+    assert screenshot.stat().st_size > 50_000

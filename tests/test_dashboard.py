@@ -1,0 +1,69 @@
+"""The live dashboard: renders in both languages, starts a real engine, runs users, injects a long
+prompt, records a run. Fragments do not tick in AppTest, so each check re-runs the script."""
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+def wait_for(at: AppTest, predicate, timeout: float = 120.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        at.run()
+        assert not at.exception, at.exception
+        if predicate(at):
+            return
+        time.sleep(1.0)
+    raise AssertionError("the dashboard did not reach the expected state in time")
+
+
+def texts(at: AppTest) -> str:
+    return " ".join([c.value for c in at.caption] + [m.value for m in at.markdown] + [i.value for i in at.info])
+
+
+@pytest.fixture
+def app(tmp_path, monkeypatch):
+    monkeypatch.setenv("PDLAB_RUNS", str(tmp_path / "runs"))
+    at = AppTest.from_file(APP, default_timeout=120)
+    yield at
+    # Leave no engine running for the next test: press stop on the way out.
+    at.run()
+    at.button(key="stop_target").click().run()
+
+
+@pytest.mark.parametrize("lang,title", [("en", "Live dashboard"), ("ru", "Живая панель")])
+def test_dashboard_renders_in_both_languages(app, lang, title):
+    app.session_state["lang"] = lang
+    app.run()
+    assert not app.exception
+    assert app.title[0].value == title
+
+
+def test_start_users_inject_and_record_on_the_real_engine(app, tmp_path):
+    app.run()
+    app.button(key="start_target").click().run()
+    wait_for(app, lambda at: "worker-0 (colocated" in texts(at))
+    app.slider(key="users").set_value(3)
+    app.slider(key="output_tokens").set_value(16)
+    app.button(key="start_load").click().run()
+    wait_for(app, lambda at: "ITL p50" in texts(at), timeout=60)
+    app.slider(key="inject_tokens").set_value(1000)
+    app.button(key="inject").click().run()
+
+    def injected(at):
+        charts = [c for c in at.get("plotly_chart")]
+        return charts and '"vrect"' not in charts[0].proto.spec and '"rect"' in charts[0].proto.spec
+    wait_for(app, injected, timeout=90)
+    app.text_input(key="run_name").set_value("colocated test")
+    app.button(key="record").click().run()
+    assert not app.exception
+    saved = list((tmp_path / "runs").iterdir())
+    assert len(saved) == 1 and (saved[0] / "tokens.csv").exists()
+    assert "colocated-test" in saved[0].name
+    app.run()
+    assert app.multiselect(key="compare").value == [saved[0].name]
+    app.button(key="stop_load").click().run()
+    assert not app.exception
