@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import queue
+import threading
 import time
 import traceback
 from collections import deque
@@ -42,14 +43,42 @@ class WorkerSpec:
     fsync: bool = False
 
 
-def worker_main(spec: WorkerSpec, inbox, outbox) -> None:
-    """inbox: a queue from the router; outbox: this worker's own pipe to the router (its own, so a
-    worker killed mid-message can corrupt nothing that other workers use)."""
+class Outbox:
+    """This worker's own pipe to the router (its own, so a worker killed mid-message corrupts
+    nothing that other workers use), written by a thread: a router slow to read never blocks
+    the engine's steps."""
+
+    def __init__(self, conn):
+        self._conn = conn
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._pump, name="outbox", daemon=True)
+        self._thread.start()
+
+    def send(self, message) -> None:
+        self._queue.put(message)
+
+    def _pump(self) -> None:
+        while (message := self._queue.get()) is not None:
+            try:
+                self._conn.send(message)
+            except OSError:
+                return  # the router is gone
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+
+def worker_main(spec: WorkerSpec, inbox, conn) -> None:
+    """inbox: a queue from the router; conn: the sending end of this worker's pipe to it."""
+    outbox = Outbox(conn)
     try:
         Worker(spec, inbox, outbox).run()
     except Exception:
         outbox.send(WorkerFailed(spec.name, traceback.format_exc()))
         raise
+    finally:
+        outbox.close()
 
 
 class Worker:

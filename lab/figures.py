@@ -29,7 +29,7 @@ def itl_timeline(tokens: pd.DataFrame, injections, title: str, x: str = "time (s
     fig = go.Figure()
     shorts = tokens[(tokens["kind"] == "short") & tokens["gap_ms"].notna()]
     for user, rows in shorts.groupby("user"):
-        fig.add_trace(go.Scattergl(x=rows["t"], y=rows["gap_ms"], mode="markers", marker=dict(size=4),
+        fig.add_trace(go.Scatter(x=rows["t"], y=rows["gap_ms"], mode="markers", marker=dict(size=4),
                                    name=f"user {user}" if user >= 0 else "requests"))
     mark_injections(fig, injections, now)
     fig.update_yaxes(type="log")
@@ -97,7 +97,7 @@ def compare_itl(runs: dict[str, pd.DataFrame], title: str, x: str = "time (s)", 
     fig = go.Figure()
     for label, tokens in runs.items():
         shorts = tokens[(tokens["kind"] == "short") & tokens["gap_ms"].notna()]
-        fig.add_trace(go.Scattergl(x=shorts["t"], y=shorts["gap_ms"], mode="markers", marker=dict(size=4),
+        fig.add_trace(go.Scatter(x=shorts["t"], y=shorts["gap_ms"], mode="markers", marker=dict(size=4),
                                    name=label))
     fig.update_yaxes(type="log")
     return _layout(fig, title, x, y)

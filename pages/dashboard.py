@@ -1,3 +1,5 @@
+import time
+
 import streamlit as st
 
 from engine.metrics import stats
@@ -62,8 +64,13 @@ if c3.button(t(lang, "inject"), key="inject", type="primary", disabled=not lab.l
 
 
 # ---- live view ------------------------------------------------------------------------------------------
-@st.fragment(run_every=1.0)
+rendered_state = (lab.status, lab.load_running)  # what the buttons above were drawn for
+
+
+@st.fragment(run_every=2.0)
 def live_view():
+    if (lab.status, lab.load_running) != rendered_state:
+        st.rerun(scope="app")  # the engine came up or the load stopped: redraw the buttons too
     if lab.status == "starting":
         st.info(t(lang, "starting"))
     elif lab.status == "failed":
@@ -86,10 +93,11 @@ def live_view():
     tokens, requests = token_table(result), request_table(result)
     summary = summarize_run(result)
     gaps = tokens.loc[tokens["kind"] == "short", "gap_ms"].dropna().tolist()
-    s = stats(gaps)
-    st.markdown("**" + t(lang, "summary", p50=f"{s['p50']:.0f}", p99=f"{s['p99']:.0f}", stall=f"{s['max']:.0f}",
-                         ttft=summary["short_ttft_ms"]["p50"], n=len(requests)) + "**")
-    now = tokens["t"].max() if not tokens.empty else 0.0
+    s = {k: (f"{v:.0f}" if v == v else "-") for k, v in stats(gaps).items()}  # NaN (no gaps yet) shows as "-"
+    ttft = summary["short_ttft_ms"]["p50"]
+    st.markdown("**" + t(lang, "summary", p50=s["p50"], p99=s["p99"], stall=s["max"],
+                         ttft=f"{ttft:.0f}" if ttft == ttft else "-", n=len(requests)) + "**")
+    now = time.perf_counter() - result.started  # a long prefill still running is shaded up to now
     injections = [(a - result.started, None if b is None else b - result.started) for a, b in result.injections]
     st.plotly_chart(itl_timeline(tokens, injections, t(lang, "chart_itl"), now=now), key="itl")
     c1, c2 = st.columns(2)
@@ -103,7 +111,11 @@ def live_view():
     if result.transfers:
         st.plotly_chart(transfer_chart(result.transfers, t(lang, "chart_transfer")), key="transfer")
     st.subheader(t(lang, "live_text"))
-    recent = [sent for sent in result.requests if sent.kind == "short"][-3:]
+    latest = {}
+    for sent in result.requests:  # each user's newest request, for the first three users
+        if sent.kind == "short":
+            latest[sent.user] = sent
+    recent = [latest[user] for user in sorted(latest)[:3]]
     for column, sent in zip(st.columns(3), recent):
         column.text_area(sent.stream.request_id, sent.stream.text[-400:], height=120, disabled=True,
                          key=f"live-{sent.stream.request_id}")

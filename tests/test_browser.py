@@ -1,7 +1,7 @@
 """A real browser (Debian's headless Chromium, driven by Playwright) uses the running lab:
 start the engine, start users, inject a long prompt, see the ITL chart mark it; save a screenshot."""
 import os
-import shutil
+import re
 import socket
 import subprocess
 import sys
@@ -65,11 +65,12 @@ def test_browser_starts_engine_injects_and_sees_the_itl_chart_update(lab_url, tm
         page.get_by_role("button", name="Start engine").click()
         expect(page.get_by_text("worker-0 (colocated")).to_be_visible(timeout=120_000)
         page.get_by_role("button", name="Start users").click()
-        expect(page.get_by_text("ITL p50", exact=False)).to_be_visible(timeout=60_000)
+        expect(page.get_by_text(re.compile(r"ITL p50 \d+ ms"))).to_be_visible(timeout=60_000)
+        page.wait_for_timeout(8_000)  # a few seconds of steady streams before the long prompt
         page.get_by_role("button", name="Inject long prompt").click()
         # The ITL chart shades the long prompt's prefill: a 'long prompt' annotation appears on it.
         expect(page.get_by_text("long prompt", exact=True).first).to_be_visible(timeout=90_000)
-        page.wait_for_timeout(15_000)  # let the stall and the recovery show on the charts
+        page.wait_for_timeout(25_000)  # let the stall and the recovery show on the charts
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(screenshot), full_page=True)
         page.get_by_role("button", name="Stop users").click()
