@@ -117,8 +117,9 @@ def live_view():
             latest[sent.user] = sent
     recent = [latest[user] for user in sorted(latest)[:3]]
     for column, sent in zip(st.columns(3), recent):
-        column.text_area(sent.stream.request_id, sent.stream.text[-400:], height=120, disabled=True,
-                         key=f"live-{sent.stream.request_id}")
+        box = column.container(border=True, height=140)
+        box.caption(f"user {sent.user} · {sent.stream.request_id} · {len(sent.stream.token_times)} tokens")
+        box.text(sent.stream.text[-400:] or "…")
     st.subheader(t(lang, "devices"))
     gpus = gpu_stats()
     if gpus:
