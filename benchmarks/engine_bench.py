@@ -82,7 +82,8 @@ def streams_itl(engine: LLMEngine, streams: int, output: int, rng) -> dict:
     finally:
         loop.stop()
     s = summarize([h.timing for h in handles])
-    return {"streams": streams, "itl_p50_ms": round(1000 * s.itl["p50"], 1), "itl_p99_ms": round(1000 * s.itl["p99"], 1),
+    return {"streams": streams, "itl_p50_ms": round(1000 * s.itl["p50"], 1),
+            "itl_p99_ms": round(1000 * s.itl["p99"], 1),
             "output_tok_s": round(s.output_throughput, 1)}
 
 

@@ -66,12 +66,14 @@ def main() -> None:
     if colocated:
         for r in rows:
             if r["label"].startswith("disaggregated") and r["longest_stall_ms"] > 0:
-                lines.append(f"\n{r['label']}: longest stall {colocated['longest_stall_ms'] / r['longest_stall_ms']:.0f}x "
+                ratio = colocated["longest_stall_ms"] / r["longest_stall_ms"]
+                lines.append(f"\n{r['label']}: longest stall {ratio:.0f}x "
                              f"shorter than colocated; ITL p99 during / before = "
                              f"{r['itl_during_ms']['p99'] / r['itl_before_ms']['p99']:.2f}")
     machine = f"{platform.platform()}, {platform.processor() or platform.machine()}"
     header = [f"# Interference: {a.users} chat streams + one {a.long_prompt_tokens}-token prompt", "",
-              f"Machine: {machine}. SLO for goodput: TTFT <= {workload.slo_ttft_s} s, TPOT <= {workload.slo_tpot_s} s.", ""]
+              f"Machine: {machine}. SLO for goodput: TTFT <= {workload.slo_ttft_s} s, "
+              f"TPOT <= {workload.slo_tpot_s} s.", ""]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "interference.md").write_text("\n".join(header + lines) + "\n")
     (RESULTS / "interference.json").write_text(json.dumps({"machine": machine, "runs": rows}, indent=2))

@@ -26,7 +26,7 @@ from .prompts import PromptEncoder
 from .request_stream import RequestStream
 from .sequence import RequestRecord, StepRecord
 from .topology import Topology, plan_workers
-from .transports import TRANSPORTS, discard
+from .transports import TRANSPORT_COPIES, TRANSPORTS, discard
 from .worker import WorkerSpec, worker_main
 
 START_TIMEOUT_S = 600
@@ -46,6 +46,7 @@ class TransferRecord:
     tokens: int
     send_started: float
     send_seconds: float
+    copies: int = 0              # copies of the KV bytes between the two pools on this route
     receive_seconds: float = 0.0
     finished_at: float = 0.0
 
@@ -277,7 +278,8 @@ class Cluster:
             self._fail(m.request_id, str(exc))
             return
         self.transfers[m.request_id] = TransferRecord(m.request_id, self.transport, m.worker, target.spec.name,
-                                                      m.nbytes, m.num_kv_tokens, m.send_started, m.send_seconds)
+                                                      m.nbytes, m.num_kv_tokens, m.send_started, m.send_seconds,
+                                                      TRANSPORT_COPIES[self.transport])
         self._pending_handles[m.request_id] = m.handle
         self._assign(m.request_id, target)
         target.inbox.put(ImportRequest(m.request_id, m.prompt_ids, m.output_ids, m.params, m.arrival, m.handle,

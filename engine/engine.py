@@ -20,7 +20,7 @@ from .model_runner import ModelRunner
 from .prompts import PromptEncoder
 from .sampler import sample
 from .scheduler import Scheduler
-from .sequence import RequestRecord, Sequence, Status, StepRecord
+from .sequence import RequestRecord, Sequence, StepRecord
 
 T = TypeVar("T")
 

@@ -86,5 +86,6 @@ class ModelRunner:
         slots = torch.zeros(len(seqs), width, dtype=torch.long, device=self.device)
         for i, (seq, length) in enumerate(zip(seqs, lengths)):
             slots[i, :length] = self.cache.slots(seq.block_table, 0, length)
-        mask = torch.arange(width, device=self.device).unsqueeze(0) < torch.tensor(lengths, device=self.device).unsqueeze(1)
+        lengths_t = torch.tensor(lengths, device=self.device).unsqueeze(1)
+        mask = torch.arange(width, device=self.device).unsqueeze(0) < lengths_t
         return slots, mask[:, None, None, :]

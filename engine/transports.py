@@ -99,9 +99,9 @@ class SharedMemoryTransport(Transport):
         shm = shared_memory.SharedMemory(name=SHM_PREFIX + uuid.uuid4().hex[:16], create=True, size=2 * half)
         _untrack(shm)
         flat = torch.frombuffer(shm.buf, dtype=cache.key.dtype)
-        key, value = flat[: half // cache.key.element_size()].view(shape), flat[half // cache.key.element_size():].view(shape)
-        cache.export_into(block_table, num_tokens, key, value)
-        del flat, key, value  # release the buffer views before closing the mapping
+        payload = _split(flat, shape)
+        cache.export_into(block_table, num_tokens, payload.key, payload.value)
+        del flat, payload  # release the buffer views before closing the mapping
         shm.close()
         handle = {"transport": self.name, "name": shm.name, "shape": shape, "dtype": str(cache.key.dtype)}
         return SendResult(handle, 2 * half, start, time.perf_counter() - start)
@@ -149,7 +149,8 @@ class DiskTransport(Transport):
         if self.fsync:
             with open(path, "rb+") as f:
                 os.fsync(f.fileno())
-        return SendResult({"transport": self.name, "path": str(path)}, payload.nbytes, start, time.perf_counter() - start)
+        handle = {"transport": self.name, "path": str(path)}
+        return SendResult(handle, payload.nbytes, start, time.perf_counter() - start)
 
     def open(self, handle, dtype):
         path = Path(handle["path"])
@@ -245,6 +246,9 @@ def _split(flat: torch.Tensor, shape) -> KVPayload:
 def discard(handle: dict) -> None:
     """Free a handle's payload from any process (the router does this for abandoned transfers)."""
     {"shm": SharedMemoryTransport, "disk": DiskTransport, "tcp": TcpTransport}[handle["transport"]].discard(handle)
+
+
+TRANSPORT_COPIES = {t.name: t.copies for t in (SharedMemoryTransport, DiskTransport, TcpTransport)}
 
 
 def make_transport(name: str, disk_folder: str | None = None, fsync: bool = False) -> Transport:

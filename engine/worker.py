@@ -231,7 +231,8 @@ class Worker:
         self.reported_steps, self.reported_records = len(engine.steps), len(engine.finished)
         if not (report.events or report.steps or report.finished):
             return
-        report.running, report.waiting = len(engine.scheduler.running), len(engine.scheduler.waiting) + len(self.imports)
+        report.running = len(engine.scheduler.running)
+        report.waiting = len(engine.scheduler.waiting) + len(self.imports)
         alloc = engine.cache.allocator
         report.kv_blocks_used, report.kv_blocks_total = alloc.num_used, alloc.num_blocks
         self.outbox.send(report)

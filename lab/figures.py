@@ -86,7 +86,8 @@ def transfer_chart(transfers: list[dict], title: str) -> go.Figure:
     if transfers:
         frame = pd.DataFrame(transfers)
         fig.add_trace(go.Bar(x=frame["tokens"], y=1000 * frame["total_s"], name="total ms",
-                             hovertext=[f"{b / 1e6:.1f} MB, {g:.2f} GB/s" for b, g in zip(frame["bytes"], frame["gbps"])]))
+                             hovertext=[f"{b / 1e6:.1f} MB, {g:.2f} GB/s"
+                                        for b, g in zip(frame["bytes"], frame["gbps"])]))
         fig.add_trace(go.Bar(x=frame["tokens"], y=1000 * (frame["send_s"] + frame["receive_s"]),
                              name="send + receive ms"))
     return _layout(fig, title, "prompt tokens moved", "ms")

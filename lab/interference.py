@@ -75,7 +75,7 @@ def collect_result(generator: LoadGenerator, label: str, target, slo: SLO) -> Ru
                   for s in requests if s.kind == "long"]
     transfers = getattr(target, "transfers", {})
     transfers = [{"request_id": t.request_id, "transport": t.transport, "bytes": t.nbytes,
-                  "tokens": t.tokens, "send_s": t.send_seconds, "receive_s": t.receive_seconds,
+                  "tokens": t.tokens, "copies": t.copies, "send_s": t.send_seconds, "receive_s": t.receive_seconds,
                   "total_s": t.total_seconds, "gbps": t.gbps} for t in list(transfers.values()) if t.finished_at]
     return RunResult(label, generator.started, requests, injections, transfers, slo)
 

@@ -64,3 +64,19 @@ def test_cancel_mid_stream_frees_kv_blocks(loop, chat):
     while loop.engine.has_work and time.time() < deadline:
         time.sleep(0.05)
     assert loop.engine.cache.allocator.num_used == 0
+
+
+def test_run_metrics_match_a_hand_computation_from_the_token_times(loop, chat):
+    streams = [loop.submit(chat(q), SamplingParams(max_tokens=8, ignore_eos=True)) for q in ("One?", "Two?", "Three?")]
+    for s in streams:
+        s.result(timeout=120)
+    summary = summarize([s.timing for s in streams])
+    ttfts = sorted(s.token_times[0] - s.sent for s in streams)
+    gaps = sorted(b - a for s in streams for a, b in zip(s.token_times, s.token_times[1:]))
+    assert len(gaps) == 3 * 7
+    assert summary.ttft["p50"] == pytest.approx(ttfts[1])          # median of three
+    assert summary.itl["max"] == pytest.approx(gaps[-1])
+    assert summary.itl["mean"] == pytest.approx(sum(gaps) / len(gaps))
+    first_sent = min(s.sent for s in streams)
+    last_token = max(s.token_times[-1] for s in streams)
+    assert summary.output_throughput == pytest.approx(24 / (last_token - first_sent))

@@ -52,7 +52,8 @@ def test_stop_string_ends_output_before_the_stop(make_engine, chat):
     full_ids, _ = generate(engine, chat("Count from 1 to 10, separated by commas."), max_tokens=40)
     full = engine.decode(full_ids)
     assert "5" in full, full
-    rid = engine.add_request(chat("Count from 1 to 10, separated by commas."), SamplingParams(max_tokens=40, stop=["5"]))
+    prompt = chat("Count from 1 to 10, separated by commas.")
+    rid = engine.add_request(prompt, SamplingParams(max_tokens=40, stop=["5"]))
     text = ""
     while engine.has_work:
         text += "".join(e.text for e in engine.step() if e.request_id == rid)

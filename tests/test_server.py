@@ -138,3 +138,12 @@ def test_metrics_expose_latency_histograms_and_kv_transfers(server):
     assert metric(base, "pdlab:kv_transfer_bytes_total") > 0
     events = httpx.get(f"{base}/events").json()
     assert events["transfers"] and events["steps"] and "prefill-0" in events["workers"]
+
+
+def test_overloaded_server_answers_503_with_retry_after(server):
+    from fastapi.testclient import TestClient
+    _, cluster = server
+    client = TestClient(create_app(cluster, max_active_requests=0))
+    r = client.post("/v1/completions", json={"prompt": "hi", "max_tokens": 2})
+    assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+    assert "at its limit of 0 active requests" in r.json()["error"]["message"]
