@@ -24,6 +24,8 @@ class EngineConfig:
     max_prefill_tokens: int = 8192  # most prompt tokens prefilled in one prefill-first step
     threads: int | None = None      # CPU threads for torch (None: leave torch's default)
     cpu_cores: tuple[int, ...] | None = None  # CPU affinity of this engine's process
+    prefix_cache_tokens: int = 0    # keep prompt-prefix KV after requests end, up to this many tokens (0: off)
+    prefix_cache_ttl_s: float = 300.0   # ...for this long after its last use
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -31,6 +33,8 @@ class EngineConfig:
         for name in ("chunk_size", "block_size", "kv_cache_tokens", "max_num_seqs", "max_prefill_tokens"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.prefix_cache_tokens < 0 or self.prefix_cache_ttl_s <= 0:
+            raise ValueError("prefix_cache_tokens must be >= 0 and prefix_cache_ttl_s > 0")
         if self.threads is not None and self.threads <= 0:
             raise ValueError(f"threads must be a positive integer or None, got {self.threads}")
 

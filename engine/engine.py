@@ -14,9 +14,10 @@ import torch
 
 from .config import EngineConfig, RequestError, SamplingParams
 from .devices import place_on_cpu_cores
-from .kv_cache import PagedKVCache
+from .kv_cache import KVPayload, PagedKVCache
 from .model_loader import LoadedModel, load_model
 from .model_runner import ModelRunner
+from .prefix_store import PrefixStore
 from .prompts import PromptEncoder
 from .sampler import sample
 from .scheduler import Scheduler
@@ -49,7 +50,9 @@ class LLMEngine:
         self.cache = PagedKVCache(mc.num_hidden_layers, mc.num_key_value_heads, head_dim,
                                   self.config.num_blocks, self.config.block_size,
                                   self.loaded.dtype, self.loaded.device)
-        self.scheduler = Scheduler(self.config, self.cache)
+        self.prefix_store = (PrefixStore(self.config.prefix_cache_tokens, self.config.prefix_cache_ttl_s,
+                                         self.config.block_size) if self.config.prefix_cache_tokens else None)
+        self.scheduler = Scheduler(self.config, self.cache, self._reuse_prefix)
         self.runner = ModelRunner(self.loaded.model, self.cache, self.loaded.device)
         self.eos_ids = self._eos_ids()
         self.prompts = PromptEncoder(self.tokenizer, self.loaded.config.vocab_size, self.loaded.max_context)
@@ -91,6 +94,18 @@ class LLMEngine:
 
     def new_request_id(self) -> str:
         return f"{self.name or 'req'}-{next(self._ids)}"
+
+    def _reuse_prefix(self, seq: Sequence) -> None:
+        """Before a waiting prompt is first prefilled: load its longest cached prefix, if any."""
+        if self.prefix_store is None or seq.num_computed:
+            return
+        length, kv = self.prefix_store.lookup(seq.prompt_ids)
+        if kv is None or not self.cache.can_grow(seq.block_table, length):
+            return
+        self.cache.grow(seq.block_table, length)
+        self.cache.load(seq.block_table, KVPayload(kv.key[:, :length], kv.value[:, :length]))
+        seq.num_computed = length
+        seq.record.cached_tokens = length
 
     def _new_sequence(self, ids, params, request_id, arrival) -> Sequence:
         request_id = request_id or self.new_request_id()
@@ -142,6 +157,8 @@ class LLMEngine:
         rec.token_times.append(now)
         if rec.first_token is None:
             rec.first_token = now
+            if self.prefix_store is not None:
+                self.prefix_store.store(seq.prompt_ids, self.cache.export(seq.block_table, len(seq.prompt_ids)))
         text = self.decode(seq.output_ids)
         reason = None
         if token in self.eos_ids and not seq.params.ignore_eos:  # the sampler hid EOS before min_tokens

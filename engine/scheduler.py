@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .config import EngineConfig
@@ -25,9 +26,11 @@ class ScheduledStep:
 
 
 class Scheduler:
-    def __init__(self, config: EngineConfig, cache: PagedKVCache):
+    def __init__(self, config: EngineConfig, cache: PagedKVCache,
+                 reuse_prefix: Callable[[Sequence], None] = lambda seq: None):
         self.config = config
         self.cache = cache
+        self.reuse_prefix = reuse_prefix  # may fill a waiting sequence's first blocks from a prefix cache
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
 
@@ -55,6 +58,13 @@ class Scheduler:
             return self._schedule_prefill_first()
         return self._schedule_chunked()
 
+    def _head(self) -> Sequence:
+        seq = self.waiting[0]
+        if not seq.prefix_checked:
+            seq.prefix_checked = True
+            self.reuse_prefix(seq)
+        return seq
+
     def _admit(self, seq: Sequence) -> None:
         self.waiting.popleft()
         seq.status = Status.RUNNING
@@ -66,7 +76,7 @@ class Scheduler:
         work: list[tuple[Sequence, int]] = []
         budget = self.config.max_prefill_tokens
         while self.waiting and len(self.running) < self.config.max_num_seqs:
-            seq = self.waiting[0]
+            seq = self._head()
             if work and seq.num_pending > budget:
                 break
             if not self.cache.can_grow(seq.block_table, seq.num_tokens):
@@ -90,7 +100,7 @@ class Scheduler:
                 break
             budget -= self._take_chunk(seq, budget, work)
         while budget > 0 and self.waiting and len(self.running) < self.config.max_num_seqs:
-            seq = self.waiting[0]
+            seq = self._head()
             taken = self._take_chunk(seq, budget, work)
             if not taken:
                 break
@@ -131,6 +141,7 @@ class Scheduler:
         self.running.remove(seq)
         self.cache.release(seq.block_table)
         seq.num_computed = 0
+        seq.prefix_checked = False
         seq.status = Status.WAITING
         seq.record.preemptions += 1
         self.waiting.appendleft(seq)

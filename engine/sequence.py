@@ -29,6 +29,7 @@ class RequestRecord:
     finish_reason: str | None = None   # stop | length | abort | error
     error: str | None = None
     preemptions: int = 0
+    cached_tokens: int = 0         # prompt tokens whose KV came from the prefix cache
     worker: str = ""
 
     @property
@@ -58,6 +59,7 @@ class Sequence:
     status: Status = Status.WAITING
     output_text: str = ""
     generator: torch.Generator | None = None
+    prefix_checked: bool = False   # looked up in the prefix cache since it last lost its KV
 
     @property
     def token_ids(self) -> list[int]:
