@@ -6,8 +6,14 @@ from lab.i18n import LANGUAGES, t
 st.set_page_config(page_title="pd-lab", layout="wide")
 lang = st.sidebar.radio("Language / Язык", list(LANGUAGES), format_func=LANGUAGES.get, key="lang", horizontal=True)
 st.sidebar.title(t(lang, "app_title"))
-navigation = st.navigation([
-    st.Page("pages/dashboard.py", title=t(lang, "dashboard"), default=True),
-    st.Page("pages/playground.py", title=t(lang, "playground")),
-])
+LESSONS = ["learn_1_stages", "learn_2_metrics", "learn_3_chat", "learn_4_problem", "learn_5_fix", "learn_6_travel",
+           "learn_7_lifetime", "learn_8_summary"]
+navigation = st.navigation({
+    t(lang, "dashboard"): [
+        st.Page("pages/dashboard.py", title=t(lang, "dashboard"), default=True),
+        st.Page("pages/playground.py", title=t(lang, "playground")),
+    ],
+    t(lang, "learn"): [st.Page(f"pages/{name}.py", title=t(lang, f"l{i}_title")) for i, name in enumerate(LESSONS, 1)]
+    + [st.Page("pages/quiz.py", title=t(lang, "quiz"))],
+})
 navigation.run()

@@ -1,148 +1,22 @@
-"""Every text the learner sees, in English and Russian, in one place."""
+"""Every text the learner sees lives in lab/texts/<language>.yaml: one file per language."""
 from __future__ import annotations
 
-LANGUAGES = {"en": "English", "ru": "Русский"}
+from functools import cache
+from pathlib import Path
 
-TEXT = {
-    "en": {
-        "app_title": "pd-lab: disaggregated prefill, live",
-        "language": "Language",
-        "playground": "Playground",
-        "playground_intro": "Send a prompt to the real engine running {model} on {device}. "
-                            "The answer streams token by token; below it are the request's real timings.",
-        "prompt": "Your prompt",
-        "default_prompt": "Explain in two sentences what a KV cache is.",
-        "max_tokens": "Max new tokens",
-        "temperature": "Temperature (0 = greedy)",
-        "generate": "Generate",
-        "loading": "Loading the model (the first start dequantizes it, about 30 s)...",
-        "ttft": "TTFT",
-        "itl_p50": "ITL p50",
-        "tokens": "Tokens",
-        "finish": "Finish",
-        "error": "Request refused: {error}",
-        "dashboard": "Live dashboard",
-        "dashboard_intro": "Drive a real engine, run chat users against it, inject a long prompt and watch "
-                           "TTFT and ITL react. Every number is measured as the tokens arrive.",
-        "target": "Target",
-        "target_local": "Local engine",
-        "target_remote": "Remote OpenAI-compatible URL",
-        "mode": "Mode",
-        "mode_colocated": "colocated (prefill-first)",
-        "mode_chunked": "chunked prefill",
-        "mode_disaggregated": "disaggregated (xPyD)",
-        "prefill_workers": "Prefill workers",
-        "decode_workers": "Decode workers",
-        "transport": "KV transport",
-        "chunk_size": "Chunk budget (tokens per step)",
-        "conditional": "Conditional disaggregation: prefill prompts shorter than (tokens; 0 = off)",
-        "url": "Base URL (e.g. http://host:8000)",
-        "start_target": "Start engine",
-        "stop_target": "Stop engine",
-        "starting": "Starting worker processes and loading the model...",
-        "target_failed": "The engine did not start: {error}",
-        "workers": "Workers",
-        "load": "Load",
-        "users": "Concurrent chat users",
-        "output_tokens": "Answer length (tokens)",
-        "rate": "Request rate (req/s; 0 = closed-loop users)",
-        "start_load": "Start users",
-        "stop_load": "Stop users",
-        "inject": "Inject long prompt",
-        "inject_tokens": "Long prompt length (tokens)",
-        "inject_text": "...or paste your own long text",
-        "record": "Save this run",
-        "run_name": "Run name",
-        "saved": "Saved to {folder}",
-        "compare": "Compare saved runs",
-        "download_tokens": "Download tokens CSV",
-        "download_requests": "Download requests CSV",
-        "chart_itl": "ITL of every short stream (shaded: a long prompt being prefilled)",
-        "chart_rolling": "Rolling ITL p50 / p99",
-        "chart_ttft": "TTFT per request",
-        "chart_throughput": "Output tokens per second",
-        "chart_server": "Engine: running batch, waiting queue, KV cache use",
-        "chart_transfer": "KV transfers: milliseconds per request",
-        "chart_compare": "ITL of saved runs, overlaid",
-        "live_text": "Live streams (a stall shows as text that stops)",
-        "devices": "Devices",
-        "cpu_core": "core {i}",
-        "no_target": "Start an engine in the sidebar first.",
-        "no_load": "Start the users, then inject a long prompt.",
-        "summary": "ITL p50 {p50} ms, p99 {p99} ms, longest gap {stall} ms, short TTFT p50 {ttft} ms, {n} requests",
-        "one_gpu_note": "Note: {note}",
-    },
-    "ru": {
-        "app_title": "pd-lab: disaggregated prefill вживую",
-        "language": "Язык",
-        "playground": "Песочница",
-        "playground_intro": "Отправьте промпт настоящему движку: {model} на {device}. "
-                            "Ответ приходит по токену; ниже — реальные тайминги запроса.",
-        "prompt": "Ваш промпт",
-        "default_prompt": "Объясни в двух предложениях, что такое KV cache.",
-        "max_tokens": "Максимум новых токенов",
-        "temperature": "Температура (0 = жадный выбор)",
-        "generate": "Сгенерировать",
-        "loading": "Загружаем модель (первый запуск распаковывает её, около 30 с)...",
-        "ttft": "TTFT",
-        "itl_p50": "ITL p50",
-        "tokens": "Токены",
-        "finish": "Завершение",
-        "error": "Запрос отклонён: {error}",
-        "dashboard": "Живая панель",
-        "dashboard_intro": "Управляйте настоящим движком, запустите чат-пользователей, отправьте длинный промпт "
-                           "и смотрите, как меняются TTFT и ITL. Все числа измерены по приходу токенов.",
-        "target": "Цель",
-        "target_local": "Локальный движок",
-        "target_remote": "Удалённый OpenAI-совместимый URL",
-        "mode": "Режим",
-        "mode_colocated": "colocated (сначала prefill)",
-        "mode_chunked": "chunked prefill",
-        "mode_disaggregated": "disaggregated (xPyD)",
-        "prefill_workers": "Prefill-воркеры",
-        "decode_workers": "Decode-воркеры",
-        "transport": "Транспорт KV",
-        "chunk_size": "Бюджет чанка (токенов за шаг)",
-        "conditional": "Условная дезагрегация: prefill на decode-воркере для промптов короче (токенов; 0 = выкл.)",
-        "url": "Базовый URL (например, http://host:8000)",
-        "start_target": "Запустить движок",
-        "stop_target": "Остановить движок",
-        "starting": "Запускаем процессы-воркеры и загружаем модель...",
-        "target_failed": "Движок не запустился: {error}",
-        "workers": "Воркеры",
-        "load": "Нагрузка",
-        "users": "Одновременных чат-пользователей",
-        "output_tokens": "Длина ответа (токенов)",
-        "rate": "Частота запросов (в секунду; 0 = пользователи в замкнутом цикле)",
-        "start_load": "Запустить пользователей",
-        "stop_load": "Остановить пользователей",
-        "inject": "Отправить длинный промпт",
-        "inject_tokens": "Длина длинного промпта (токенов)",
-        "inject_text": "...или вставьте свой длинный текст",
-        "record": "Сохранить прогон",
-        "run_name": "Название прогона",
-        "saved": "Сохранено в {folder}",
-        "compare": "Сравнить сохранённые прогоны",
-        "download_tokens": "Скачать CSV токенов",
-        "download_requests": "Скачать CSV запросов",
-        "chart_itl": "ITL каждого короткого потока (заливка: идёт prefill длинного промпта)",
-        "chart_rolling": "Скользящие ITL p50 / p99",
-        "chart_ttft": "TTFT каждого запроса",
-        "chart_throughput": "Выходных токенов в секунду",
-        "chart_server": "Движок: батч, очередь ожидания, заполнение KV cache",
-        "chart_transfer": "Передачи KV: миллисекунды на запрос",
-        "chart_compare": "ITL сохранённых прогонов на одном графике",
-        "live_text": "Потоки вживую (задержка видна как остановившийся текст)",
-        "devices": "Устройства",
-        "cpu_core": "ядро {i}",
-        "no_target": "Сначала запустите движок на боковой панели.",
-        "no_load": "Запустите пользователей, затем отправьте длинный промпт.",
-        "summary": "ITL p50 {p50} мс, p99 {p99} мс, самый длинный разрыв {stall} мс, TTFT коротких p50 {ttft} мс, "
-                   "запросов: {n}",
-        "one_gpu_note": "Заметка: {note}",
-    },
-}
+import yaml
+
+LANGUAGES = {"en": "English", "ru": "Русский"}
+TEXTS = Path(__file__).with_name("texts")
+
+
+@cache
+def texts(lang: str) -> dict[str, str]:
+    if lang not in LANGUAGES:
+        raise ValueError(f"language must be one of {sorted(LANGUAGES)}, got {lang!r}")
+    return yaml.safe_load((TEXTS / f"{lang}.yaml").read_text(encoding="utf-8"))
 
 
 def t(lang: str, key: str, **values) -> str:
-    return TEXT[lang][key].format(**values) if values else TEXT[lang][key]
+    text = texts(lang)[key]
+    return text.format(**values) if values else text

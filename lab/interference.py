@@ -26,6 +26,7 @@ class Workload:
     long_output_tokens: int = 8
     inject_at: tuple[float, ...] = (15.0,)  # seconds after the start
     tail_s: float = 4.0                # keep the short streams running this long after the last long answer
+    think_s: float = 0.5               # mean pause of a user between an answer and the next question
     time_limit_s: float = 180.0        # the run ends by itself, whatever happens
     seed: int = 0
     slo_ttft_s: float = 1.0
@@ -39,8 +40,8 @@ class Workload:
 
     @property
     def chat_load(self) -> ChatLoad:
-        return ChatLoad(users=self.users, output_tokens=self.short_output_tokens, time_limit_s=self.time_limit_s,
-                        seed=self.seed)
+        return ChatLoad(users=self.users, output_tokens=self.short_output_tokens, think_s=self.think_s,
+                        time_limit_s=self.time_limit_s, seed=self.seed)
 
 
 @dataclass

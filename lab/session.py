@@ -15,3 +15,15 @@ def shared_live_lab() -> LiveLab:
 @st.cache_resource(show_spinner=False)
 def _live_lab(runs_dir: str) -> LiveLab:
     return LiveLab(runs_dir)
+
+
+@st.cache_resource(show_spinner=False)
+def shared_engine_loop():
+    """One in-process engine on its own thread for the playground and the guided pages."""
+    from .local_engine import start_local_engine
+    return start_local_engine()
+
+
+def lesson_results() -> dict:
+    """What the learner measured, kept across pages for the summary and the quiz."""
+    return st.session_state.setdefault("lesson_results", {})

@@ -4,18 +4,12 @@ import streamlit as st
 
 from engine.config import RequestError, SamplingParams
 from lab.i18n import t
-from lab.local_engine import start_local_engine
-
-
-@st.cache_resource(show_spinner=False)
-def engine_loop():
-    return start_local_engine()  # one engine for every tab and rerun
-
+from lab.session import shared_engine_loop
 
 lang = st.session_state.get("lang", "en")
 st.title(t(lang, "playground"))
 with st.spinner(t(lang, "loading")):
-    loop = engine_loop()
+    loop = shared_engine_loop()
 st.caption(t(lang, "playground_intro", model=loop.engine.loaded.name, device=str(loop.engine.loaded.device)))
 
 prompt = st.text_area(t(lang, "prompt"), t(lang, "default_prompt"), key="prompt")

@@ -1,0 +1,59 @@
+"""KV cache size per model and its transfer time over each kind of link."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DTYPE_BYTES = {"fp32": 4, "bf16 / fp16": 2, "fp8": 1}
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    layers: int
+    kv_heads: int
+    head_dim: int
+    latent: bool = False   # MLA (DeepSeek): one compressed latent per layer instead of K and V
+
+    def bytes_per_token(self, dtype_bytes: int) -> int:
+        factor = 1 if self.latent else 2
+        return factor * self.layers * self.kv_heads * self.head_dim * dtype_bytes
+
+
+# From each model's published config.json.
+MODELS = {
+    "SmolLM2-135M (this lab)": ModelShape(30, 3, 64),
+    "Llama-3.1-8B": ModelShape(32, 8, 128),
+    "Llama-3.1-70B": ModelShape(80, 8, 128),
+    "Qwen2.5-7B": ModelShape(28, 4, 128),
+    "Qwen2.5-72B": ModelShape(80, 8, 128),
+    "Mistral-7B": ModelShape(32, 8, 128),
+    "DeepSeek-V3 (MLA: 512 + 64 latent)": ModelShape(61, 1, 576, latent=True),
+}
+
+# Bandwidth in GB/s. Vendor figures, or line rates where said so.
+LINKS = {
+    "NVLink 4 (H100/H200, total per GPU)": 900.0,
+    "RDMA 8x400 Gb/s (Mooncake measured)": 190.0,
+    "RDMA 4x200 Gb/s (Mooncake measured)": 87.0,
+    "PCIe Gen5 x16 (per direction)": 64.0,
+    "RDMA NIC 400 Gb/s (line rate)": 50.0,
+    "NVMe SSD (one fast drive, ~7 GB/s)": 7.0,
+    "TCP over 10 GbE (line rate)": 1.25,
+}
+
+
+def kv_bytes(model: ModelShape, dtype_bytes: int, tokens: int) -> int:
+    if tokens < 0:
+        raise ValueError(f"tokens must be >= 0, got {tokens}")
+    return model.bytes_per_token(dtype_bytes) * tokens
+
+
+def transfer_seconds(nbytes: int, gb_per_s: float) -> float:
+    return nbytes / (gb_per_s * 1e9)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n} B"

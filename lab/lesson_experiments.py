@@ -1,0 +1,160 @@
+"""The guided pages' experiments: each runs on the real engine and returns plain data to plot.
+
+They use the lab's shared engine loop (an in-process engine on its own thread), or start their
+own worker processes where a page compares serving modes.
+"""
+from __future__ import annotations
+
+import random
+import statistics
+import time
+
+import torch
+
+from engine.config import EngineConfig, SamplingParams
+from engine.engine import LLMEngine
+from engine.engine_loop import EngineLoop
+from engine.metrics import summarize
+
+from .interference import Workload, run_interference, summarize_run, token_table
+from .prompts import chat_question
+
+SYSTEM_PROMPT = ("You are the assistant of an online course on LLM serving. Answer briefly, in plain words, "
+                 "and say when you are not sure. ") * 6
+
+
+def _tokens(n: int, rng: random.Random) -> list[int]:
+    return [rng.randrange(1000, 40000) for _ in range(n)]
+
+
+def _matmul_params(model: torch.nn.Module) -> int:
+    """Parameters that take part in a token's matrix multiplies (the embedding lookup does not)."""
+    embedding = model.get_input_embeddings().weight.numel()
+    return sum(p.numel() for p in model.parameters()) - embedding
+
+
+def machine_limits(seconds: float = 0.5) -> dict:
+    """This machine's measured peak: fp32 matmul GFLOP/s and memory copy GB/s."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        runs += 1
+    gflops = 2 * 1024 ** 3 * runs / (time.perf_counter() - start) / 1e9
+    src = torch.empty(64 * 2 ** 20)  # 256 MB, far beyond any cache
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        dst.copy_(src)
+        runs += 1
+    gbs = 2 * src.nbytes * runs / (time.perf_counter() - start) / 1e9  # read + write
+    return {"peak_gflops": gflops, "bandwidth_gbs": gbs}
+
+
+def measure_stages(loop: EngineLoop, prompt_lengths=(128, 512, 1024, 2048), batches=(1, 2, 4, 8, 16)) -> dict:
+    """Prefill time vs prompt length and decode step time vs batch size, from the engine's own step
+    records, with the arithmetic intensity of each (the roofline lesson)."""
+    engine, rng = loop.engine, random.Random(0)
+    params = _matmul_params(engine.loaded.model)
+    bytes_per_param = engine.loaded.model.dtype.itemsize
+    prefill = []
+    for n in prompt_lengths:
+        before = len(engine.steps)
+        loop.submit(_tokens(n, rng), SamplingParams(max_tokens=1)).result(timeout=300)
+        step = next(s for s in engine.steps[before:] if s.kind == "prefill" and s.num_tokens == n)
+        prefill.append({"tokens": n, "seconds": step.duration, "tok_s": n / step.duration,
+                        "intensity": 2 * params * n / (params * bytes_per_param),
+                        "gflops": 2 * params * n / step.duration / 1e9})
+    decode = []
+    for b in batches:
+        before = len(engine.steps)
+        streams = [loop.submit(_tokens(40, rng), SamplingParams(max_tokens=12, ignore_eos=True)) for _ in range(b)]
+        for s in streams:
+            s.result(timeout=300)
+        steps = [s.duration for s in engine.steps[before:] if s.kind == "decode" and s.batch_size == b]
+        step = statistics.median(steps) if steps else float("nan")
+        decode.append({"batch": b, "step_ms": 1000 * step,
+                       "intensity": 2 * params * b / (params * bytes_per_param),
+                       "gflops": 2 * params * b / step / 1e9})
+    return {"prefill": prefill, "decode": decode, "params": params, **machine_limits()}
+
+
+def measure_metrics(loop: EngineLoop, users: int = 4, output_tokens: int = 32) -> dict:
+    rng = random.Random(1)
+    streams = [loop.submit(chat_question(rng), SamplingParams(max_tokens=output_tokens, ignore_eos=True))
+               for _ in range(users)]
+    for s in streams:
+        s.result(timeout=300)
+    summary = summarize([s.timing for s in streams])
+    return {"ttft_s": [s.timing.ttft for s in streams], "itl_ms": [1000 * g for s in streams for g in s.timing.itls],
+            "ttft_p50_s": summary.ttft["p50"], "itl_p50_ms": 1000 * summary.itl["p50"],
+            "itl_p99_ms": 1000 * summary.itl["p99"], "tpot_ms": 1000 * summary.tpot["p50"]}
+
+
+def chat_timeline(loop: EngineLoop, question: str) -> dict:
+    """One chat request: system prompt + question -> prefill -> KV cache -> decode, with real times."""
+    engine = loop.engine
+    ids = engine.encode([{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}])
+    before = len(engine.steps)
+    stream = loop.submit(ids, SamplingParams(max_tokens=40))
+    stream.result(timeout=300)
+    record = next(r for r in reversed(engine.finished) if r.request_id == stream.request_id)
+    steps = [s for s in engine.steps[before:] if s.start >= record.arrival]
+    return {"prompt_tokens": len(ids), "output_tokens": len(stream.token_times), "text": stream.text,
+            "sent": stream.sent, "scheduled": record.scheduled, "first_token": stream.token_times[0],
+            "token_times": stream.token_times, "prefill_s": next((s.duration for s in steps if s.kind == "prefill"), 0),
+            "kv_bytes_per_token": engine.cache.bytes_per_token,
+            "kv_bytes": engine.cache.bytes_per_token * (len(ids) + len(stream.token_times))}
+
+
+def interference(mode: str, users: int = 8, long_tokens: int = 2000, transport: str = "shm") -> dict:
+    """The lecture's scenario, small enough for a page: chat users, one long prompt at 5 s."""
+    from engine.cluster import Cluster
+    from engine.topology import Topology
+    # Users barely pause, so streams are mid-answer when the long prompt lands.
+    workload = Workload(users=users, short_output_tokens=32, long_prompt_tokens=long_tokens, inject_at=(5.0,),
+                        tail_s=3.0, think_s=0.1, time_limit_s=120.0)
+    with Cluster(Topology(mode), EngineConfig(kv_cache_tokens=8192), transport=transport,
+                 conditional_threshold=1000 if mode == "disaggregated" else None) as cluster:
+        result = run_interference(cluster, workload, Topology(mode).label,
+                                  lambda messages: len(cluster.prompts.encode(messages)))
+    tokens = token_table(result)
+    injections = [(a - result.started, None if b is None else b - result.started) for a, b in result.injections]
+    return {"summary": summarize_run(result), "tokens": tokens.to_dict("list"), "injections": injections}
+
+
+def measure_transports(prompt_tokens: int = 1500, transports=("shm", "disk", "tcp")) -> list[dict]:
+    """One prompt's KV moved prefill -> decode over each transport on this machine."""
+    from engine.cluster import Cluster
+    from engine.topology import Topology
+    rows = []
+    for name in transports:
+        with Cluster(Topology("disaggregated"), EngineConfig(kv_cache_tokens=4096), transport=name) as cluster:
+            ids = _tokens(prompt_tokens, random.Random(2))
+            cluster.submit(ids, SamplingParams(max_tokens=2, ignore_eos=True)).result(timeout=300)
+            deadline = time.time() + 10
+            while not all(t.finished_at for t in cluster.transfers.values()) and time.time() < deadline:
+                time.sleep(0.05)
+            t = next(iter(cluster.transfers.values()))
+            rows.append({"transport": name, "bytes": t.nbytes, "copies": t.copies,
+                         "send_ms": 1000 * t.send_seconds, "total_ms": 1000 * t.total_seconds, "gbps": t.gbps})
+    return rows
+
+
+def prefix_cache_lifetime(loop: EngineLoop, ttl_s: float = 4.0) -> list[dict]:
+    """TTFT of three requests sharing a system prompt: cold, warm (cached prefix), after expiry."""
+    engine = LLMEngine(EngineConfig(kv_cache_tokens=4096, prefix_cache_tokens=4096, prefix_cache_ttl_s=ttl_s),
+                       loaded=loop.engine.loaded, name="prefix-lab")
+    rows = []
+    for label, question, wait in (("cold", "What is prefill?", 0.0), ("warm", "What is decode?", 0.0),
+                                  ("expired", "What is a KV cache?", ttl_s + 1.0)):
+        time.sleep(wait)
+        ids = engine.encode([{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}])
+        engine.add_request(ids, SamplingParams(max_tokens=1))
+        while engine.has_work:
+            engine.step()
+        record = engine.finished[-1]
+        rows.append({"request": label, "prompt_tokens": len(ids), "cached_tokens": record.cached_tokens,
+                     "ttft_ms": 1000 * (record.first_token - record.arrival)})
+    return rows

@@ -1,0 +1,75 @@
+"""The guided pages and the quiz: every page renders in both languages, every experiment button
+runs on the real bundled model, and the quiz grades and explains."""
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+PAGES = ["learn_1_stages", "learn_2_metrics", "learn_3_chat", "learn_4_problem", "learn_5_fix", "learn_6_travel",
+         "learn_7_lifetime", "learn_8_summary", "quiz"]
+
+
+def page(name: str, lang: str = "en") -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.session_state["lang"] = lang
+    at.switch_page(f"pages/{name}.py")
+    return at
+
+
+@pytest.mark.parametrize("lang", ["en", "ru"])
+@pytest.mark.parametrize("name", PAGES)
+def test_every_page_renders_in_both_languages(name, lang):
+    at = page(name, lang)
+    at.run()
+    assert not at.exception
+    assert at.title, "every page has a title"
+
+
+def test_every_experiment_runs_on_the_real_engine_and_feeds_the_summary_and_quiz():
+    at = page("learn_1_stages")
+    at.run()
+    at.button(key="run").click().run()
+    assert not at.exception and len(at.get("plotly_chart")) == 3
+    stages = at.session_state["lesson_results"]["stages"]
+    assert [r["tokens"] for r in stages["prefill"]] == [128, 512, 1024, 2048]
+    assert all(r["tok_s"] > 0 for r in stages["prefill"]) and stages["peak_gflops"] > 0
+
+    for name, widgets in [("learn_2_metrics", {}), ("learn_3_chat", {}), ("learn_4_problem", {"users": 4}),
+                          ("learn_5_fix", {"users": 4}), ("learn_6_travel", {}), ("learn_7_lifetime", {})]:
+        at.switch_page(f"pages/{name}.py")
+        at.run()
+        for key, value in widgets.items():
+            at.slider(key=key).set_value(value)
+        if name in ("learn_4_problem", "learn_5_fix"):
+            at.slider(key="long_tokens").set_value(1000)
+        at.button(key="run").click().run()
+        assert not at.exception, (name, at.exception)
+        assert at.success, f"{name} shows its takeaway after the experiment"
+
+    results = at.session_state["lesson_results"]
+    assert results["colocated_stall_s"] > 0
+    assert {m["transport"] for m in results["transports"]} == {"shm", "disk", "tcp"}
+    cold, warm, expired = results["lifetime"]
+    assert warm["cached_tokens"] > 0 and cold["cached_tokens"] == expired["cached_tokens"] == 0
+
+    at.switch_page("pages/learn_8_summary.py")
+    at.run()
+    assert not at.exception and len(at.dataframe[0].value) == 7
+    at.switch_page("pages/quiz.py")
+    at.run()
+    assert f"{results['colocated_stall_s']} s" in " ".join(m.value for m in at.markdown)
+
+
+def test_quiz_gives_feedback_and_score_and_can_be_retried():
+    at = page("quiz")
+    at.run()
+    at.radio(key="q-when-needed").set_value("services").run()
+    at.button(key="check-when-needed").click().run()
+    assert at.success[0].value == "Correct."
+    at.radio(key="q-compute-bound").set_value("decode").run()
+    at.button(key="check-compute-bound").click().run()
+    assert at.error[0].value == "Not quite."
+    assert at.metric[0].label == "Score: 1 of 15"
+    at.button(key="retry").click().run()
+    assert at.metric[0].label == "Score: 0 of 15"
