@@ -14,6 +14,6 @@ navigation = st.navigation({
         st.Page("pages/playground.py", title=t(lang, "playground")),
     ],
     t(lang, "learn"): [st.Page(f"pages/{name}.py", title=t(lang, f"l{i}_title")) for i, name in enumerate(LESSONS, 1)]
-    + [st.Page("pages/quiz.py", title=t(lang, "quiz"))],
+    + [st.Page("pages/quiz.py", title=t(lang, "quiz")), st.Page("pages/planner.py", title=t(lang, "plan_title"))],
 })
 navigation.run()

@@ -7,25 +7,19 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
+from .client_stream import ClientStream
 from .engine import TokenEvent
-from .metrics import Timing
 
 
-class RequestStream:
+class RequestStream(ClientStream):
     """Iteration yields the request's events and ends after the finishing one."""
 
     def __init__(self, request_id: str, sent: float, abort: Callable[[str], None], prompt_tokens: int = 0):
-        self.request_id = request_id
-        self.sent = sent
+        super().__init__(request_id, sent)
         self.prompt_tokens = prompt_tokens
-        self.token_times: list[float] = []   # when each token reached the client
         self.token_ids: list[int] = []
-        self.text = ""
-        self.finish_reason: str | None = None
-        self.error: str | None = None
         self._events: queue.Queue[TokenEvent] = queue.Queue()
         self._abort = abort
-        self._finished = threading.Event()
         self._lock = threading.Lock()
         self._history: list[TokenEvent] = []
         self._async_listener: tuple[asyncio.AbstractEventLoop, asyncio.Queue] | None = None
@@ -70,23 +64,5 @@ class RequestStream:
             if event.finish_reason is not None:
                 return
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the request ends (True) or the timeout passes (False)."""
-        return self._finished.wait(timeout)
-
-    def result(self, timeout: float | None = None) -> str:
-        """Wait for the end; the whole text. Raises TimeoutError if it does not end in time."""
-        if not self._finished.wait(timeout):
-            raise TimeoutError(f"request {self.request_id} did not finish within {timeout} s")
-        return self.text
-
     def cancel(self) -> None:
         self._abort(self.request_id)
-
-    @property
-    def done(self) -> bool:
-        return self.finish_reason is not None
-
-    @property
-    def timing(self) -> Timing:
-        return Timing(self.sent, list(self.token_times), ok=self.error is None and self.finish_reason != "abort")

@@ -13,40 +13,18 @@ import time
 
 import httpx
 
+from engine.client_stream import ClientStream
 from engine.config import SamplingParams
-from engine.metrics import Timing
 
 
-class HttpStream:
+class HttpStream(ClientStream):
     def __init__(self, request_id: str):
-        self.request_id = request_id
-        self.sent = 0.0
-        self.token_times: list[float] = []
-        self.text = ""
-        self.finish_reason: str | None = None
-        self.error: str | None = None
+        super().__init__(request_id)
         self.usage: dict | None = None
         self._cancelled = threading.Event()
-        self._finished = threading.Event()
-
-    @property
-    def done(self) -> bool:
-        return self._finished.is_set()
 
     def cancel(self) -> None:
         self._cancelled.set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self._finished.wait(timeout)
-
-    def result(self, timeout: float | None = None) -> str:
-        if not self._finished.wait(timeout):
-            raise TimeoutError(f"request {self.request_id} did not finish within {timeout} s")
-        return self.text
-
-    @property
-    def timing(self) -> Timing:
-        return Timing(self.sent, list(self.token_times), ok=self.error is None and self.finish_reason != "abort")
 
 
 class HttpTarget:

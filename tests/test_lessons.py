@@ -7,7 +7,7 @@ from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGES = ["learn_1_stages", "learn_2_metrics", "learn_3_chat", "learn_4_problem", "learn_5_fix", "learn_6_travel",
-         "learn_7_lifetime", "learn_8_summary", "quiz"]
+         "learn_7_lifetime", "learn_8_summary", "quiz", "planner"]
 
 
 def page(name: str, lang: str = "en") -> AppTest:
@@ -73,3 +73,16 @@ def test_quiz_gives_feedback_and_score_and_can_be_retried():
     assert at.metric[0].label == "Score: 1 of 15"
     at.button(key="retry").click().run()
     assert at.metric[0].label == "Score: 0 of 15"
+
+
+def test_planner_page_plans_and_recommends():
+    at = page("planner")
+    at.run()
+    at.button(key="plan").click().run()
+    assert not at.exception
+    assert at.success[0].value.startswith("Best for 3 GPUs")
+    assert len(at.get("plotly_chart")) == 2
+    at.selectbox(key="plan_gpu").set_value("L40S")
+    at.selectbox(key="plan_model").set_value("Llama-3.1-70B")
+    at.button(key="plan").click().run()
+    assert "more than the 48 GB of one L40S" in at.error[0].value

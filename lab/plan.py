@@ -1,0 +1,47 @@
+"""`python -m lab.plan`: goodput per GPU of each placement, and the best split of a GPU budget.
+
+Example (DistServe's setting): python -m lab.plan --model OPT-13B --gpu A100-80GB --gpus 3 \\
+    --prompt 512 --output 64 --ttft 0.4 --tpot 0.04
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .planner.hardware import GPUS, LINKS, MODELS
+from .planner.search import plan
+from .planner.simulator import SLO, Hardware, Workload
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lab.plan", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="Llama-3.1-8B", choices=list(MODELS))
+    p.add_argument("--gpu", default="H100-SXM", choices=list(GPUS))
+    p.add_argument("--link", default="NVLink 4", choices=list(LINKS))
+    p.add_argument("--gpus", type=int, default=4, help="GPU budget")
+    p.add_argument("--prompt", type=int, default=512, help="mean prompt tokens")
+    p.add_argument("--output", type=int, default=64, help="mean output tokens")
+    p.add_argument("--spread", type=float, default=0.0, help="lengths uniform in +-spread (0-1)")
+    p.add_argument("--ttft", type=float, default=0.4, help="TTFT SLO, seconds (P90)")
+    p.add_argument("--tpot", type=float, default=0.04, help="TPOT SLO, seconds (P90)")
+    p.add_argument("--efficiency", type=float, default=0.6)
+    p.add_argument("--chunk", type=int, default=512)
+    a = p.parse_args(argv)
+    try:
+        hw = Hardware(MODELS[a.model], GPUS[a.gpu], LINKS[a.link], a.efficiency)
+        results = plan(hw, Workload(1.0, a.prompt, a.output, spread=a.spread), SLO(a.ttft, a.tpot), a.gpus, a.chunk)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{a.model} on {a.gpus} x {a.gpu} ({a.link}); prompt {a.prompt}, output {a.output}; "
+          f"SLO P90 TTFT <= {a.ttft} s, TPOT <= {a.tpot} s")
+    print(f"{'placement':<28}{'goodput req/s':>14}{'per GPU':>10}")
+    for r in results:
+        print(f"{r.placement.label:<28}{r.goodput:>14.2f}{r.per_gpu:>10.2f}")
+    print(f"best: {results[0].placement.label}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

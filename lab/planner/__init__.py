@@ -1,0 +1,1 @@
+"""Cluster planner: when does disaggregation pay off for a model, GPU, link, workload and SLOs?"""
