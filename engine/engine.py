@@ -14,7 +14,7 @@ import torch
 
 from .config import EngineConfig, RequestError, SamplingParams
 from .devices import place_on_cpu_cores
-from .kv_cache import KVPayload, PagedKVCache
+from .kv_cache import PagedKVCache
 from .model_loader import LoadedModel, load_model
 from .model_runner import ModelRunner
 from .prefix_store import PrefixStore
@@ -103,7 +103,7 @@ class LLMEngine:
         if kv is None or not self.cache.can_grow(seq.block_table, length):
             return
         self.cache.grow(seq.block_table, length)
-        self.cache.load(seq.block_table, KVPayload(kv.key[:, :length], kv.value[:, :length]))
+        self.cache.load(seq.block_table, kv)  # the stored entry holds exactly `length` tokens
         seq.num_computed = length
         seq.record.cached_tokens = length
 
@@ -158,7 +158,7 @@ class LLMEngine:
         if rec.first_token is None:
             rec.first_token = now
             if self.prefix_store is not None:
-                self.prefix_store.store(seq.prompt_ids, self.cache.export(seq.block_table, len(seq.prompt_ids)))
+                self.prefix_store.store(seq.prompt_ids, lambda n: self.cache.export(seq.block_table, n))
         text = self.decode(seq.output_ids)
         reason = None
         if token in self.eos_ids and not seq.params.ignore_eos:  # the sampler hid EOS before min_tokens

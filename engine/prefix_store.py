@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .kv_cache import KVPayload
@@ -65,16 +66,20 @@ class PrefixStore:
         self.stats.misses += 1
         return 0, None
 
-    def store(self, token_ids: list[int], kv: KVPayload, now: float | None = None) -> None:
-        """Keep the KV of the whole-block prefix of `token_ids` (kv covers at least that many tokens)."""
+    def store(self, token_ids: list[int], export: Callable[[int], KVPayload], now: float | None = None) -> None:
+        """Keep the KV of the whole-block prefix of `token_ids`. `export(n)` returns a fresh copy of
+        its first n tokens' KV; it is called only when the prefix is not stored already."""
         now = time.monotonic() if now is None else now
-        length = (min(len(token_ids), kv.num_tokens)) // self.block_size * self.block_size
+        length = len(token_ids) // self.block_size * self.block_size
         if length == 0 or length > self.capacity_tokens:
             return
         key = prefix_key(token_ids[:length])
-        self._entries[key] = (KVPayload(kv.key[:, :length].clone(), kv.value[:, :length].clone()), now)
+        if key in self._entries:  # a hit stored it already: only its lifetime restarts
+            self._entries[key] = (self._entries[key][0], now)
+        else:
+            self._entries[key] = (export(length), now)
+            self._lengths[key] = length
         self._entries.move_to_end(key)
-        self._lengths[key] = length
         while self.tokens > self.capacity_tokens:
             old, _ = self._entries.popitem(last=False)
             del self._lengths[old]

@@ -14,12 +14,17 @@ def kv(tokens: int) -> KVPayload:
     return KVPayload(torch.randn(2, tokens, 3, 4), torch.randn(2, tokens, 3, 4))
 
 
+def exporter(payload: KVPayload):
+    """What the engine passes: a copy of the first n tokens of a request's KV."""
+    return lambda n: KVPayload(payload.key[:, :n].clone(), payload.value[:, :n].clone())
+
+
 class TestPrefixStore:
     def test_finds_the_longest_stored_whole_block_prefix(self):
         store = PrefixStore(capacity_tokens=100, ttl_s=60, block_size=4)
         prompt = list(range(10))
         stored = kv(10)
-        store.store(prompt, stored, now=0.0)          # keeps the first 8 tokens (two whole blocks)
+        store.store(prompt, exporter(stored), now=0.0)          # keeps the first 8 tokens (two whole blocks)
         length, found = store.lookup(prompt + [99, 98], now=1.0)
         assert length == 8 and torch.equal(found.key, stored.key[:, :8])
         assert store.lookup([5, 6, 7, 8, 9], now=1.0) == (0, None)
@@ -27,7 +32,7 @@ class TestPrefixStore:
 
     def test_entries_expire_after_their_ttl_since_last_use(self):
         store = PrefixStore(capacity_tokens=100, ttl_s=10, block_size=4)
-        store.store(list(range(8)), kv(8), now=0.0)
+        store.store(list(range(8)), exporter(kv(8)), now=0.0)
         assert store.lookup(list(range(9)), now=9.0)[0] == 8    # used at 9 s: lives until 19 s
         assert store.lookup(list(range(9)), now=18.0)[0] == 8
         assert store.lookup(list(range(9)), now=28.5)[0] == 0
@@ -36,10 +41,10 @@ class TestPrefixStore:
     def test_least_recently_used_entries_are_evicted_at_capacity(self):
         store = PrefixStore(capacity_tokens=16, ttl_s=60, block_size=4)
         a, b, c = [1] * 8, [2] * 8, [3] * 8
-        store.store(a, kv(8), now=0.0)
-        store.store(b, kv(8), now=1.0)
+        store.store(a, exporter(kv(8)), now=0.0)
+        store.store(b, exporter(kv(8)), now=1.0)
         store.lookup(a + [0], now=2.0)                 # a is now the most recently used
-        store.store(c, kv(8), now=3.0)                 # over capacity: b goes
+        store.store(c, exporter(kv(8)), now=3.0)                 # over capacity: b goes
         assert store.lookup(b + [0], now=4.0)[0] == 0
         assert store.lookup(a + [0], now=4.0)[0] == 8 and store.lookup(c + [0], now=4.0)[0] == 8
         assert store.stats.evicted == 1 and store.tokens == 16
