@@ -145,9 +145,6 @@ class Cluster:
                     pending.discard(message.worker)
                 elif isinstance(message, WorkerFailed):
                     raise ClusterError(f"worker {message.worker} failed to start:\n{message.error}")
-            dead = [n for n in pending if not self.workers[n].process.is_alive()]
-            if dead:
-                raise ClusterError(f"worker(s) {dead} exited while starting")
             if time.monotonic() > deadline:
                 raise ClusterError(f"workers {sorted(pending)} not ready after {START_TIMEOUT_S} s")
 
@@ -237,7 +234,6 @@ class Cluster:
             with self._lock:
                 for message in messages:
                     self._handle(message)
-                self._check_liveness()
 
     def _drain_outbox(self) -> None:
         while messages := [m for m in self._receive(timeout=0) if not isinstance(m, WorkerFailed)]:
@@ -304,11 +300,6 @@ class Cluster:
 
     def _fail(self, request_id: str, error: str) -> None:
         self._deliver(TokenEvent(request_id, None, "", time.perf_counter(), "error", error))
-
-    def _check_liveness(self) -> None:
-        for w in self.workers.values():
-            if w.alive and not w.process.is_alive():
-                self._worker_died(w.spec.name, f"worker {w.spec.name} died (exit code {w.process.exitcode})")
 
     def _worker_died(self, name: str, error: str) -> None:
         w = self.workers[name]
