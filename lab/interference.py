@@ -151,6 +151,12 @@ def summarize_run(result: RunResult) -> dict:
     }
 
 
+def relative_injections(result: RunResult) -> list[tuple[float, float | None]]:
+    """Each long prompt's (sent, first token) in seconds since the run started."""
+    return [(sent - result.started, None if first is None else first - result.started)
+            for sent, first in result.injections]
+
+
 def save_result(result: RunResult, folder: str | Path, meta: dict | None = None) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from engine.engine import LLMEngine
 from engine.engine_loop import EngineLoop
 from engine.metrics import summarize
 
-from .interference import Workload, run_interference, summarize_run, token_table
+from .interference import Workload, relative_injections, run_interference, summarize_run, token_table
 from .prompts import chat_question
 
 SYSTEM_PROMPT = ("You are the assistant of an online course on LLM serving. Answer briefly, in plain words, "
@@ -120,8 +120,8 @@ def interference(mode: str, users: int = 8, long_tokens: int = 2000, transport: 
         result = run_interference(cluster, workload, Topology(mode).label,
                                   lambda messages: len(cluster.prompts.encode(messages)))
     tokens = token_table(result)
-    injections = [(a - result.started, None if b is None else b - result.started) for a, b in result.injections]
-    return {"summary": summarize_run(result), "tokens": tokens.to_dict("list"), "injections": injections}
+    return {"summary": summarize_run(result), "tokens": tokens.to_dict("list"),
+            "injections": relative_injections(result)}
 
 
 def measure_transports(prompt_tokens: int = 1500, transports=("shm", "disk", "tcp")) -> list[dict]:

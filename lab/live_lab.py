@@ -16,7 +16,7 @@ import pandas as pd
 from engine.config import EngineConfig
 from engine.metrics import SLO
 
-from .interference import RunResult, collect_result, request_table, summarize_run, token_table
+from .interference import RunResult, collect_result, relative_injections, save_result
 from .load_generator import ChatLoad, LoadGenerator
 
 SAMPLE_EVERY_S = 0.5
@@ -167,15 +167,9 @@ class LiveLab:
             return None
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         folder = self.runs_dir / f"{stamp}-{_slug(name or result.label)}"
-        folder.mkdir(parents=True, exist_ok=True)
-        token_table(result).to_csv(folder / "tokens.csv", index=False)
-        request_table(result).to_csv(folder / "requests.csv", index=False)
-        summary = {**summarize_run(result), "name": name or result.label,
-                   "target": asdict(self.spec) if self.spec else None,
-                   "injections": [[s - result.started, None if f is None else f - result.started]
-                                  for s, f in result.injections]}
-        (folder / "summary.json").write_text(json.dumps(summary, indent=2))
-        return folder
+        return save_result(result, folder, {"name": name or result.label,
+                                            "target": asdict(self.spec) if self.spec else None,
+                                            "injections": relative_injections(result)})
 
     def saved_runs(self) -> list[str]:
         if not self.runs_dir.exists():

@@ -7,7 +7,7 @@ from lab.device_stats import cpu_stats, gpu_stats
 from lab.figures import compare_itl, itl_timeline, rolling_itl, server_chart, throughput_chart, transfer_chart, \
     ttft_chart
 from lab.i18n import t
-from lab.interference import request_table, summarize_run, token_table
+from lab.interference import relative_injections, request_table, summarize_run, token_table
 from lab.live_lab import TargetSpec
 from lab.load_generator import ChatLoad
 from lab.session import shared_live_lab
@@ -98,8 +98,7 @@ def live_view():
     st.markdown("**" + t(lang, "summary", p50=s["p50"], p99=s["p99"], stall=s["max"],
                          ttft=f"{ttft:.0f}" if ttft == ttft else "-", n=len(requests)) + "**")
     now = time.perf_counter() - result.started  # a long prefill still running is shaded up to now
-    injections = [(a - result.started, None if b is None else b - result.started) for a, b in result.injections]
-    st.plotly_chart(itl_timeline(tokens, injections, t(lang, "chart_itl"), now=now), key="itl")
+    st.plotly_chart(itl_timeline(tokens, relative_injections(result), t(lang, "chart_itl"), now=now), key="itl")
     c1, c2 = st.columns(2)
     c1.plotly_chart(rolling_itl(tokens, t(lang, "chart_rolling")), key="rolling")
     c2.plotly_chart(ttft_chart(requests, t(lang, "chart_ttft")), key="ttft")
