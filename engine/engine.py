@@ -232,6 +232,3 @@ class LLMEngine:
 
     def can_import(self, num_kv_tokens: int) -> bool:
         return self.cache.can_grow([], num_kv_tokens + 1)
-
-    def kv_usage(self) -> float:
-        return self.cache.allocator.num_used / self.cache.allocator.num_blocks
