@@ -3,11 +3,12 @@ import pytest
 
 from lab.plan import main as plan_cli
 from lab.planner import cost_model as cm
-from lab.planner.hardware import GPUS, LINKS, MODELS, Device, ModelSpec
+from lab.planner.hardware import GPUS, LINKS, MODELS, Device, ModelSpec, interpolate
+from lab.planner.machine_profile import measured_device, model_spec
 from lab.planner.search import candidates, plan
 from lab.planner.simulator import SLO, Hardware, Placement, Workload, goodput, simulate
 
-TOY = ModelSpec("toy", params=1e9, layers=10, hidden=1000, kv_heads=2, head_dim=100, dtype_bytes=2)
+TOY = ModelSpec("toy", params=1e9, layers=10, hidden=1000, kv_heads=2, head_dim=100, vocab=10_000, dtype_bytes=2)
 GPU = Device("toy-gpu", flops=100e12, bandwidth=1e12, memory=80e9)
 
 
@@ -17,21 +18,58 @@ class TestCostModel:
         assert MODELS["Llama-3.1-70B"].kv_bytes_per_token == 327_680
 
     def test_prefill_is_compute_bound(self):
-        # 2 * 1e9 * 1000 weight FLOPs + 2 * 10 * 1000 * 1000 * 1000 attention FLOPs = 2.02e12 FLOPs
-        # at 100 TFLOP/s x 0.5 = 40.4 ms; memory: 2 GB weights + 8 MB KV at 0.5 TB/s = 4.016 ms.
-        assert cm.prefill_seconds(TOY, GPU, [1000], efficiency=0.5) == pytest.approx(0.0404)
+        # blocks 2 * 1e9 * 1000 + lm_head (one sampled token) 2 * 1e7 + attention 2 * 10 * 1000 * 1000 * 1000
+        # = 2.02002e12 FLOPs at 100 TFLOP/s x 0.5 = 40.4004 ms; memory: 2.02 GB of weights + 8 MB of KV at
+        # 0.5 TB/s = 4.056 ms.
+        assert cm.prefill_seconds(TOY, GPU, [1000], efficiency=0.5) == pytest.approx(0.0404004)
 
     def test_decode_is_memory_bound_and_batching_is_nearly_free(self):
         one = cm.decode_seconds(TOY, GPU, batch=1, context_tokens=1000, efficiency=1.0)
-        assert one == pytest.approx((2e9 + 8000 * 1000) / 1e12)        # 2.008 ms of reads
+        assert one == pytest.approx((2.02e9 + 8000 * 1000) / 1e12)        # 2.028 ms of reads
         sixteen = cm.decode_seconds(TOY, GPU, batch=16, context_tokens=16000, efficiency=1.0)
         assert sixteen / one < 1.1
+
+    def test_fixed_costs_per_layer_add_to_the_roofline(self):
+        slow = Device("slow", flops=100e12, bandwidth=1e12, memory=80e9, layer_overhead=1e-3, token_overhead=1e-6)
+        roofline = cm.decode_seconds(TOY, GPU, batch=4, context_tokens=400, efficiency=1.0)
+        # 10 layers x (1 ms per step + 4 tokens x 1 us)
+        assert cm.decode_seconds(TOY, slow, 4, 400, efficiency=1.0) == pytest.approx(roofline + 10 * (1e-3 + 4e-6))
+
+    def test_a_measured_device_uses_its_own_efficiency_curves(self):
+        measured = Device("cpu", flops=1e12, bandwidth=100e9, memory=80e9,
+                          gemm_efficiency=((1, 0.01), (16, 0.25), (1024, 0.5)),
+                          attention_efficiency=((64, 0.1), (1024, 0.2)))
+        # 1024 tokens: blocks 2.048e12 FLOPs at 0.5 -> 4.096 s; lm_head 2e7 FLOPs at 0.01 -> 2 ms;
+        # attention 2 * 10 * 1000 * 1024^2 = 2.097152e10 FLOPs at 0.2 -> 104.8576 ms. Memory: 2.02e9 + 8.192e6 bytes at 100 GB/s (as measured,
+        # no efficiency factor) = 20.3 ms, hidden under compute.
+        assert cm.prefill_seconds(TOY, measured, [1024], efficiency=0.9) == pytest.approx(4.096 + 0.002 + 0.1048576)
+
+    def test_efficiency_curves_interpolate_in_log_tokens_and_clamp(self):
+        curve = ((1, 0.1), (4, 0.5), (16, 0.7))
+        assert interpolate(curve, 2) == pytest.approx(0.3)
+        assert interpolate(curve, 8) == pytest.approx(0.6)
+        assert interpolate(curve, 1) == 0.1 and interpolate(curve, 100) == 0.7
+
+    def test_a_measured_device_takes_medians_over_rounds_as_shares_of_the_best_flops(self):
+        gemm = [((1, 10e9), (2, 40e9)), ((1, 30e9), (2, 20e9)), ((1, 20e9), (2, 60e9))]
+        attention = [((64, 8e9),), ((64, 4e9),), ((64, 6e9),)]
+        device = measured_device(30e9, 20e9, 64e9, gemm, attention)
+        assert device.flops == 40e9       # the model's own 2-row multiply beat the square-matmul peak
+        assert device.gemm_efficiency == ((1, 0.5), (2, 1.0))
+        assert device.attention_efficiency == ((64, 0.15),)
+
+    def test_the_bundled_model_counted_from_its_weights_matches_the_preset(self, loaded):
+        counted, preset = model_spec(loaded.model, "SmolLM2"), MODELS["SmolLM2-135M (fp32)"]
+        assert counted.params == pytest.approx(preset.params, rel=1e-3)
+        assert (counted.layers, counted.hidden, counted.kv_heads, counted.head_dim, counted.vocab,
+                counted.dtype_bytes) == (preset.layers, preset.hidden, preset.kv_heads, preset.head_dim,
+                                         preset.vocab, preset.dtype_bytes)
 
     def test_transfer_time_is_bytes_over_bandwidth(self):
         assert cm.transfer_seconds(TOY, 1000, 1e9) == pytest.approx(0.008)
 
     def test_a_model_that_does_not_fit_is_refused(self):
-        with pytest.raises(ValueError, match="needs 140 GB for its weights, more than the 48 GB of one L40S"):
+        with pytest.raises(ValueError, match="needs 139 GB for its weights, more than the 48 GB of one L40S"):
             Hardware(MODELS["Llama-3.1-70B"], GPUS["L40S"])
 
 

@@ -1,7 +1,11 @@
 """Roofline step times: prefill is compute-bound, decode memory-bound, KV moves over a link.
 
-Each step costs max(FLOPs / (peak x efficiency), bytes / (bandwidth x efficiency)). Attention is
-counted: its FLOPs grow with the square of the prompt, and decode reads every context token's KV.
+A forward step costs max(FLOPs / (peak x efficiency), bytes / (bandwidth x efficiency)) plus the
+device's fixed costs per layer (per step and per token). Counted: the blocks' matrix multiplies over
+every token of the step, the lm_head once per sampled token, attention (its FLOPs grow with the square
+of the prompt), the weights and the KV read for every context token. A GPU preset has one efficiency
+factor; a measured device (this machine) has its own curves, because small matrix multiplies reach a
+small share of peak.
 """
 from __future__ import annotations
 
@@ -14,36 +18,44 @@ def check_fits(model: ModelSpec, device: Device) -> None:
                          f"{device.memory / 1e9:.0f} GB of one {device.name}; choose a larger GPU or a smaller model")
 
 
-def step_seconds(model: ModelSpec, device: Device, flops: float, nbytes: float, efficiency: float) -> float:
-    return max(flops / (device.flops * efficiency), nbytes / (device.bandwidth * efficiency))
+def step_seconds(model: ModelSpec, device: Device, tokens: int, sampled: int, attention_flops: float,
+                 kv_tokens: int, efficiency: float) -> float:
+    """One forward step over `tokens` tokens of which `sampled` produce logits, reading `kv_tokens` of KV."""
+    compute = (2 * model.params * tokens / device.gemm_share(tokens, efficiency)
+               + 2 * model.lm_head_params * sampled / device.gemm_share(sampled, efficiency)
+               + attention_flops / device.attention_share(tokens, efficiency)) / device.flops
+    memory_efficiency = 1.0 if device.measured else efficiency  # a measured bandwidth is already achieved
+    memory = (model.weight_bytes + model.kv_bytes_per_token * kv_tokens) / (device.bandwidth * memory_efficiency)
+    return max(compute, memory) + model.layers * (device.layer_overhead + tokens * device.token_overhead)
+
+
+def _causal_attention_flops(model: ModelSpec, new: int, context: int) -> float:
+    """QK^T and AV for `new` tokens attending to `context` earlier ones and to each other."""
+    return 2 * model.layers * model.hidden * new * (context + new)
 
 
 def prefill_seconds(model: ModelSpec, device: Device, prompts: list[int], efficiency: float = 0.6,
                     context: list[int] | None = None) -> float:
     """One step prefilling `prompts` tokens of several requests (after `context` tokens each, if any)."""
     context = context or [0] * len(prompts)
-    tokens = sum(prompts)
-    attention = sum(2 * model.layers * model.hidden * n * (c + n) for n, c in zip(prompts, context))
-    flops = 2 * model.params * tokens + attention
-    nbytes = model.weight_bytes + model.kv_bytes_per_token * sum(c + n for n, c in zip(prompts, context))
-    return step_seconds(model, device, flops, nbytes, efficiency)
+    attention = sum(_causal_attention_flops(model, n, c) for n, c in zip(prompts, context))
+    return step_seconds(model, device, sum(prompts), len(prompts), attention,
+                        sum(c + n for n, c in zip(prompts, context)), efficiency)
 
 
 def decode_seconds(model: ModelSpec, device: Device, batch: int, context_tokens: int,
                    efficiency: float = 0.6) -> float:
     """One decode step for `batch` sequences holding `context_tokens` of KV in all."""
-    flops = 2 * model.params * batch + 4 * model.layers * model.hidden * context_tokens
-    nbytes = model.weight_bytes + model.kv_bytes_per_token * context_tokens
-    return step_seconds(model, device, flops, nbytes, efficiency)
+    return step_seconds(model, device, batch, batch, 4 * model.layers * model.hidden * context_tokens,
+                        context_tokens, efficiency)
 
 
 def mixed_seconds(model: ModelSpec, device: Device, chunk: int, chunk_context: int, batch: int,
                   context_tokens: int, efficiency: float = 0.6) -> float:
     """A chunked-prefill step: `batch` decodes plus a `chunk` of one prompt, in one pass over the weights."""
-    flops = (2 * model.params * (batch + chunk) + 4 * model.layers * model.hidden * context_tokens
-             + 2 * model.layers * model.hidden * chunk * (chunk_context + chunk))
-    nbytes = model.weight_bytes + model.kv_bytes_per_token * (context_tokens + chunk_context + chunk)
-    return step_seconds(model, device, flops, nbytes, efficiency)
+    attention = 4 * model.layers * model.hidden * context_tokens + _causal_attention_flops(model, chunk, chunk_context)
+    return step_seconds(model, device, batch + chunk, batch + 1, attention,
+                        context_tokens + chunk_context + chunk, efficiency)
 
 
 def transfer_seconds(model: ModelSpec, tokens: int, link_bytes_per_s: float) -> float:

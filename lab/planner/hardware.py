@@ -1,30 +1,70 @@
 """GPUs, models and links for the planner (vendor datasheets and published model configs)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+
+Curve = tuple[tuple[int, float], ...]    # ((tokens, share of peak), ...) sorted by tokens
+
+
+def interpolate(curve: Curve, tokens: int) -> float:
+    """A measured efficiency at `tokens`, linear in log(tokens) between the measured powers of two."""
+    if tokens <= curve[0][0]:
+        return curve[0][1]
+    for (t0, e0), (t1, e1) in zip(curve, curve[1:]):
+        if tokens <= t1:
+            return e0 + math.log(tokens / t0) / math.log(t1 / t0) * (e1 - e0)
+    return curve[-1][1]
 
 
 @dataclass(frozen=True)
 class Device:
+    """A GPU preset (datasheet peaks, one efficiency factor) or a measured machine (its own curves)."""
     name: str
     flops: float          # dense bf16 FLOP/s (or this machine's measured peak)
     bandwidth: float      # memory bytes/s
     memory: float         # bytes
+    # Fixed costs the roofline does not see, per layer: every step (kernel launches, Python, op dispatch)
+    # and every token (the elementwise ops: norms, rotary, activation, residual adds). 0 for the GPU
+    # presets: vLLM and SGLang replay decode as CUDA graphs and fuse the elementwise ops.
+    layer_overhead: float = 0.0
+    token_overhead: float = 0.0
+    # Measured share of `flops` reached by the blocks' matrix multiplies over this many tokens, and by
+    # causal attention over a prompt this long. Small multiplies reach a small share of peak.
+    gemm_efficiency: Curve = ()
+    attention_efficiency: Curve = ()
+
+    @property
+    def measured(self) -> bool:
+        return bool(self.gemm_efficiency)
+
+    def gemm_share(self, tokens: int, default: float) -> float:
+        return interpolate(self.gemm_efficiency, tokens) if self.measured else default
+
+    def attention_share(self, tokens: int, default: float) -> float:
+        return interpolate(self.attention_efficiency, tokens) if self.attention_efficiency else default
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    params: float         # parameters in the matrix multiplies
+    params: float         # parameters in the transformer blocks' matrix multiplies
     layers: int
     hidden: int
     kv_heads: int
     head_dim: int
+    vocab: int            # the output projection (lm_head) is vocab x hidden, run once per sampled token
     dtype_bytes: int = 2
 
     @property
+    def lm_head_params(self) -> int:
+        return self.vocab * self.hidden
+
+    @property
     def weight_bytes(self) -> float:
-        return self.params * self.dtype_bytes
+        """Bytes a forward step reads: the blocks and the lm_head (the embedding is a lookup)."""
+        return (self.params + self.lm_head_params) * self.dtype_bytes
 
     @property
     def kv_bytes_per_token(self) -> int:
@@ -39,12 +79,13 @@ GPUS = {
     "B200": Device("B200", 2250e12, 8.0e12, 180e9),
 }
 
+# Block parameters from each model's published config (attention q/k/v/o + MLP, times layers).
 MODELS = {
-    "OPT-13B": ModelSpec("OPT-13B", 13e9, 40, 5120, 40, 128),
-    "Llama-3.1-8B": ModelSpec("Llama-3.1-8B", 8e9, 32, 4096, 8, 128),
-    "Llama-3.1-70B": ModelSpec("Llama-3.1-70B", 70e9, 80, 8192, 8, 128),
-    "Qwen2.5-7B": ModelSpec("Qwen2.5-7B", 7.6e9, 28, 3584, 4, 128),
-    "SmolLM2-135M (fp32)": ModelSpec("SmolLM2-135M (fp32)", 106e6, 30, 576, 3, 64, 4),
+    "OPT-13B": ModelSpec("OPT-13B", 12.58e9, 40, 5120, 40, 128, 50272),
+    "Llama-3.1-8B": ModelSpec("Llama-3.1-8B", 6.98e9, 32, 4096, 8, 128, 128256),
+    "Llama-3.1-70B": ModelSpec("Llama-3.1-70B", 68.45e9, 80, 8192, 8, 128, 128256),
+    "Qwen2.5-7B": ModelSpec("Qwen2.5-7B", 6.53e9, 28, 3584, 4, 128, 152064),
+    "SmolLM2-135M (fp32)": ModelSpec("SmolLM2-135M (fp32)", 106.2e6, 30, 576, 3, 64, 49152, 4),
 }
 
 LINKS = {  # bytes/s
