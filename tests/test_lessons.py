@@ -81,7 +81,12 @@ def test_planner_page_plans_and_recommends():
     at.button(key="plan").click().run()
     assert not at.exception
     assert at.success[0].value.startswith("Best for 3 GPUs")
-    assert len(at.get("plotly_chart")) == 2
+    assert len(at.get("plotly_chart")) == 4     # goodput, attainment, and the calibration's two
+    assert "Predictions within 25%" in at.caption[0].value
+    at.button(key="sweep").click().run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 5
+    assert at.info[0].value.startswith(("The winner changes between", "No crossover in this range"))
     at.selectbox(key="plan_gpu").set_value("L40S")
     at.selectbox(key="plan_model").set_value("Llama-3.1-70B")
     at.button(key="plan").click().run()

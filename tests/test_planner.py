@@ -88,6 +88,29 @@ class TestSimulation:
         assert min(r.ttft for r in reqs) >= 0.08
 
 
+class TestKVMemory:
+    def test_kv_capacity_is_the_memory_left_beside_the_weights(self):
+        hw = Hardware(TOY, Device("3 GB", flops=100e12, bandwidth=1e12, memory=3e9))
+        assert hw.kv_capacity == 85_000             # (0.9 x 3 GB - 2.02 GB of weights) / 8000 bytes per token
+
+    def test_a_request_larger_than_the_kv_memory_is_refused(self):
+        hw = Hardware(TOY, Device("3 GB", flops=100e12, bandwidth=1e12, memory=3e9))
+        with pytest.raises(ValueError, match="a request of 100000 tokens needs 0.8 GB of KV, more than the 0.7 GB"):
+            simulate(hw, Placement("colocated"), Workload(1.0, 99_000, 1000, requests=3))
+
+    def test_full_kv_memory_makes_requests_wait(self):
+        workload = Workload(50.0, 1000, 20_000, requests=8)    # 21 000 tokens each: 4 fit in 85 000
+        small = Hardware(TOY, Device("3 GB", flops=100e12, bandwidth=1e12, memory=3e9))
+        large = Hardware(TOY, Device("80 GB", flops=100e12, bandwidth=1e12, memory=80e9))
+        for placement in (Placement("colocated"), Placement("chunked", chunk=2048),
+                          Placement("disaggregated", prefill=1, decode=1)):
+            waited = simulate(small, placement, workload)
+            free = simulate(large, placement, workload)
+            assert all(r.done is not None for r in waited)
+            # the last four wait for the first four's long answers to end before their KV has room
+            assert sorted(r.ttft for r in waited)[-4] > 10 * max(r.ttft for r in free)
+
+
 def test_distserve_direction_two_prefill_one_decode_doubles_goodput_per_gpu():
     """OPT-13B on A100s, 512 prompt / 64 output tokens, P90 TTFT 0.4 s and TPOT 0.04 s."""
     hw = Hardware(MODELS["OPT-13B"], GPUS["A100-80GB"], LINKS["NVLink 4"])

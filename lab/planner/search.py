@@ -1,7 +1,7 @@
 """Goodput per GPU of every placement on a GPU budget, and the best one."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .simulator import SLO, Hardware, Placement, Workload, attainment, goodput, simulate
 
@@ -33,6 +33,34 @@ def plan(hw: Hardware, workload: Workload, slo: SLO, gpus: int, chunk: int = 512
 def attainment_curve(hw: Hardware, placement: Placement, workload: Workload, slo: SLO,
                      rates: list[float]) -> list[float]:
     """SLO attainment at each request rate (the crossover plot)."""
-    return [attainment(simulate(hw, placement, Workload(r, workload.prompt_tokens, workload.output_tokens,
-                                                        workload.requests, workload.spread, workload.seed)), slo)
-            for r in rates]
+    return [attainment(simulate(hw, placement, replace(workload, rate=r)), slo) for r in rates]
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    prompt_tokens: int
+    colocated: PlacementResult        # the better of colocated and chunked
+    disaggregated: PlacementResult    # the best xPyD split
+
+    @property
+    def disaggregation_wins(self) -> bool:
+        return self.disaggregated.per_gpu > self.colocated.per_gpu
+
+
+def prompt_sweep(hw: Hardware, workload: Workload, slo: SLO, gpus: int, prompts: list[int],
+                 chunk: int = 512) -> list[SweepPoint]:
+    """The best colocated and the best disaggregated placement at each prompt length (the crossover plot)."""
+    if gpus < 2:
+        raise ValueError(f"comparing with disaggregation needs a budget of at least 2 GPUs, got {gpus}")
+    points = []
+    for n in prompts:
+        results = plan(hw, replace(workload, prompt_tokens=n), slo, gpus, chunk)
+        points.append(SweepPoint(n, next(r for r in results if r.placement.kind != "disaggregated"),
+                                 next(r for r in results if r.placement.kind == "disaggregated")))
+    return points
+
+
+def crossovers(points: list[SweepPoint]) -> list[tuple[int, int]]:
+    """(shorter, longer) prompt lengths between which the winner changes."""
+    return [(a.prompt_tokens, b.prompt_tokens) for a, b in zip(points, points[1:])
+            if a.disaggregation_wins != b.disaggregation_wins]

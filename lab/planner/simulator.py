@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import cost_model as cm
 from .hardware import Device, ModelSpec
 
 MAX_PREFILL_TOKENS = 4096   # prompt tokens prefilled together in one prefill-first step
+MEMORY_UTILIZATION = 0.9    # share of GPU memory for weights and KV (vLLM's default)
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,17 @@ class Hardware:
         if not 0 < self.efficiency <= 1 or self.link <= 0:
             raise ValueError("efficiency must be in (0, 1] and the link bandwidth > 0")
 
+    @property
+    def kv_capacity(self) -> int:
+        """Tokens of KV one GPU holds beside the weights."""
+        free = self.device.memory * MEMORY_UTILIZATION - self.model.weight_bytes
+        return max(0, int(free / self.model.kv_bytes_per_token))
+
+
+def _fits(hw: Hardware, holding: list[Request], r: Request) -> bool:
+    """Whether `r`'s whole KV (prompt and answer) fits beside the requests already holding KV."""
+    return sum(x.prompt + x.output for x in holding) + r.prompt + r.output <= hw.kv_capacity
+
 
 def _first_token(r: Request, t: float) -> None:
     r.first, r.generated = t, 1
@@ -138,16 +150,18 @@ def _colocated(hw: Hardware, reqs: list[Request], chunk: int | None) -> None:
         if not waiting and not running:
             t = reqs[i].arrival
             continue
-        if chunk is None and waiting:  # prefill-first: the whole prompt(s), decodes wait
+        if chunk is None and waiting and _fits(hw, running, waiting[0]):  # prefill-first: decodes wait
             batch = [waiting.popleft()]
-            while waiting and sum(r.prompt for r in batch) + waiting[0].prompt <= MAX_PREFILL_TOKENS:
+            while (waiting and sum(r.prompt for r in batch) + waiting[0].prompt <= MAX_PREFILL_TOKENS
+                   and _fits(hw, running + batch, waiting[0])):
                 batch.append(waiting.popleft())
             t += cm.prefill_seconds(hw.model, hw.device, [r.prompt for r in batch], hw.efficiency)
             for r in batch:
                 _first_token(r, t)
                 if r.done is None:
                     running.append(r)
-        elif chunk is not None and waiting and chunk > len(running):  # decodes plus a piece of a prompt
+        elif (chunk is not None and waiting and chunk > len(running)
+              and _fits(hw, running, waiting[0])):  # decodes plus a piece of a prompt
             head = waiting[0]
             piece = min(chunk - len(running), head.prompt - head.prefilled)
             context = sum(r.prompt + r.generated for r in running)
@@ -187,19 +201,25 @@ def _decode_only(hw: Hardware, reqs: list[Request]) -> None:
     reqs.sort(key=lambda r: r.ready)
     t, i, running = 0.0, 0, []
     while i < len(reqs) or running:
-        while i < len(reqs) and reqs[i].ready <= t:
-            _first_token(reqs[i], reqs[i].ready)
+        while i < len(reqs) and reqs[i].ready <= t and _fits(hw, running, reqs[i]):
+            _first_token(reqs[i], max(reqs[i].ready, t))  # the KV lands when there is room for it
             if reqs[i].done is None:
                 running.append(reqs[i])
             i += 1
         if not running:
-            t = reqs[i].ready
+            t = max(t, reqs[i].ready)
             continue
         t = _decode_step(hw, running, t)
 
 
 def simulate(hw: Hardware, placement: Placement, workload: Workload) -> list[Request]:
     reqs = workload.sample()
+    longest = max(r.prompt + r.output for r in reqs)
+    if longest > hw.kv_capacity:
+        raise ValueError(f"a request of {longest} tokens needs {longest * hw.model.kv_bytes_per_token / 1e9:.1f} GB "
+                         f"of KV, more than the {hw.kv_capacity * hw.model.kv_bytes_per_token / 1e9:.1f} GB one "
+                         f"{hw.device.name} has beside {hw.model.name}'s weights; shorten the requests or choose a "
+                         f"larger GPU")
     if placement.kind == "disaggregated":
         for k in range(placement.prefill):
             _prefill_only(hw, reqs[k::placement.prefill])
@@ -218,7 +238,7 @@ def attainment(reqs: list[Request], slo: SLO) -> float:
 def goodput(hw: Hardware, placement: Placement, workload: Workload, slo: SLO, iterations: int = 12) -> float:
     """The highest request rate whose SLO attainment meets the target (DistServe's goodput), req/s."""
     def ok(rate: float) -> bool:
-        return attainment(simulate(hw, placement, _with_rate(workload, rate)), slo) >= slo.attainment
+        return attainment(simulate(hw, placement, replace(workload, rate=rate)), slo) >= slo.attainment
     low, high = 0.0, 0.25
     while ok(high):
         low, high = high, high * 2
@@ -229,7 +249,3 @@ def goodput(hw: Hardware, placement: Placement, workload: Workload, slo: SLO, it
         low, high = (middle, high) if ok(middle) else (low, middle)
     return low
 
-
-def _with_rate(workload: Workload, rate: float) -> Workload:
-    return Workload(rate, workload.prompt_tokens, workload.output_tokens, workload.requests, workload.spread,
-                    workload.seed)

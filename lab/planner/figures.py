@@ -1,0 +1,68 @@
+"""The planner page's charts: goodput per placement, attainment against rate, the prompt-length
+crossover, and the calibration of the cost model against this machine."""
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+from .search import PlacementResult, SweepPoint
+
+
+def _layout(fig: go.Figure, title: str, x: str, y: str, height: int = 340) -> go.Figure:
+    return fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, height=height,
+                             margin=dict(l=10, r=10, t=50, b=10))
+
+
+def goodput_bars(results: list[PlacementResult], title: str) -> go.Figure:
+    fig = go.Figure(go.Bar(x=[r.placement.label for r in results], y=[r.per_gpu for r in results]))
+    return _layout(fig, title, "placement", "req/s per GPU", 320)
+
+
+def attainment_lines(rates: list[float], curves: dict[str, list[float]], target: float, title: str) -> go.Figure:
+    fig = go.Figure([go.Scatter(x=rates, y=curve, name=label) for label, curve in curves.items()])
+    fig.add_hline(y=target, line_dash="dash", annotation_text=f"SLO target {target:.0%}")
+    return _layout(fig, title, "req/s", "SLO attainment")
+
+
+def crossover_lines(points: list[SweepPoint], crossings: list[tuple[int, int]], title: str) -> go.Figure:
+    x = [p.prompt_tokens for p in points]
+    fig = go.Figure([
+        go.Scatter(x=x, y=[p.colocated.per_gpu for p in points], name="best colocated / chunked", mode="lines+markers",
+                   text=[p.colocated.placement.label for p in points]),
+        go.Scatter(x=x, y=[p.disaggregated.per_gpu for p in points], name="best xPyD", mode="lines+markers",
+                   text=[p.disaggregated.placement.label for p in points]),
+    ])
+    for low, high in crossings:
+        fig.add_vrect(x0=low, x1=high, fillcolor="orange", opacity=0.2, line_width=0, annotation_text="crossover")
+    fig.update_xaxes(type="log")
+    return _layout(fig, title, "prompt tokens", "goodput, req/s per GPU")
+
+
+def calibration_scatter(rows: list[dict], target_pct: float, title: str) -> go.Figure:
+    """Predicted against measured step time; the band is the target, fitted rows are hollow."""
+    top = max(max(r["measured_ms"], r["predicted_ms"]) for r in rows) * 1.3
+    low = min(min(r["measured_ms"], r["predicted_ms"]) for r in rows) / 1.3
+    band = [low, top]
+    fig = go.Figure([
+        go.Scatter(x=band, y=[v * (1 + target_pct / 100) for v in band], mode="lines", line_dash="dot",
+                   name=f"+{target_pct:.0f}%", line_color="grey"),
+        go.Scatter(x=band, y=band, mode="lines", name="exact", line_color="black"),
+        go.Scatter(x=band, y=[v * (1 - target_pct / 100) for v in band], mode="lines", line_dash="dot",
+                   name=f"-{target_pct:.0f}%", line_color="grey"),
+    ])
+    for role, symbol in (("prediction", "circle"), ("fit", "circle-open")):
+        mine = [r for r in rows if r["role"] == role]
+        fig.add_trace(go.Scatter(x=[r["measured_ms"] for r in mine], y=[r["predicted_ms"] for r in mine],
+                                 mode="markers", name=role, marker=dict(symbol=symbol, size=11),
+                                 text=[f"{r['step']} {r['size']}: {r['error_pct']:+.0f}%" for r in mine]))
+    fig.update_xaxes(type="log")
+    fig.update_yaxes(type="log")
+    return _layout(fig, title, "measured step (ms)", "predicted step (ms)", 380)
+
+
+def efficiency_lines(calibration: dict, title: str) -> go.Figure:
+    fig = go.Figure([
+        go.Scatter(x=[p["tokens"] for p in calibration[key]], y=[p["share_of_peak"] for p in calibration[key]],
+                   name=name, mode="lines+markers")
+        for key, name in (("gemm_efficiency", "matrix multiplies"), ("attention_efficiency", "causal attention"))])
+    fig.update_xaxes(type="log")
+    return _layout(fig, title, "tokens in the step", "share of peak FLOP/s", 320)
