@@ -66,11 +66,11 @@ if "plan_sweep" in st.session_state:
     points = st.session_state["plan_sweep"]
     crossings = crossovers(points)
     st.plotly_chart(figures.crossover_lines(points, crossings, t(lang, "plan_fig_crossover")), key="crossover")
-    for low, high in crossings:
-        st.info(t(lang, "plan_crossover_at", low=low, high=high))
+    for a, b in crossings:
+        st.info(t(lang, "plan_crossover_at", low=a.prompt_tokens, high=b.prompt_tokens, before=a.winner,
+                  after=b.winner))
     if not crossings:
-        winner = "xPyD" if points[0].disaggregation_wins else "colocated / chunked"
-        st.info(t(lang, "plan_no_crossover", winner=winner))
+        st.info(t(lang, "plan_no_crossover", winners=", ".join(sorted({p.winner for p in points}))))
 
 st.subheader(t(lang, "plan_calibration"))
 st.markdown(t(lang, "plan_calibration_text"))

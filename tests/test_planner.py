@@ -5,7 +5,7 @@ from lab.plan import main as plan_cli
 from lab.planner import cost_model as cm
 from lab.planner.hardware import GPUS, LINKS, MODELS, Device, ModelSpec, interpolate
 from lab.planner.machine_profile import measured_device, model_spec
-from lab.planner.search import candidates, plan
+from lab.planner.search import PlacementResult, SweepPoint, candidates, crossovers, plan, prompt_sweep
 from lab.planner.simulator import SLO, Hardware, Placement, Workload, goodput, simulate
 
 TOY = ModelSpec("toy", params=1e9, layers=10, hidden=1000, kv_heads=2, head_dim=100, vocab=10_000, dtype_bytes=2)
@@ -127,6 +127,31 @@ def test_opposite_regime_short_prompts_tight_ttft_slow_link_colocated_wins():
     assert results[0].placement.kind in ("colocated", "chunked")
     by_label = {r.placement.label: r for r in results}
     assert by_label["colocated x2"].per_gpu > by_label["1P1D"].per_gpu
+
+
+def _point(prompt: int, colocated: float, disaggregated: float) -> SweepPoint:
+    return SweepPoint(prompt, PlacementResult(Placement("colocated", 2), 2 * colocated),
+                      PlacementResult(Placement("disaggregated", prefill=1, decode=1), 2 * disaggregated))
+
+
+def test_crossovers_are_where_the_winner_changes_ties_skipped():
+    points = [_point(64, 10, 5), _point(128, 10, 10.2), _point(256, 4, 6), _point(512, 1, 3)]
+    assert [p.winner for p in points] == ["colocated", "tie", "xPyD", "xPyD"]
+    assert [(a.prompt_tokens, b.prompt_tokens) for a, b in crossovers(points)] == [(64, 256)]
+    assert crossovers(points[2:]) == []
+
+
+def test_the_prompt_sweep_compares_the_best_of_each_family_at_every_length():
+    hw = Hardware(MODELS["OPT-13B"], GPUS["A100-80GB"], LINKS["NVLink 4"])
+    points = prompt_sweep(hw, Workload(1.0, 512, 64, requests=100), SLO(0.4, 0.04), 3, [128, 1024])
+    assert [p.prompt_tokens for p in points] == [128, 1024]
+    for p in points:
+        assert p.colocated.placement.kind in ("colocated", "chunked")
+        assert p.disaggregated.placement.kind == "disaggregated"
+        alone = plan(hw, Workload(1.0, p.prompt_tokens, 64, requests=100), SLO(0.4, 0.04), 3)
+        assert p.colocated.per_gpu == max(r.per_gpu for r in alone if r.placement.kind != "disaggregated")
+    with pytest.raises(ValueError, match="at least 2 GPUs"):
+        prompt_sweep(hw, Workload(1.0, 512, 64), SLO(0.4, 0.04), 1, [128])
 
 
 @pytest.mark.parametrize("make,message", [

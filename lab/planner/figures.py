@@ -2,6 +2,8 @@
 crossover, and the calibration of the cost model against this machine."""
 from __future__ import annotations
 
+import math
+
 import plotly.graph_objects as go
 
 from .search import PlacementResult, SweepPoint
@@ -23,7 +25,8 @@ def attainment_lines(rates: list[float], curves: dict[str, list[float]], target:
     return _layout(fig, title, "req/s", "SLO attainment")
 
 
-def crossover_lines(points: list[SweepPoint], crossings: list[tuple[int, int]], title: str) -> go.Figure:
+def crossover_lines(points: list[SweepPoint], crossings: list[tuple[SweepPoint, SweepPoint]],
+                    title: str) -> go.Figure:
     x = [p.prompt_tokens for p in points]
     fig = go.Figure([
         go.Scatter(x=x, y=[p.colocated.per_gpu for p in points], name="best colocated / chunked", mode="lines+markers",
@@ -31,8 +34,9 @@ def crossover_lines(points: list[SweepPoint], crossings: list[tuple[int, int]], 
         go.Scatter(x=x, y=[p.disaggregated.per_gpu for p in points], name="best xPyD", mode="lines+markers",
                    text=[p.disaggregated.placement.label for p in points]),
     ])
-    for low, high in crossings:
-        fig.add_vrect(x0=low, x1=high, fillcolor="orange", opacity=0.2, line_width=0, annotation_text="crossover")
+    for a, b in crossings:  # shapes on a log axis take log10 coordinates
+        fig.add_vrect(x0=math.log10(a.prompt_tokens), x1=math.log10(b.prompt_tokens), fillcolor="orange",
+                      opacity=0.2, line_width=0, annotation_text="crossover")
     fig.update_xaxes(type="log")
     return _layout(fig, title, "prompt tokens", "goodput, req/s per GPU")
 

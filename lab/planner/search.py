@@ -36,6 +36,9 @@ def attainment_curve(hw: Hardware, placement: Placement, workload: Workload, slo
     return [attainment(simulate(hw, placement, replace(workload, rate=r)), slo) for r in rates]
 
 
+TIE = 0.05   # goodputs within 5% are a tie: the simulated Poisson sample moves them about that much
+
+
 @dataclass(frozen=True)
 class SweepPoint:
     prompt_tokens: int
@@ -43,8 +46,13 @@ class SweepPoint:
     disaggregated: PlacementResult    # the best xPyD split
 
     @property
-    def disaggregation_wins(self) -> bool:
-        return self.disaggregated.per_gpu > self.colocated.per_gpu
+    def winner(self) -> str:
+        """"xPyD", "colocated" (or chunked) or "tie"."""
+        if self.disaggregated.per_gpu > (1 + TIE) * self.colocated.per_gpu:
+            return "xPyD"
+        if self.colocated.per_gpu > (1 + TIE) * self.disaggregated.per_gpu:
+            return "colocated"
+        return "tie"
 
 
 def prompt_sweep(hw: Hardware, workload: Workload, slo: SLO, gpus: int, prompts: list[int],
@@ -60,7 +68,7 @@ def prompt_sweep(hw: Hardware, workload: Workload, slo: SLO, gpus: int, prompts:
     return points
 
 
-def crossovers(points: list[SweepPoint]) -> list[tuple[int, int]]:
-    """(shorter, longer) prompt lengths between which the winner changes."""
-    return [(a.prompt_tokens, b.prompt_tokens) for a, b in zip(points, points[1:])
-            if a.disaggregation_wins != b.disaggregation_wins]
+def crossovers(points: list[SweepPoint]) -> list[tuple[SweepPoint, SweepPoint]]:
+    """Neighbouring lengths between which one family stops winning and the other wins (ties skipped)."""
+    decided = [p for p in points if p.winner != "tie"]
+    return [(a, b) for a, b in zip(decided, decided[1:]) if a.winner != b.winner]

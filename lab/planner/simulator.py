@@ -4,6 +4,8 @@ step, with the cost model's step times; it records every request's TTFT and TPOT
 """
 from __future__ import annotations
 
+import heapq
+import math
 import random
 from collections import deque
 from dataclasses import dataclass, replace
@@ -13,6 +15,9 @@ from .hardware import Device, ModelSpec
 
 MAX_PREFILL_TOKENS = 4096   # prompt tokens prefilled together in one prefill-first step
 MEMORY_UTILIZATION = 0.9    # share of GPU memory for weights and KV (vLLM's default)
+# Requests simulated: enough for a steady state (a 300-request burst at 200 req/s lasts 1.5 s and never
+# builds the queue an overloaded server would), bounded to keep a plan to seconds.
+MIN_SECONDS, MIN_REQUESTS, MAX_REQUESTS = 20.0, 300, 3000
 
 
 @dataclass(frozen=True)
@@ -20,14 +25,14 @@ class Workload:
     rate: float                 # requests/s (Poisson)
     prompt_tokens: int
     output_tokens: int
-    requests: int = 300
+    requests: int | None = None  # None: MIN_SECONDS of arrivals, within [MIN_REQUESTS, MAX_REQUESTS]
     spread: float = 0.0         # lengths uniform in +-spread around the mean (0: fixed)
     seed: int = 0
 
     def __post_init__(self):
         if not self.rate > 0:
             raise ValueError(f"rate must be > 0 requests/s, got {self.rate}")
-        if self.prompt_tokens < 1 or self.output_tokens < 1 or self.requests < 1:
+        if self.prompt_tokens < 1 or self.output_tokens < 1 or (self.requests is not None and self.requests < 1):
             raise ValueError("prompt_tokens, output_tokens and requests must be >= 1")
         if not 0 <= self.spread < 1:
             raise ValueError(f"spread must be in [0, 1), got {self.spread}")
@@ -35,7 +40,8 @@ class Workload:
     def sample(self) -> list[Request]:
         rng, t, out = random.Random(self.seed), 0.0, []
         vary = lambda n: max(1, round(n * rng.uniform(1 - self.spread, 1 + self.spread)))  # noqa: E731
-        for _ in range(self.requests):
+        count = self.requests or min(MAX_REQUESTS, max(MIN_REQUESTS, math.ceil(self.rate * MIN_SECONDS)))
+        for _ in range(count):
             t += rng.expovariate(self.rate)
             out.append(Request(t, vary(self.prompt_tokens), vary(self.output_tokens)))
         return out
@@ -119,30 +125,61 @@ class Hardware:
         return max(0, int(free / self.model.kv_bytes_per_token))
 
 
-def _fits(hw: Hardware, holding: list[Request], r: Request) -> bool:
-    """Whether `r`'s whole KV (prompt and answer) fits beside the requests already holding KV."""
-    return sum(x.prompt + x.output for x in holding) + r.prompt + r.output <= hw.kv_capacity
+class Running:
+    """The requests decoding on one instance. A step gives each of them one token; running sums and a
+    heap of finishing steps keep that O(log n) instead of a Python loop over a batch of hundreds."""
+
+    def __init__(self):
+        self.step = 0          # decode steps this instance has run
+        self.size = 0
+        self._base = 0         # context tokens = _base + size * step
+        self.reserved = 0      # KV tokens held: prompt + whole answer of every member
+        self._finishing: list[tuple[int, int, Request]] = []
+
+    def __len__(self) -> int:
+        return self.size
+
+    @property
+    def context(self) -> int:
+        return self._base + self.size * self.step
+
+    def add(self, r: Request) -> None:
+        self.size += 1
+        self._base += r.prompt + r.generated - self.step
+        self.reserved += r.prompt + r.output
+        heapq.heappush(self._finishing, (self.step + r.output - r.generated, id(r), r))
+
+    def advance(self, t: float) -> None:
+        """One token for every member at time `t`; the ones that reach their length finish."""
+        self.step += 1
+        while self._finishing and self._finishing[0][0] <= self.step:
+            r = heapq.heappop(self._finishing)[2]
+            r.generated, r.done = r.output, t
+            self.size -= 1
+            self._base -= r.prompt + r.output - self.step
+            self.reserved -= r.prompt + r.output
+
+    def fits(self, hw: Hardware, r: Request, also: int = 0) -> bool:
+        """Whether `r`'s whole KV fits beside the members' (and `also` more tokens about to join)."""
+        return self.reserved + also + r.prompt + r.output <= hw.kv_capacity
 
 
-def _first_token(r: Request, t: float) -> None:
+def _first_token(r: Request, t: float, running: Running) -> None:
     r.first, r.generated = t, 1
     if r.generated >= r.output:
         r.done = t
+    else:
+        running.add(r)
 
 
-def _decode_step(hw: Hardware, running: list[Request], t: float) -> float:
-    context = sum(r.prompt + r.generated for r in running)
-    t += cm.decode_seconds(hw.model, hw.device, len(running), context, hw.efficiency)
-    for r in running:
-        r.generated += 1
-        if r.generated >= r.output:
-            r.done = t
-    running[:] = [r for r in running if r.done is None]
+def _decode_step(hw: Hardware, running: Running, t: float) -> float:
+    t += cm.decode_seconds(hw.model, hw.device, len(running), running.context, hw.efficiency)
+    running.advance(t)
     return t
 
 
 def _colocated(hw: Hardware, reqs: list[Request], chunk: int | None) -> None:
-    t, i, waiting, running = 0.0, 0, deque(), []
+    t, i, waiting, running = 0.0, 0, deque(), Running()
     while i < len(reqs) or waiting or running:
         while i < len(reqs) and reqs[i].arrival <= t:
             waiting.append(reqs[i])
@@ -150,34 +187,24 @@ def _colocated(hw: Hardware, reqs: list[Request], chunk: int | None) -> None:
         if not waiting and not running:
             t = reqs[i].arrival
             continue
-        if chunk is None and waiting and _fits(hw, running, waiting[0]):  # prefill-first: decodes wait
+        if chunk is None and waiting and running.fits(hw, waiting[0]):  # prefill-first: decodes wait
             batch = [waiting.popleft()]
             while (waiting and sum(r.prompt for r in batch) + waiting[0].prompt <= MAX_PREFILL_TOKENS
-                   and _fits(hw, running + batch, waiting[0])):
+                   and running.fits(hw, waiting[0], also=sum(r.prompt + r.output for r in batch))):
                 batch.append(waiting.popleft())
             t += cm.prefill_seconds(hw.model, hw.device, [r.prompt for r in batch], hw.efficiency)
             for r in batch:
-                _first_token(r, t)
-                if r.done is None:
-                    running.append(r)
-        elif (chunk is not None and waiting and chunk > len(running)
-              and _fits(hw, running, waiting[0])):  # decodes plus a piece of a prompt
-            head = waiting[0]
+                _first_token(r, t, running)
+        elif chunk is not None and waiting and chunk > len(running) and running.fits(hw, waiting[0]):
+            head = waiting[0]  # decodes plus a piece of a prompt, in one step
             piece = min(chunk - len(running), head.prompt - head.prefilled)
-            context = sum(r.prompt + r.generated for r in running)
-            t += cm.mixed_seconds(hw.model, hw.device, piece, head.prefilled, len(running), context, hw.efficiency)
-            decoding = list(running)
-            for r in decoding:
-                r.generated += 1
-                if r.generated >= r.output:
-                    r.done = t
-            running[:] = [r for r in running if r.done is None]
+            t += cm.mixed_seconds(hw.model, hw.device, piece, head.prefilled, len(running), running.context,
+                                  hw.efficiency)
+            running.advance(t)
             head.prefilled += piece
             if head.prefilled == head.prompt:
                 waiting.popleft()
-                _first_token(head, t)
-                if head.done is None:
-                    running.append(head)
+                _first_token(head, t, running)
         else:
             t = _decode_step(hw, running, t)
 
@@ -199,12 +226,10 @@ def _prefill_only(hw: Hardware, reqs: list[Request]) -> None:
 
 def _decode_only(hw: Hardware, reqs: list[Request]) -> None:
     reqs.sort(key=lambda r: r.ready)
-    t, i, running = 0.0, 0, []
+    t, i, running = 0.0, 0, Running()
     while i < len(reqs) or running:
-        while i < len(reqs) and reqs[i].ready <= t and _fits(hw, running, reqs[i]):
-            _first_token(reqs[i], max(reqs[i].ready, t))  # the KV lands when there is room for it
-            if reqs[i].done is None:
-                running.append(reqs[i])
+        while i < len(reqs) and reqs[i].ready <= t and running.fits(hw, reqs[i]):
+            _first_token(reqs[i], max(reqs[i].ready, t), running)  # the KV lands when there is room for it
             i += 1
         if not running:
             t = max(t, reqs[i].ready)
