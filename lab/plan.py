@@ -2,6 +2,7 @@
 
 Example (DistServe's setting): python -m lab.plan --model OPT-13B --gpu A100-80GB --gpus 3 \\
     --prompt 512 --output 64 --ttft 0.4 --tpot 0.04
+Where the winner changes with the prompt length: add --sweep 64,128,256,512,1024,2048
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import argparse
 import sys
 
 from .planner.hardware import GPUS, LINKS, MODELS
-from .planner.search import plan
+from .planner.search import crossovers, plan, prompt_sweep
 from .planner.simulator import SLO, Hardware, Workload
 
 
@@ -27,20 +28,42 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tpot", type=float, default=0.04, help="TPOT SLO, seconds (P90)")
     p.add_argument("--efficiency", type=float, default=0.6)
     p.add_argument("--chunk", type=int, default=512)
+    p.add_argument("--sweep", help="comma-separated prompt lengths: best colocated vs best xPyD at each")
     a = p.parse_args(argv)
     try:
         hw = Hardware(MODELS[a.model], GPUS[a.gpu], LINKS[a.link], a.efficiency)
-        results = plan(hw, Workload(1.0, a.prompt, a.output, spread=a.spread), SLO(a.ttft, a.tpot), a.gpus, a.chunk)
+        workload, slo = Workload(1.0, a.prompt, a.output, spread=a.spread), SLO(a.ttft, a.tpot)
+        prompts = _lengths(a.sweep) if a.sweep else None
+        results = plan(hw, workload, slo, a.gpus, a.chunk) if prompts is None else None
+        points = prompt_sweep(hw, workload, slo, a.gpus, prompts, a.chunk) if prompts else None
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{a.model} on {a.gpus} x {a.gpu} ({a.link}); prompt {a.prompt}, output {a.output}; "
           f"SLO P90 TTFT <= {a.ttft} s, TPOT <= {a.tpot} s")
+    if points:
+        print(f"{'prompt':>7}  {'best colocated':<24}{'per GPU':>8}  {'best xPyD':<10}{'per GPU':>8}  winner")
+        for pt in points:
+            print(f"{pt.prompt_tokens:>7}  {pt.colocated.placement.label:<24}{pt.colocated.per_gpu:>8.2f}  "
+                  f"{pt.disaggregated.placement.label:<10}{pt.disaggregated.per_gpu:>8.2f}  {pt.winner}")
+        for x, y in crossovers(points):
+            print(f"crossover between {x.prompt_tokens} and {y.prompt_tokens} tokens: {x.winner} -> {y.winner}")
+        return 0
     print(f"{'placement':<28}{'goodput req/s':>14}{'per GPU':>10}")
     for r in results:
         print(f"{r.placement.label:<28}{r.goodput:>14.2f}{r.per_gpu:>10.2f}")
     print(f"best: {results[0].placement.label}")
     return 0
+
+
+def _lengths(text: str) -> list[int]:
+    try:
+        lengths = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--sweep takes comma-separated prompt lengths such as 128,512,2048, got {text!r}") from None
+    if any(n < 1 for n in lengths):
+        raise ValueError(f"prompt lengths must be >= 1, got {text!r}")
+    return lengths
 
 
 if __name__ == "__main__":

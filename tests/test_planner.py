@@ -120,6 +120,14 @@ def test_distserve_direction_two_prefill_one_decode_doubles_goodput_per_gpu():
     assert disaggregated >= 1.5 * colocated
 
 
+def test_tight_tpot_crossover_short_prompts_colocated_long_prompts_disaggregated():
+    """With TPOT 0.03 s, chunked prefill's mixed steps cost every decode its SLO once prompts are long."""
+    hw = Hardware(MODELS["OPT-13B"], GPUS["A100-80GB"], LINKS["NVLink 4"])
+    short, long = prompt_sweep(hw, Workload(1.0, 512, 64), SLO(ttft_s=2.0, tpot_s=0.03), 3, [128, 1024])
+    assert (short.winner, long.winner) == ("colocated", "xPyD")
+    assert [(a.prompt_tokens, b.prompt_tokens) for a, b in crossovers([short, long])] == [(128, 1024)]
+
+
 def test_opposite_regime_short_prompts_tight_ttft_slow_link_colocated_wins():
     hw = Hardware(MODELS["OPT-13B"], GPUS["A100-80GB"], LINKS["TCP 10 GbE"])
     workload, slo = Workload(1.0, 64, 64), SLO(ttft_s=0.06, tpot_s=0.2)
