@@ -78,7 +78,8 @@ if CALIBRATION.exists():
     calibration = json.loads(CALIBRATION.read_text())
     st.caption(t(lang, "plan_calibration_summary", machine=calibration["machine"], peak=calibration["peak_gflops"],
                  bandwidth=calibration["bandwidth_gbs"], step=calibration["layer_overhead_us"],
-                 token=calibration["token_overhead_us"], target=calibration["target_pct"],
+                 token=calibration["token_overhead_us"], sequence=calibration["sequence_overhead_us"],
+                 target=calibration["target_pct"],
                  verdict="✅" if calibration["within_target"] else "❌"))
     left, right = st.columns(2)
     left.plotly_chart(figures.calibration_scatter(calibration["rows"], calibration["target_pct"],

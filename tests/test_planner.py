@@ -3,6 +3,7 @@ import pytest
 
 from lab.plan import main as plan_cli
 from lab.planner import cost_model as cm
+from lab.planner.calibration import FixedCosts, StepSample, fit_fixed_costs, leave_one_out
 from lab.planner.hardware import GPUS, LINKS, MODELS, Device, ModelSpec, interpolate
 from lab.planner.machine_profile import measured_device, model_spec
 from lab.planner.search import PlacementResult, SweepPoint, candidates, crossovers, plan, prompt_sweep
@@ -30,10 +31,14 @@ class TestCostModel:
         assert sixteen / one < 1.1
 
     def test_fixed_costs_per_layer_add_to_the_roofline(self):
-        slow = Device("slow", flops=100e12, bandwidth=1e12, memory=80e9, layer_overhead=1e-3, token_overhead=1e-6)
+        slow = Device("slow", flops=100e12, bandwidth=1e12, memory=80e9, layer_overhead=1e-3, token_overhead=1e-6,
+                      sequence_overhead=1e-5)
         roofline = cm.decode_seconds(TOY, GPU, batch=4, context_tokens=400, efficiency=1.0)
-        # 10 layers x (1 ms per step + 4 tokens x 1 us)
-        assert cm.decode_seconds(TOY, slow, 4, 400, efficiency=1.0) == pytest.approx(roofline + 10 * (1e-3 + 4e-6))
+        # 10 layers x (1 ms per step + 4 tokens x 1 us + 4 decoding sequences x 10 us)
+        assert cm.decode_seconds(TOY, slow, 4, 400, efficiency=1.0) == pytest.approx(roofline + 10 * (1e-3 + 4e-6 + 4e-5))
+        # a prefill has no decoding sequence: 10 layers x (1 ms + 100 tokens x 1 us)
+        prefill = cm.prefill_seconds(TOY, GPU, [100], efficiency=1.0)
+        assert cm.prefill_seconds(TOY, slow, [100], efficiency=1.0) == pytest.approx(prefill + 10 * (1e-3 + 1e-4))
 
     def test_a_measured_device_uses_its_own_efficiency_curves(self):
         measured = Device("cpu", flops=1e12, bandwidth=100e9, memory=80e9,
@@ -182,3 +187,26 @@ def test_cli_prints_the_best_placement_and_refuses_bad_input(capsys):
     assert "2P1D" in out and "best:" in out
     assert plan_cli(["--gpus", "0"]) == 2
     assert "GPU budget must be at least 1" in capsys.readouterr().err
+
+
+class TestCalibrationFit:
+    def test_known_fixed_costs_are_recovered_exactly(self):
+        # 2 layers; per step 1 ms, per token 10 us, per decoding sequence 100 us (per layer)
+        def step(tokens, decodes, roofline):
+            return StepSample(tokens, decodes, roofline + 2 * (1e-3 + tokens * 1e-5 + decodes * 1e-4), roofline)
+        samples = [step(1, 1, 0.01), step(16, 16, 0.02), step(512, 0, 0.3), step(256, 8, 0.2), step(4, 4, 0.01)]
+        costs = fit_fixed_costs(samples, layers=2)
+        assert (costs.per_step, costs.per_token, costs.per_sequence) == pytest.approx((1e-3, 1e-5, 1e-4))
+        for held_out in leave_one_out(samples, layers=2):   # any four of the five determine the three costs
+            assert held_out.per_token == pytest.approx(1e-5)
+
+    def test_costs_never_go_negative(self):
+        # steps faster than their roofline: no negative overhead is invented to explain them
+        samples = [StepSample(1, 1, 0.009, 0.01), StepSample(512, 0, 0.29, 0.3), StepSample(16, 16, 0.019, 0.02)]
+        costs = fit_fixed_costs(samples, layers=2)
+        assert (costs.per_step, costs.per_token, costs.per_sequence) == (0.0, 0.0, 0.0)
+
+    def test_fitted_costs_go_onto_a_device(self):
+        device = FixedCosts(1e-3, 1e-5, 1e-4).on(GPU)
+        assert (device.layer_overhead, device.token_overhead, device.sequence_overhead, device.flops) == \
+            (1e-3, 1e-5, 1e-4, GPU.flops)

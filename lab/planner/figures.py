@@ -42,7 +42,7 @@ def crossover_lines(points: list[SweepPoint], crossings: list[tuple[SweepPoint, 
 
 
 def calibration_scatter(rows: list[dict], target_pct: float, title: str) -> go.Figure:
-    """Predicted against measured step time; the band is the target, fitted rows are hollow."""
+    """Predicted against measured step time, one colour per kind of step; the dotted band is the target."""
     top = max(max(r["measured_ms"], r["predicted_ms"]) for r in rows) * 1.3
     low = min(min(r["measured_ms"], r["predicted_ms"]) for r in rows) / 1.3
     band = [low, top]
@@ -53,11 +53,11 @@ def calibration_scatter(rows: list[dict], target_pct: float, title: str) -> go.F
         go.Scatter(x=band, y=[v * (1 - target_pct / 100) for v in band], mode="lines", line_dash="dot",
                    name=f"-{target_pct:.0f}%", line_color="grey"),
     ])
-    for role, symbol in (("prediction", "circle"), ("fit", "circle-open")):
-        mine = [r for r in rows if r["role"] == role]
+    for kind in dict.fromkeys(r["step"] for r in rows):
+        mine = [r for r in rows if r["step"] == kind]
         fig.add_trace(go.Scatter(x=[r["measured_ms"] for r in mine], y=[r["predicted_ms"] for r in mine],
-                                 mode="markers", name=role, marker=dict(symbol=symbol, size=11),
-                                 text=[f"{r['step']} {r['size']}: {r['error_pct']:+.0f}%" for r in mine]))
+                                 mode="markers", name=kind, marker=dict(size=11),
+                                 text=[f"{r['size']}: {r['error_pct']:+.0f}%" for r in mine]))
     fig.update_xaxes(type="log")
     fig.update_yaxes(type="log")
     return _layout(fig, title, "measured step (ms)", "predicted step (ms)", 380)

@@ -25,11 +25,14 @@ class Device:
     flops: float          # dense bf16 FLOP/s (or this machine's measured peak)
     bandwidth: float      # memory bytes/s
     memory: float         # bytes
-    # Fixed costs the roofline does not see, per layer: every step (kernel launches, Python, op dispatch)
-    # and every token (the elementwise ops: norms, rotary, activation, residual adds). 0 for the GPU
-    # presets: vLLM and SGLang replay decode as CUDA graphs and fuse the elementwise ops.
+    # Fixed costs the roofline does not see, per layer: every step (kernel launches, Python, op dispatch),
+    # every token (the elementwise ops: norms, rotary, activation, residual adds) and every decoding
+    # sequence (gathering its KV from the paged pool, its share of the attention call). 0 for the GPU
+    # presets: vLLM and SGLang replay decode as CUDA graphs, fuse the elementwise ops and read paged KV
+    # inside one attention kernel.
     layer_overhead: float = 0.0
     token_overhead: float = 0.0
+    sequence_overhead: float = 0.0
     # Measured share of `flops` reached by the blocks' matrix multiplies over this many tokens, and by
     # causal attention over a prompt this long. Small multiplies reach a small share of peak.
     gemm_efficiency: Curve = ()
