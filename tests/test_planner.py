@@ -74,8 +74,29 @@ class TestCostModel:
         assert cm.transfer_seconds(TOY, 1000, 1e9) == pytest.approx(0.008)
 
     def test_a_model_that_does_not_fit_is_refused(self):
+        hw = Hardware(MODELS["Llama-3.1-70B"], GPUS["L40S"])
         with pytest.raises(ValueError, match="needs 139 GB for its weights, more than the 48 GB of one L40S"):
-            Hardware(MODELS["Llama-3.1-70B"], GPUS["L40S"])
+            candidates(hw, 1)
+        with pytest.raises(ValueError, match="more than the 96 GB of 2x L40S"):
+            candidates(hw, 2)
+        with pytest.raises(ValueError, match="more than the 48 GB of one L40S"):
+            simulate(hw, Placement("colocated", 1), Workload(1.0, 100, 10))
+
+    def test_tensor_parallel_instances_pool_their_gpus_and_pay_all_reduces(self):
+        group = GPU.group(4)
+        assert (group.flops, group.bandwidth, group.memory, group.tp) == (400e12, 4e12, 320e9, 4)
+        nvlinked = Device("toy-gpu", flops=100e12, bandwidth=1e12, memory=80e9, nvlink=100e9).group(4)
+        # 2 all-reduces x 10 layers x 2 * 3/4 of (1000 tokens x 1000 hidden x 2 bytes) over 100 GB/s = 0.6 ms
+        assert cm.allreduce_seconds(TOY, nvlinked, 1000) == pytest.approx(6e-4)
+        assert cm.allreduce_seconds(TOY, GPU, 1000) == 0.0
+        assert cm.transfer_seconds(TOY, 1000, 1e9, tp=4) == pytest.approx(0.002)   # four links in parallel
+
+    def test_the_search_tries_every_tensor_parallel_size_that_holds_the_model(self):
+        labels = [p.label for p in candidates(Hardware(MODELS["Llama-3.1-70B"], GPUS["H100-SXM"]), 8)]
+        assert labels == ["colocated x4 TP2", "chunked x4 TP2 (chunk 512)", "1P3D TP2", "2P2D TP2", "3P1D TP2",
+                          "colocated x2 TP4", "chunked x2 TP4 (chunk 512)", "1P1D TP4",
+                          "colocated x1 TP8", "chunked x1 TP8 (chunk 512)"]
+        assert all(p.total_gpus == 8 for p in candidates(Hardware(MODELS["Llama-3.1-70B"], GPUS["H100-SXM"]), 8))
 
 
 class TestSimulation:
@@ -163,16 +184,17 @@ def test_the_prompt_sweep_compares_the_best_of_each_family_at_every_length():
         assert p.disaggregated.placement.kind == "disaggregated"
         alone = plan(hw, Workload(1.0, p.prompt_tokens, 64, requests=100), SLO(0.4, 0.04), 3)
         assert p.colocated.per_gpu == max(r.per_gpu for r in alone if r.placement.kind != "disaggregated")
-    with pytest.raises(ValueError, match="at least 2 GPUs"):
+    with pytest.raises(ValueError, match="no prefill/decode split of 1 GPUs"):
         prompt_sweep(hw, Workload(1.0, 512, 64), SLO(0.4, 0.04), 1, [128])
 
 
 @pytest.mark.parametrize("make,message", [
-    (lambda: candidates(0), "GPU budget must be at least 1"),
+    (lambda: candidates(Hardware(TOY, GPU), 0), "GPU budget must be at least 1"),
     (lambda: Workload(-1.0, 10, 10), "rate must be > 0"),
     (lambda: Workload(1.0, 0, 10), "must be >= 1"),
-    (lambda: Placement("disaggregated", prefill=1, decode=0), "needs >= 1 prefill and >= 1 decode GPU"),
-    (lambda: Placement("colocated", 0), "needs at least 1 GPU"),
+    (lambda: Placement("disaggregated", prefill=1, decode=0), "needs >= 1 prefill and >= 1 decode instance"),
+    (lambda: Placement("colocated", 0), "needs at least 1 instance"),
+    (lambda: Placement("colocated", 1, tp=0), "at least 1 GPU per instance"),
     (lambda: SLO(0, 0.1), "SLO times must be > 0"),
 ])
 def test_bad_input_is_a_clear_error(make, message):

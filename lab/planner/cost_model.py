@@ -12,10 +12,15 @@ from __future__ import annotations
 from .hardware import Device, ModelSpec
 
 
+def fits(model: ModelSpec, device: Device) -> bool:
+    return model.weight_bytes <= device.memory
+
+
 def check_fits(model: ModelSpec, device: Device) -> None:
-    if model.weight_bytes > device.memory:
+    if not fits(model, device):
         raise ValueError(f"{model.name} needs {model.weight_bytes / 1e9:.0f} GB for its weights, more than the "
-                         f"{device.memory / 1e9:.0f} GB of one {device.name}; choose a larger GPU or a smaller model")
+                         f"{device.memory / 1e9:.0f} GB of {'one ' if device.tp == 1 else ''}{device.name}; choose more or larger GPUs or a smaller "
+                         f"model")
 
 
 def step_seconds(model: ModelSpec, device: Device, tokens: int, sampled: int, decodes: int, attention_flops: float,
@@ -28,7 +33,16 @@ def step_seconds(model: ModelSpec, device: Device, tokens: int, sampled: int, de
     memory_efficiency = 1.0 if device.measured else efficiency  # a measured bandwidth is already achieved
     memory = (model.weight_bytes + model.kv_bytes_per_token * kv_tokens) / (device.bandwidth * memory_efficiency)
     fixed = device.layer_overhead + tokens * device.token_overhead + decodes * device.sequence_overhead
-    return max(compute, memory) + model.layers * fixed
+    return max(compute, memory) + model.layers * fixed + allreduce_seconds(model, device, tokens)
+
+
+def allreduce_seconds(model: ModelSpec, device: Device, tokens: int) -> float:
+    """Tensor parallelism sums two partial activations per layer across the GPUs (after attention and
+    after the MLP); a ring all-reduce moves 2 (tp - 1) / tp of the activation bytes over each GPU's link."""
+    if device.tp == 1:
+        return 0.0
+    activation = tokens * model.hidden * model.dtype_bytes
+    return 2 * model.layers * 2 * (device.tp - 1) / device.tp * activation / device.nvlink
 
 
 def _causal_attention_flops(model: ModelSpec, new: int, context: int) -> float:
@@ -60,5 +74,7 @@ def mixed_seconds(model: ModelSpec, device: Device, chunk: int, chunk_context: i
                         context_tokens + chunk_context + chunk, efficiency)
 
 
-def transfer_seconds(model: ModelSpec, tokens: int, link_bytes_per_s: float) -> float:
-    return model.kv_bytes_per_token * tokens / link_bytes_per_s
+def transfer_seconds(model: ModelSpec, tokens: int, link_bytes_per_s: float, tp: int = 1) -> float:
+    """The KV of `tokens` tokens over the link; with tensor parallelism each GPU sends its own heads'
+    share over its own link, in parallel."""
+    return model.kv_bytes_per_token * tokens / (link_bytes_per_s * tp)

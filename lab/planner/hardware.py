@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 Curve = tuple[tuple[int, float], ...]    # ((tokens, share of peak), ...) sorted by tokens
@@ -37,10 +37,20 @@ class Device:
     # causal attention over a prompt this long. Small multiplies reach a small share of peak.
     gemm_efficiency: Curve = ()
     attention_efficiency: Curve = ()
+    nvlink: float = 0.0   # bytes/s from one GPU to its peers in a node (tensor parallelism's all-reduces)
+    tp: int = 1           # GPUs working as this one device (tensor parallelism)
 
     @property
     def measured(self) -> bool:
         return bool(self.gemm_efficiency)
+
+    def group(self, tp: int) -> Device:
+        """`tp` GPUs as one tensor-parallel instance: their FLOP/s, bandwidth and memory add up; the
+        cost model adds the all-reduces over `nvlink`."""
+        if tp == 1:
+            return self
+        return replace(self, name=f"{tp}x {self.name}", flops=self.flops * tp, bandwidth=self.bandwidth * tp,
+                       memory=self.memory * tp, tp=tp)
 
     def gemm_share(self, tokens: int, default: float) -> float:
         return interpolate(self.gemm_efficiency, tokens) if self.measured else default
@@ -74,12 +84,12 @@ class ModelSpec:
         return 2 * self.layers * self.kv_heads * self.head_dim * self.dtype_bytes
 
 
-GPUS = {
-    "A100-80GB": Device("A100-80GB", 312e12, 2.039e12, 80e9),
-    "H100-SXM": Device("H100-SXM", 989e12, 3.35e12, 80e9),
-    "H200": Device("H200", 989e12, 4.8e12, 141e9),
-    "L40S": Device("L40S", 362e12, 0.864e12, 48e9),
-    "B200": Device("B200", 2250e12, 8.0e12, 180e9),
+GPUS = {  # NVLink: 600 / 900 / 900 / 1800 GB/s per GPU; the L40S has none and talks over PCIe Gen4 x16
+    "A100-80GB": Device("A100-80GB", 312e12, 2.039e12, 80e9, nvlink=600e9),
+    "H100-SXM": Device("H100-SXM", 989e12, 3.35e12, 80e9, nvlink=900e9),
+    "H200": Device("H200", 989e12, 4.8e12, 141e9, nvlink=900e9),
+    "L40S": Device("L40S", 362e12, 0.864e12, 48e9, nvlink=32e9),
+    "B200": Device("B200", 2250e12, 8.0e12, 180e9, nvlink=1800e9),
 }
 
 # Block parameters from each model's published config (attention q/k/v/o + MLP, times layers).

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from . import cost_model as cm
 from .simulator import SLO, Hardware, Placement, Workload, attainment, goodput, simulate
 
 
@@ -16,17 +17,28 @@ class PlacementResult:
         return self.goodput / self.placement.total_gpus
 
 
-def candidates(gpus: int, chunk: int = 512) -> list[Placement]:
+TENSOR_PARALLEL = (1, 2, 4, 8)   # GPUs per instance tried: within one 8-GPU node, as the engines run it
+
+
+def candidates(hw: Hardware, gpus: int, chunk: int = 512) -> list[Placement]:
+    """Every placement that uses all `gpus` GPUs, for every tensor-parallel size that holds the model."""
     if gpus < 1:
         raise ValueError(f"the GPU budget must be at least 1, got {gpus}")
-    out = [Placement("colocated", gpus), Placement("chunked", gpus, chunk=chunk)]
-    out += [Placement("disaggregated", prefill=p, decode=gpus - p) for p in range(1, gpus)]
+    sizes = [tp for tp in TENSOR_PARALLEL if gpus % tp == 0 and cm.fits(hw.model, hw.device.group(tp))]
+    if not sizes:
+        largest = max(tp for tp in TENSOR_PARALLEL if gpus % tp == 0)
+        cm.check_fits(hw.model, hw.device.group(largest))
+    out = []
+    for tp in sizes:
+        n = gpus // tp
+        out += [Placement("colocated", n, tp=tp), Placement("chunked", n, chunk=chunk, tp=tp)]
+        out += [Placement("disaggregated", prefill=p, decode=n - p, tp=tp) for p in range(1, n)]
     return out
 
 
 def plan(hw: Hardware, workload: Workload, slo: SLO, gpus: int, chunk: int = 512) -> list[PlacementResult]:
     """Every placement of `gpus` GPUs, best goodput per GPU first."""
-    results = [PlacementResult(p, goodput(hw, p, workload, slo)) for p in candidates(gpus, chunk)]
+    results = [PlacementResult(p, goodput(hw, p, workload, slo)) for p in candidates(hw, gpus, chunk)]
     return sorted(results, key=lambda r: r.per_gpu, reverse=True)
 
 
@@ -58,8 +70,9 @@ class SweepPoint:
 def prompt_sweep(hw: Hardware, workload: Workload, slo: SLO, gpus: int, prompts: list[int],
                  chunk: int = 512) -> list[SweepPoint]:
     """The best colocated and the best disaggregated placement at each prompt length (the crossover plot)."""
-    if gpus < 2:
-        raise ValueError(f"comparing with disaggregation needs a budget of at least 2 GPUs, got {gpus}")
+    if not any(p.kind == "disaggregated" for p in candidates(hw, gpus, chunk)):
+        raise ValueError(f"no prefill/decode split of {gpus} GPUs holds {hw.model.name} on both sides; "
+                         f"a sweep against disaggregation needs a larger budget")
     points = []
     for n in prompts:
         results = plan(hw, replace(workload, prompt_tokens=n), slo, gpus, chunk)

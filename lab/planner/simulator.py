@@ -61,29 +61,33 @@ class SLO:
 @dataclass(frozen=True)
 class Placement:
     kind: str                   # colocated | chunked | disaggregated
-    gpus: int = 1               # colocated / chunked instances
+    instances: int = 1          # colocated / chunked instances
     prefill: int = 0            # disaggregated: prefill instances
     decode: int = 0             # disaggregated: decode instances
     chunk: int = 512            # chunked: tokens per step
+    tp: int = 1                 # GPUs per instance (tensor parallelism)
 
     def __post_init__(self):
         if self.kind not in ("colocated", "chunked", "disaggregated"):
             raise ValueError(f"placement kind must be colocated, chunked or disaggregated, got {self.kind!r}")
         if self.kind == "disaggregated" and (self.prefill < 1 or self.decode < 1):
-            raise ValueError(f"a disaggregated placement needs >= 1 prefill and >= 1 decode GPU, got "
+            raise ValueError(f"a disaggregated placement needs >= 1 prefill and >= 1 decode instance, got "
                              f"{self.prefill}P{self.decode}D")
-        if self.kind != "disaggregated" and self.gpus < 1:
-            raise ValueError(f"a {self.kind} placement needs at least 1 GPU, got {self.gpus}")
+        if self.kind != "disaggregated" and self.instances < 1:
+            raise ValueError(f"a {self.kind} placement needs at least 1 instance, got {self.instances}")
+        if self.tp < 1:
+            raise ValueError(f"tensor parallelism needs at least 1 GPU per instance, got {self.tp}")
 
     @property
     def total_gpus(self) -> int:
-        return self.prefill + self.decode if self.kind == "disaggregated" else self.gpus
+        return (self.prefill + self.decode if self.kind == "disaggregated" else self.instances) * self.tp
 
     @property
     def label(self) -> str:
+        tp = f" TP{self.tp}" if self.tp > 1 else ""
         if self.kind == "disaggregated":
-            return f"{self.prefill}P{self.decode}D"
-        return f"{self.kind} x{self.gpus}" + (f" (chunk {self.chunk})" if self.kind == "chunked" else "")
+            return f"{self.prefill}P{self.decode}D{tp}"
+        return f"{self.kind} x{self.instances}{tp}" + (f" (chunk {self.chunk})" if self.kind == "chunked" else "")
 
 
 @dataclass
@@ -109,18 +113,20 @@ class Request:
 @dataclass(frozen=True)
 class Hardware:
     model: ModelSpec
-    device: Device
-    link: float = 900e9         # bytes/s between prefill and decode GPUs
+    device: Device              # one GPU, or a tensor-parallel group of them (Device.group)
+    link: float = 900e9         # bytes/s between a prefill and a decode GPU
     efficiency: float = 0.6
 
     def __post_init__(self):
-        cm.check_fits(self.model, self.device)
         if not 0 < self.efficiency <= 1 or self.link <= 0:
             raise ValueError("efficiency must be in (0, 1] and the link bandwidth > 0")
 
+    def instance(self, tp: int) -> Hardware:
+        return replace(self, device=self.device.group(tp))
+
     @property
     def kv_capacity(self) -> int:
-        """Tokens of KV one GPU holds beside the weights."""
+        """Tokens of KV one instance holds beside the weights."""
         free = self.device.memory * MEMORY_UTILIZATION - self.model.weight_bytes
         return max(0, int(free / self.model.kv_bytes_per_token))
 
@@ -221,7 +227,7 @@ def _prefill_only(hw: Hardware, reqs: list[Request]) -> None:
             i += 1
         t += cm.prefill_seconds(hw.model, hw.device, [r.prompt for r in batch], hw.efficiency)
         for r in batch:  # the first token reaches the user with the KV, on the decode side
-            r.ready = t + cm.transfer_seconds(hw.model, r.prompt, hw.link)
+            r.ready = t + cm.transfer_seconds(hw.model, r.prompt, hw.link, hw.device.tp)
 
 
 def _decode_only(hw: Hardware, reqs: list[Request]) -> None:
@@ -238,6 +244,8 @@ def _decode_only(hw: Hardware, reqs: list[Request]) -> None:
 
 
 def simulate(hw: Hardware, placement: Placement, workload: Workload) -> list[Request]:
+    hw = hw.instance(placement.tp)
+    cm.check_fits(hw.model, hw.device)
     reqs = workload.sample()
     longest = max(r.prompt + r.output for r in reqs)
     if longest > hw.kv_capacity:
@@ -251,8 +259,8 @@ def simulate(hw: Hardware, placement: Placement, workload: Workload) -> list[Req
         for k in range(placement.decode):
             _decode_only(hw, reqs[k::placement.decode])
     else:
-        for k in range(placement.gpus):
-            _colocated(hw, reqs[k::placement.gpus], placement.chunk if placement.kind == "chunked" else None)
+        for k in range(placement.instances):
+            _colocated(hw, reqs[k::placement.instances], placement.chunk if placement.kind == "chunked" else None)
     return reqs
 
 
