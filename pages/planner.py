@@ -21,7 +21,7 @@ c1, c2, c3, c4 = st.columns(4)
 model = c1.selectbox(t(lang, "plan_model"), list(MODELS), index=0, key="plan_model")
 gpu = c2.selectbox(t(lang, "plan_gpu"), list(GPUS), index=0, key="plan_gpu")
 link = c3.selectbox(t(lang, "plan_link"), list(LINKS), key="plan_link")
-gpus = c4.number_input(t(lang, "plan_gpus"), 1, 16, 3, key="plan_gpus")
+gpus = c4.number_input(t(lang, "plan_gpus"), 1, 8, 3, key="plan_gpus")   # one node: TP and splits in seconds
 c1, c2, c3, c4, c5 = st.columns(5)
 prompt = c1.number_input(t(lang, "plan_prompt"), 1, 131072, 512, key="plan_prompt")
 output = c2.number_input(t(lang, "plan_output"), 1, 16384, 64, key="plan_output")

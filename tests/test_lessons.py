@@ -90,4 +90,4 @@ def test_planner_page_plans_and_recommends():
     at.selectbox(key="plan_gpu").set_value("L40S")
     at.selectbox(key="plan_model").set_value("Llama-3.1-70B")
     at.button(key="plan").click().run()
-    assert "more than the 48 GB of one L40S" in at.error[0].value
+    assert "more than the 96 GB of 2x L40S" in at.error[0].value   # 3 GPUs: TP2 at most

@@ -92,11 +92,20 @@ class TestCostModel:
         assert cm.transfer_seconds(TOY, 1000, 1e9, tp=4) == pytest.approx(0.002)   # four links in parallel
 
     def test_the_search_tries_every_tensor_parallel_size_that_holds_the_model(self):
-        labels = [p.label for p in candidates(Hardware(MODELS["Llama-3.1-70B"], GPUS["H100-SXM"]), 8)]
-        assert labels == ["colocated x4 TP2", "chunked x4 TP2 (chunk 512)", "1P3D TP2", "2P2D TP2", "3P1D TP2",
-                          "colocated x2 TP4", "chunked x2 TP4 (chunk 512)", "1P1D TP4",
-                          "colocated x1 TP8", "chunked x1 TP8 (chunk 512)"]
-        assert all(p.total_gpus == 8 for p in candidates(Hardware(MODELS["Llama-3.1-70B"], GPUS["H100-SXM"]), 8))
+        placements = candidates(Hardware(MODELS["Llama-3.1-70B"], GPUS["H100-SXM"]), 8)
+        assert [p.label for p in placements] == [
+            "colocated x4 TP2", "chunked x4 TP2 (chunk 512)", "colocated x2 TP4", "chunked x2 TP4 (chunk 512)",
+            "colocated x1 TP8", "chunked x1 TP8 (chunk 512)",
+            "1P3D TP2", "2P2D TP2", "3P1D TP2", "2P1D TP2/TP4", "1P2D TP4/TP2", "1P1D TP4"]
+        assert all(p.total_gpus == 8 for p in placements)
+
+    def test_prefill_and_decode_instances_may_differ_in_size(self):
+        placement = Placement("disaggregated", prefill=1, decode=1, tp=2, decode_tp=1)
+        assert (placement.total_gpus, placement.label) == (3, "1P1D TP2/TP1")
+        hw = Hardware(MODELS["OPT-13B"], GPUS["A100-80GB"])
+        wide = simulate(hw, placement, Workload(0.5, 2048, 8, requests=20))
+        narrow = simulate(hw, Placement("disaggregated", prefill=1, decode=1), Workload(0.5, 2048, 8, requests=20))
+        assert max(r.ttft for r in wide) < max(r.ttft for r in narrow)   # two GPUs prefill a prompt faster
 
 
 class TestSimulation:

@@ -21,18 +21,23 @@ TENSOR_PARALLEL = (1, 2, 4, 8)   # GPUs per instance tried: within one 8-GPU nod
 
 
 def candidates(hw: Hardware, gpus: int, chunk: int = 512) -> list[Placement]:
-    """Every placement that uses all `gpus` GPUs, for every tensor-parallel size that holds the model."""
+    """Every placement that uses all `gpus` GPUs, for every tensor-parallel size that holds the model;
+    prefill and decode instances may differ in size, as DistServe places them."""
     if gpus < 1:
         raise ValueError(f"the GPU budget must be at least 1, got {gpus}")
-    sizes = [tp for tp in TENSOR_PARALLEL if gpus % tp == 0 and cm.fits(hw.model, hw.device.group(tp))]
+    sizes = [tp for tp in TENSOR_PARALLEL if tp <= gpus and cm.fits(hw.model, hw.device.group(tp))]
     if not sizes:
-        largest = max(tp for tp in TENSOR_PARALLEL if gpus % tp == 0)
-        cm.check_fits(hw.model, hw.device.group(largest))
+        cm.check_fits(hw.model, hw.device.group(max(tp for tp in TENSOR_PARALLEL if tp <= gpus)))
     out = []
-    for tp in sizes:
-        n = gpus // tp
-        out += [Placement("colocated", n, tp=tp), Placement("chunked", n, chunk=chunk, tp=tp)]
-        out += [Placement("disaggregated", prefill=p, decode=n - p, tp=tp) for p in range(1, n)]
+    for tp in (tp for tp in sizes if gpus % tp == 0):
+        out += [Placement("colocated", gpus // tp, tp=tp), Placement("chunked", gpus // tp, chunk=chunk, tp=tp)]
+    for prefill_tp in sizes:
+        for decode_tp in sizes:
+            for p in range(1, gpus // prefill_tp + 1):
+                left = gpus - p * prefill_tp
+                if left >= decode_tp and left % decode_tp == 0:
+                    out.append(Placement("disaggregated", prefill=p, decode=left // decode_tp, tp=prefill_tp,
+                                         decode_tp=decode_tp))
     return out
 
 

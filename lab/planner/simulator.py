@@ -65,7 +65,8 @@ class Placement:
     prefill: int = 0            # disaggregated: prefill instances
     decode: int = 0             # disaggregated: decode instances
     chunk: int = 512            # chunked: tokens per step
-    tp: int = 1                 # GPUs per instance (tensor parallelism)
+    tp: int = 1                 # GPUs per instance (tensor parallelism); disaggregated: per prefill instance
+    decode_tp: int = 0          # disaggregated: GPUs per decode instance (0: the same as tp)
 
     def __post_init__(self):
         if self.kind not in ("colocated", "chunked", "disaggregated"):
@@ -75,18 +76,26 @@ class Placement:
                              f"{self.prefill}P{self.decode}D")
         if self.kind != "disaggregated" and self.instances < 1:
             raise ValueError(f"a {self.kind} placement needs at least 1 instance, got {self.instances}")
-        if self.tp < 1:
+        if self.tp < 1 or self.decode_tp < 0:
             raise ValueError(f"tensor parallelism needs at least 1 GPU per instance, got {self.tp}")
 
     @property
+    def decode_group(self) -> int:
+        return self.decode_tp or self.tp
+
+    @property
     def total_gpus(self) -> int:
-        return (self.prefill + self.decode if self.kind == "disaggregated" else self.instances) * self.tp
+        if self.kind == "disaggregated":
+            return self.prefill * self.tp + self.decode * self.decode_group
+        return self.instances * self.tp
 
     @property
     def label(self) -> str:
-        tp = f" TP{self.tp}" if self.tp > 1 else ""
         if self.kind == "disaggregated":
-            return f"{self.prefill}P{self.decode}D{tp}"
+            if self.decode_group != self.tp:
+                return f"{self.prefill}P{self.decode}D TP{self.tp}/TP{self.decode_group}"
+            return f"{self.prefill}P{self.decode}D" + (f" TP{self.tp}" if self.tp > 1 else "")
+        tp = f" TP{self.tp}" if self.tp > 1 else ""
         return f"{self.kind} x{self.instances}{tp}" + (f" (chunk {self.chunk})" if self.kind == "chunked" else "")
 
 
@@ -215,7 +224,7 @@ def _colocated(hw: Hardware, reqs: list[Request], chunk: int | None) -> None:
             t = _decode_step(hw, running, t)
 
 
-def _prefill_only(hw: Hardware, reqs: list[Request]) -> None:
+def _prefill_only(hw: Hardware, reqs: list[Request], links: int) -> None:
     t, i = 0.0, 0
     while i < len(reqs):
         t = max(t, reqs[i].arrival)
@@ -227,7 +236,7 @@ def _prefill_only(hw: Hardware, reqs: list[Request]) -> None:
             i += 1
         t += cm.prefill_seconds(hw.model, hw.device, [r.prompt for r in batch], hw.efficiency)
         for r in batch:  # the first token reaches the user with the KV, on the decode side
-            r.ready = t + cm.transfer_seconds(hw.model, r.prompt, hw.link, hw.device.tp)
+            r.ready = t + cm.transfer_seconds(hw.model, r.prompt, hw.link, links)
 
 
 def _decode_only(hw: Hardware, reqs: list[Request]) -> None:
@@ -243,24 +252,34 @@ def _decode_only(hw: Hardware, reqs: list[Request]) -> None:
         t = _decode_step(hw, running, t)
 
 
-def simulate(hw: Hardware, placement: Placement, workload: Workload) -> list[Request]:
-    hw = hw.instance(placement.tp)
+def _instance(hw: Hardware, tp: int, tokens: int) -> Hardware:
+    """One instance of `tp` GPUs, checked to hold the weights and the KV of a `tokens`-token request."""
+    hw = hw.instance(tp)
     cm.check_fits(hw.model, hw.device)
+    if tokens > hw.kv_capacity:
+        raise ValueError(f"a request of {tokens} tokens needs {tokens * hw.model.kv_bytes_per_token / 1e9:.1f} GB "
+                         f"of KV, more than the {hw.kv_capacity * hw.model.kv_bytes_per_token / 1e9:.1f} GB "
+                         f"{'one ' if tp == 1 else ''}{hw.device.name} has beside {hw.model.name}'s weights; "
+                         f"shorten the requests or choose more or larger GPUs")
+    return hw
+
+
+def simulate(hw: Hardware, placement: Placement, workload: Workload) -> list[Request]:
     reqs = workload.sample()
     longest = max(r.prompt + r.output for r in reqs)
-    if longest > hw.kv_capacity:
-        raise ValueError(f"a request of {longest} tokens needs {longest * hw.model.kv_bytes_per_token / 1e9:.1f} GB "
-                         f"of KV, more than the {hw.kv_capacity * hw.model.kv_bytes_per_token / 1e9:.1f} GB one "
-                         f"{hw.device.name} has beside {hw.model.name}'s weights; shorten the requests or choose a "
-                         f"larger GPU")
     if placement.kind == "disaggregated":
+        prefill_hw = _instance(hw, placement.tp, max(r.prompt for r in reqs))
+        decode_hw = _instance(hw, placement.decode_group, longest)
+        links = min(placement.tp, placement.decode_group)   # GPU pairs sending KV side by side
         for k in range(placement.prefill):
-            _prefill_only(hw, reqs[k::placement.prefill])
+            _prefill_only(prefill_hw, reqs[k::placement.prefill], links)
         for k in range(placement.decode):
-            _decode_only(hw, reqs[k::placement.decode])
+            _decode_only(decode_hw, reqs[k::placement.decode])
     else:
+        colocated_hw = _instance(hw, placement.tp, longest)
         for k in range(placement.instances):
-            _colocated(hw, reqs[k::placement.instances], placement.chunk if placement.kind == "chunked" else None)
+            _colocated(colocated_hw, reqs[k::placement.instances],
+                       placement.chunk if placement.kind == "chunked" else None)
     return reqs
 
 
