@@ -82,7 +82,7 @@ if CALIBRATION.exists():
                  bandwidth=calibration["bandwidth_gbs"], step=calibration["layer_overhead_us"],
                  token=calibration["token_overhead_us"], sequence=calibration["sequence_overhead_us"],
                  target=calibration["target_pct"],
-                 verdict="✅" if calibration["within_target"] else "❌"))
+                 verdict=t(lang, "plan_within" if calibration["within_target"] else "plan_outside")))
     left, right = st.columns(2)
     left.plotly_chart(figures.calibration_scatter(calibration["rows"], calibration["target_pct"],
                                                   t(lang, "plan_fig_calibration")), key="calibration")

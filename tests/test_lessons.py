@@ -82,7 +82,7 @@ def test_planner_page_plans_and_recommends():
     assert not at.exception
     assert at.success[0].value.startswith("Best for 3 GPUs")
     assert len(at.get("plotly_chart")) == 4     # goodput, attainment, and the calibration's two
-    assert "Predictions within 25%" in at.caption[0].value
+    assert "Predictions within 25%: " in at.caption[0].value
     at.button(key="sweep").click().run()
     assert not at.exception
     assert len(at.get("plotly_chart")) == 5
