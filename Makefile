@@ -19,8 +19,10 @@ lab: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP)  # every figure in the README's results, about 15 minutes on 2 cores
 	$(PY) benchmarks/engine_bench.py
+	$(PY) benchmarks/interference_bench.py
+	$(PY) benchmarks/planner_calibration.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
