@@ -21,6 +21,7 @@ test: $(STAMP)
 
 bench: $(STAMP)  # every figure in the README's results, about 15 minutes on 2 cores
 	$(PY) benchmarks/engine_bench.py
+	$(PY) benchmarks/engine_bench.py --dtype bfloat16
 	$(PY) benchmarks/interference_bench.py
 	$(PY) benchmarks/planner_calibration.py
 
