@@ -15,7 +15,7 @@ import torch
 from .config import EngineConfig, RequestError, SamplingParams
 from .devices import place_on_cpu_cores
 from .kv_cache import PagedKVCache
-from .model_loader import LoadedModel, load_model
+from .model_loader import LoadedModel, head_dim, load_model
 from .model_runner import ModelRunner
 from .prefix_store import PrefixStore
 from .prompts import PromptEncoder
@@ -46,8 +46,7 @@ class LLMEngine:
         self.tokenizer = self.loaded.tokenizer
         self.name = name
         mc = self.loaded.config
-        head_dim = getattr(mc, "head_dim", None) or mc.hidden_size // mc.num_attention_heads
-        self.cache = PagedKVCache(mc.num_hidden_layers, mc.num_key_value_heads, head_dim,
+        self.cache = PagedKVCache(mc.num_hidden_layers, mc.num_key_value_heads, head_dim(mc),
                                   self.config.num_blocks, self.config.block_size,
                                   self.loaded.dtype, self.loaded.device)
         self.prefix_store = (PrefixStore(self.config.prefix_cache_tokens, self.config.prefix_cache_ttl_s,

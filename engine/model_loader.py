@@ -27,6 +27,11 @@ class ModelLoadError(RuntimeError):
     pass
 
 
+def head_dim(config) -> int:
+    """Per-head width of a transformers config (some set it, the rest imply hidden / heads)."""
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
 @dataclass
 class LoadedModel:
     name: str

@@ -1,9 +1,9 @@
 """Describe this machine and the loaded model in the planner's terms, from measurements.
 
 A device's peak FLOP/s and memory bandwidth come from the lab's roofline micro-benchmarks
-(`machine_limits`); its matrix-multiply efficiency curve from timing the model's own weight matrices
-alone (no attention, no engine) at every power of two of rows. The per-layer overhead is not measured
-here: the calibration fits it on one engine step and checks the others.
+(`machine_limits`); its efficiency curves from timing the model's own weight matrices, and causal
+attention at the model's shapes, alone (no engine) at powers of two of tokens. The fixed costs per
+layer are not measured here: `calibration.py` fits them on the engine's steps.
 """
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import statistics
 import time
 
 import torch
+
+from engine.model_loader import head_dim
 
 from .hardware import Curve, Device, ModelSpec
 
@@ -24,9 +26,8 @@ def _block_linears(model: torch.nn.Module) -> list[torch.nn.Linear]:
 def model_spec(model: torch.nn.Module, name: str) -> ModelSpec:
     """The planner's description of a loaded transformers model (parameters counted, not typed)."""
     cfg = model.config
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     return ModelSpec(name, sum(m.weight.numel() for m in _block_linears(model)), cfg.num_hidden_layers,
-                     cfg.hidden_size, cfg.num_key_value_heads, head_dim, cfg.vocab_size, model.dtype.itemsize)
+                     cfg.hidden_size, cfg.num_key_value_heads, head_dim(cfg), cfg.vocab_size, model.dtype.itemsize)
 
 
 @torch.inference_mode()
@@ -54,9 +55,8 @@ def gemm_curve(model: torch.nn.Module) -> Curve:
 def attention_seconds(model: torch.nn.Module, tokens: int, repeats: int = 5) -> float:
     """Median time of causal attention over a `tokens`-token prompt in one layer, as the engine calls it."""
     cfg = model.config
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    q = torch.randn(1, cfg.num_attention_heads, tokens, head_dim, dtype=model.dtype)
-    k, v = (torch.randn(1, cfg.num_key_value_heads, tokens, head_dim, dtype=model.dtype) for _ in range(2))
+    q = torch.randn(1, cfg.num_attention_heads, tokens, head_dim(cfg), dtype=model.dtype)
+    k, v = (torch.randn(1, cfg.num_key_value_heads, tokens, head_dim(cfg), dtype=model.dtype) for _ in range(2))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
