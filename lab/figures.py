@@ -7,10 +7,15 @@ import plotly.graph_objects as go
 INJECTION_COLOR = "rgba(214, 39, 40, 0.15)"
 
 
-def _layout(fig: go.Figure, title: str, x: str, y: str, height: int = 320) -> go.Figure:
-    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, height=height, margin=dict(l=50, r=20, t=50, b=40),
-                      legend=dict(orientation="h", y=-0.25))
-    return fig
+def layout(fig: go.Figure, title: str, x: str, y: str, height: int = 340) -> go.Figure:
+    """One look for every chart of the lab: title, axis names, height and margins."""
+    return fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, height=height,
+                             margin=dict(l=50, r=20, t=50, b=40))
+
+
+def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
+    """The dashboard's charts: shorter, with the legend below so that narrow columns keep their width."""
+    return layout(fig, title, x, y, 320).update_layout(legend=dict(orientation="h", y=-0.25))
 
 
 def mark_injections(fig: go.Figure, injections: list[tuple[float, float | None]], now: float | None = None,

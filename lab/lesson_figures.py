@@ -3,22 +3,19 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-
-def _layout(fig: go.Figure, title: str, x: str, y: str, height: int = 340) -> go.Figure:
-    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, height=height, margin=dict(l=50, r=20, t=50, b=40))
-    return fig
+from .figures import layout
 
 
 def prefill_speed(result: dict, title: str) -> go.Figure:
     rows = result["prefill"]
     fig = go.Figure(go.Scatter(x=[r["tokens"] for r in rows], y=[r["tok_s"] for r in rows], mode="lines+markers"))
-    return _layout(fig, title, "prompt tokens", "prefill tokens/s")
+    return layout(fig, title, "prompt tokens", "prefill tokens/s")
 
 
 def decode_steps(result: dict, title: str) -> go.Figure:
     rows = result["decode"]
     fig = go.Figure(go.Scatter(x=[r["batch"] for r in rows], y=[r["step_ms"] for r in rows], mode="lines+markers"))
-    return _layout(fig, title, "sequences in the batch", "decode step (ms)")
+    return layout(fig, title, "sequences in the batch", "decode step (ms)")
 
 
 def roofline(result: dict, title: str) -> go.Figure:
@@ -34,7 +31,7 @@ def roofline(result: dict, title: str) -> go.Figure:
                              textposition="bottom center", marker=dict(size=10)))
     fig.update_xaxes(type="log")
     fig.update_yaxes(type="log")
-    return _layout(fig, title, "arithmetic intensity (FLOP per byte of weights)", "GFLOP/s")
+    return layout(fig, title, "arithmetic intensity (FLOP per byte of weights)", "GFLOP/s")
 
 
 def metric_marks(result: dict, title: str) -> go.Figure:
@@ -47,7 +44,7 @@ def metric_marks(result: dict, title: str) -> go.Figure:
     fig.add_hrect(y0=10, y1=100, fillcolor="rgba(44,160,44,0.15)", line_width=0,
                   annotation_text="ITL: tens of ms", annotation_position="top left")
     fig.update_yaxes(type="log")
-    return _layout(fig, title, "", "ms")
+    return layout(fig, title, "", "ms")
 
 
 def request_timeline(result: dict, title: str) -> go.Figure:
@@ -60,7 +57,7 @@ def request_timeline(result: dict, title: str) -> go.Figure:
     times = [1000 * (t - t0) for t in result["token_times"]]
     fig.add_trace(go.Scatter(x=times, y=["decode"] * len(times), mode="markers", name="tokens",
                              marker=dict(symbol="line-ns-open", size=14)))
-    return _layout(fig, title, "ms since the request was sent", "", height=260)
+    return layout(fig, title, "ms since the request was sent", "", height=260)
 
 
 def link_times(nbytes: int, links: dict[str, float], measured: list[dict], title: str) -> go.Figure:
@@ -68,10 +65,10 @@ def link_times(nbytes: int, links: dict[str, float], measured: list[dict], title
     seconds = [nbytes / (bw * 1e9) for bw in links.values()] + [nbytes / (m["gbps"] * 1e9) for m in measured]
     fig = go.Figure(go.Bar(x=[1000 * s for s in seconds], y=names, orientation="h"))
     fig.update_xaxes(type="log")
-    return _layout(fig, title, "ms to move this KV cache", "", height=380)
+    return layout(fig, title, "ms to move this KV cache", "", height=380)
 
 
 def prefix_ttft(rows: list[dict], title: str) -> go.Figure:
     fig = go.Figure(go.Bar(x=[r["request"] for r in rows], y=[r["ttft_ms"] for r in rows],
                            text=[f"{r['cached_tokens']}/{r['prompt_tokens']} cached" for r in rows]))
-    return _layout(fig, title, "", "TTFT (ms)")
+    return layout(fig, title, "", "TTFT (ms)")

@@ -6,23 +6,19 @@ import math
 
 import plotly.graph_objects as go
 
+from ..figures import layout
 from .search import PlacementResult, SweepPoint
-
-
-def _layout(fig: go.Figure, title: str, x: str, y: str, height: int = 340) -> go.Figure:
-    return fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, height=height,
-                             margin=dict(l=10, r=10, t=50, b=10))
 
 
 def goodput_bars(results: list[PlacementResult], title: str) -> go.Figure:
     fig = go.Figure(go.Bar(x=[r.placement.label for r in results], y=[r.per_gpu for r in results]))
-    return _layout(fig, title, "placement", "req/s per GPU", 320)
+    return layout(fig, title, "placement", "req/s per GPU", 320)
 
 
 def attainment_lines(rates: list[float], curves: dict[str, list[float]], target: float, title: str) -> go.Figure:
     fig = go.Figure([go.Scatter(x=rates, y=curve, name=label) for label, curve in curves.items()])
     fig.add_hline(y=target, line_dash="dash", annotation_text=f"SLO target {target:.0%}")
-    return _layout(fig, title, "req/s", "SLO attainment")
+    return layout(fig, title, "req/s", "SLO attainment")
 
 
 def crossover_lines(points: list[SweepPoint], crossings: list[tuple[SweepPoint, SweepPoint]],
@@ -38,7 +34,7 @@ def crossover_lines(points: list[SweepPoint], crossings: list[tuple[SweepPoint, 
         fig.add_vrect(x0=math.log10(a.prompt_tokens), x1=math.log10(b.prompt_tokens), fillcolor="orange",
                       opacity=0.2, line_width=0, annotation_text="crossover")
     fig.update_xaxes(type="log")
-    return _layout(fig, title, "prompt tokens", "goodput, req/s per GPU")
+    return layout(fig, title, "prompt tokens", "goodput, req/s per GPU")
 
 
 def calibration_scatter(rows: list[dict], target_pct: float, title: str) -> go.Figure:
@@ -60,7 +56,7 @@ def calibration_scatter(rows: list[dict], target_pct: float, title: str) -> go.F
                                  text=[f"{r['size']}: {r['error_pct']:+.0f}%" for r in mine]))
     fig.update_xaxes(type="log")
     fig.update_yaxes(type="log")
-    return _layout(fig, title, "measured step (ms)", "predicted step (ms)", 380)
+    return layout(fig, title, "measured step (ms)", "predicted step (ms)", 380)
 
 
 def efficiency_lines(calibration: dict, title: str) -> go.Figure:
@@ -69,4 +65,4 @@ def efficiency_lines(calibration: dict, title: str) -> go.Figure:
                    name=name, mode="lines+markers")
         for key, name in (("gemm_efficiency", "matrix multiplies"), ("attention_efficiency", "causal attention"))])
     fig.update_xaxes(type="log")
-    return _layout(fig, title, "tokens in the step", "share of peak FLOP/s", 320)
+    return layout(fig, title, "tokens in the step", "share of peak FLOP/s", 320)
