@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from .planner.hardware import GPUS, LINKS, MODELS
-from .planner.search import crossovers, plan, prompt_sweep
+from .planner.search import PlacementResult, SweepPoint, crossovers, plan, prompt_sweep
 from .planner.simulator import SLO, Hardware, Workload
 
 
@@ -33,27 +33,36 @@ def main(argv: list[str] | None = None) -> int:
     try:
         hw = Hardware(MODELS[a.model], GPUS[a.gpu], LINKS[a.link], a.efficiency)
         workload, slo = Workload(1.0, a.prompt, a.output, spread=a.spread), SLO(a.ttft, a.tpot)
-        prompts = _lengths(a.sweep) if a.sweep else None
-        results = plan(hw, workload, slo, a.gpus, a.chunk) if prompts is None else None
-        points = prompt_sweep(hw, workload, slo, a.gpus, prompts, a.chunk) if prompts else None
+        if a.sweep:
+            points = prompt_sweep(hw, workload, slo, a.gpus, _lengths(a.sweep), a.chunk)
+        else:
+            results = plan(hw, workload, slo, a.gpus, a.chunk)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{a.model} on {a.gpus} x {a.gpu} ({a.link}); prompt {a.prompt}, output {a.output}; "
           f"SLO P90 TTFT <= {a.ttft} s, TPOT <= {a.tpot} s")
-    if points:
-        print(f"{'prompt':>7}  {'best colocated':<24}{'per GPU':>8}  {'best xPyD':<10}{'per GPU':>8}  winner")
-        for pt in points:
-            print(f"{pt.prompt_tokens:>7}  {pt.colocated.placement.label:<24}{pt.colocated.per_gpu:>8.2f}  "
-                  f"{pt.disaggregated.placement.label:<10}{pt.disaggregated.per_gpu:>8.2f}  {pt.winner}")
-        for x, y in crossovers(points):
-            print(f"crossover between {x.prompt_tokens} and {y.prompt_tokens} tokens: {x.winner} -> {y.winner}")
-        return 0
+    if a.sweep:
+        _print_sweep(points)
+    else:
+        _print_plan(results)
+    return 0
+
+
+def _print_plan(results: list[PlacementResult]) -> None:
     print(f"{'placement':<28}{'goodput req/s':>14}{'per GPU':>10}")
     for r in results:
         print(f"{r.placement.label:<28}{r.goodput:>14.2f}{r.per_gpu:>10.2f}")
     print(f"best: {results[0].placement.label}")
-    return 0
+
+
+def _print_sweep(points: list[SweepPoint]) -> None:
+    print(f"{'prompt':>7}  {'best colocated':<24}{'per GPU':>8}  {'best xPyD':<10}{'per GPU':>8}  winner")
+    for pt in points:
+        print(f"{pt.prompt_tokens:>7}  {pt.colocated.placement.label:<24}{pt.colocated.per_gpu:>8.2f}  "
+              f"{pt.disaggregated.placement.label:<10}{pt.disaggregated.per_gpu:>8.2f}  {pt.winner}")
+    for x, y in crossovers(points):
+        print(f"crossover between {x.prompt_tokens} and {y.prompt_tokens} tokens: {x.winner} -> {y.winner}")
 
 
 def _lengths(text: str) -> list[int]:

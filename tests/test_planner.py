@@ -241,3 +241,14 @@ class TestCalibrationFit:
         device = FixedCosts(1e-3, 1e-5, 1e-4).on(GPU)
         assert (device.layer_overhead, device.token_overhead, device.sequence_overhead, device.flops) == \
             (1e-3, 1e-5, 1e-4, GPU.flops)
+
+
+def test_cli_sweep_prints_the_winner_per_length_and_refuses_bad_lengths(capsys):
+    assert plan_cli(["--model", "OPT-13B", "--gpu", "A100-80GB", "--gpus", "3", "--ttft", "2", "--tpot", "0.03",
+                     "--sweep", "128,1024"]) == 0
+    out = capsys.readouterr().out
+    assert "colocated" in out and "crossover between 128 and 1024 tokens: colocated -> xPyD" in out
+    assert plan_cli(["--sweep", "128,x"]) == 2
+    assert "--sweep takes comma-separated prompt lengths such as 128,512,2048, got '128,x'" in capsys.readouterr().err
+    assert plan_cli(["--sweep", "128,0"]) == 2
+    assert "prompt lengths must be >= 1, got '128,0'" in capsys.readouterr().err
