@@ -30,18 +30,20 @@ ttft = c4.number_input(t(lang, "plan_ttft"), 0.01, 60.0, 0.4, key="plan_ttft")
 tpot = c5.number_input(t(lang, "plan_tpot"), 0.001, 5.0, 0.04, format="%.3f", key="plan_tpot")
 
 
-def inputs() -> tuple[Hardware, Workload, SLO]:
-    return (Hardware(MODELS[model], GPUS[gpu], LINKS[link]), Workload(1.0, int(prompt), int(output), spread=spread),
-            SLO(ttft, tpot))
+def keep(key: str, compute) -> None:
+    """Run `compute(hw, workload, slo)` on the inputs and keep its result, or say why they are refused."""
+    try:
+        hw = Hardware(MODELS[model], GPUS[gpu], LINKS[link])
+        workload, slo = Workload(1.0, int(prompt), int(output), spread=spread), SLO(ttft, tpot)
+        with st.spinner():
+            st.session_state[key] = compute(hw, workload, slo)
+    except ValueError as exc:
+        st.session_state.pop(key, None)
+        st.error(str(exc))
 
 
 if st.button(t(lang, "plan_button"), key="plan", type="primary"):
-    try:
-        hw, workload, slo = inputs()
-        st.session_state["plan_result"] = (hw, workload, slo, plan(hw, workload, slo, int(gpus)))
-    except ValueError as exc:
-        st.session_state.pop("plan_result", None)
-        st.error(str(exc))
+    keep("plan_result", lambda hw, workload, slo: (hw, workload, slo, plan(hw, workload, slo, int(gpus))))
 if "plan_result" in st.session_state:
     hw, workload, slo, results = st.session_state["plan_result"]
     best = results[0]
@@ -57,13 +59,7 @@ if "plan_result" in st.session_state:
 
 st.markdown(t(lang, "plan_sweep_text"))
 if st.button(t(lang, "plan_sweep_button"), key="sweep"):
-    try:
-        hw, workload, slo = inputs()
-        with st.spinner():
-            st.session_state["plan_sweep"] = prompt_sweep(hw, workload, slo, int(gpus), SWEEP_PROMPTS)
-    except ValueError as exc:
-        st.session_state.pop("plan_sweep", None)
-        st.error(str(exc))
+    keep("plan_sweep", lambda hw, workload, slo: prompt_sweep(hw, workload, slo, int(gpus), SWEEP_PROMPTS))
 if "plan_sweep" in st.session_state:
     points = st.session_state["plan_sweep"]
     crossings = crossovers(points)
