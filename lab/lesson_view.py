@@ -1,11 +1,24 @@
-"""Streamlit pieces shared by the guided pages that run the interference experiment."""
+"""Streamlit pieces shared by the guided pages."""
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pandas as pd
 import streamlit as st
 
 from .figures import itl_timeline
 from .i18n import t
+from .session import lesson_results
+
+
+def run_button(lang: str, page: int, name: str, run: Callable[[], object]):
+    """The page's run button: runs its experiment under a spinner and keeps the result as `name` among
+    the learner's results (the summary and the quiz read them). The kept result, or None."""
+    results = lesson_results()
+    if st.button(t(lang, f"l{page}_button"), key="run", type="primary"):
+        with st.spinner(t(lang, "running")):
+            results[name] = run()
+    return results.get(name)
 
 
 def show_interference(lang: str, result: dict, title: str, key: str) -> None:

@@ -3,17 +3,14 @@ import streamlit as st
 from lab.i18n import t
 from lab.lesson_experiments import measure_stages
 from lab.lesson_figures import decode_steps, prefill_speed, roofline
-from lab.session import lesson_results, shared_engine_loop
+from lab.lesson_view import run_button
+from lab.session import shared_engine_loop
 
 lang = st.session_state.get("lang", "en")
-results = lesson_results()
 st.title(t(lang, "l1_title"))
 st.markdown(t(lang, "l1_text"))
-if st.button(t(lang, "l1_button"), key="run", type="primary"):
-    with st.spinner(t(lang, "running")):
-        results["stages"] = measure_stages(shared_engine_loop())
-if "stages" in results:
-    r = results["stages"]
+r = run_button(lang, 1, "stages", lambda: measure_stages(shared_engine_loop()))
+if r:
     c1, c2 = st.columns(2)
     c1.plotly_chart(prefill_speed(r, t(lang, "l1_fig_prefill")), key="prefill")
     c2.plotly_chart(decode_steps(r, t(lang, "l1_fig_decode")), key="decode")

@@ -3,17 +3,14 @@ import streamlit as st
 from lab.i18n import t
 from lab.lesson_experiments import measure_metrics
 from lab.lesson_figures import metric_marks
-from lab.session import lesson_results, shared_engine_loop
+from lab.lesson_view import run_button
+from lab.session import shared_engine_loop
 
 lang = st.session_state.get("lang", "en")
-results = lesson_results()
 st.title(t(lang, "l2_title"))
 st.markdown(t(lang, "l2_text"))
-if st.button(t(lang, "l2_button"), key="run", type="primary"):
-    with st.spinner(t(lang, "running")):
-        results["metrics"] = measure_metrics(shared_engine_loop())
-if "metrics" in results:
-    r = results["metrics"]
+r = run_button(lang, 2, "metrics", lambda: measure_metrics(shared_engine_loop()))
+if r:
     st.plotly_chart(metric_marks(r, t(lang, "l2_fig")), key="marks")
     c1, c2, c3 = st.columns(3)
     c1.metric("TTFT p50", f"{1000 * r['ttft_p50_s']:.0f} ms")

@@ -4,18 +4,15 @@ from lab.i18n import t
 from lab.kv_calculator import human_bytes
 from lab.lesson_experiments import chat_timeline
 from lab.lesson_figures import request_timeline
-from lab.session import lesson_results, shared_engine_loop
+from lab.lesson_view import run_button
+from lab.session import shared_engine_loop
 
 lang = st.session_state.get("lang", "en")
-results = lesson_results()
 st.title(t(lang, "l3_title"))
 st.markdown(t(lang, "l3_text"))
 question = st.text_input(t(lang, "l3_question"), "What is a KV cache?", key="question")
-if st.button(t(lang, "l3_button"), key="run", type="primary"):
-    with st.spinner(t(lang, "running")):
-        results["chat"] = chat_timeline(shared_engine_loop(), question)
-if "chat" in results:
-    r = results["chat"]
+r = run_button(lang, 3, "chat", lambda: chat_timeline(shared_engine_loop(), question))
+if r:
     st.plotly_chart(request_timeline(r, t(lang, "l3_fig")), key="timeline")
     st.markdown(f"> {r['text']}")
     st.info(t(lang, "l3_kv", tokens=r["prompt_tokens"] + r["output_tokens"], per_token=f"{r['kv_bytes_per_token']:,}",

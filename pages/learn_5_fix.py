@@ -2,7 +2,7 @@ import streamlit as st
 
 from lab.i18n import t
 from lab.lesson_experiments import interference
-from lab.lesson_view import show_interference, workload_controls
+from lab.lesson_view import run_button, show_interference, workload_controls
 from lab.session import lesson_results
 
 lang = st.session_state.get("lang", "en")
@@ -12,9 +12,7 @@ st.markdown(t(lang, "l5_text"))
 mode = st.radio(t(lang, "l5_mode"), ["disaggregated", "chunked"], key="mode", horizontal=True,
                 format_func=lambda m: t(lang, f"mode_{m}"))
 users, long_tokens = workload_controls(lang)
-if st.button(t(lang, "l5_button"), key="run", type="primary"):
-    with st.spinner(t(lang, "running")):
-        results[f"fix_{mode}"] = interference(mode, users, long_tokens)
+run_button(lang, 5, f"fix_{mode}", lambda: interference(mode, users, long_tokens))
 runs = [(m, results[f"fix_{m}"]) for m in ("disaggregated", "chunked") if f"fix_{m}" in results]
 if runs:
     columns = st.columns(2)

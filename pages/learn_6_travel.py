@@ -5,10 +5,9 @@ from lab.i18n import t
 from lab.kv_calculator import DTYPE_BYTES, LINKS, MODELS, human_bytes, kv_bytes
 from lab.lesson_experiments import measure_transports
 from lab.lesson_figures import link_times
-from lab.session import lesson_results
+from lab.lesson_view import run_button
 
 lang = st.session_state.get("lang", "en")
-results = lesson_results()
 st.title(t(lang, "l6_title"))
 st.markdown(t(lang, "l6_text"))
 c1, c2, c3 = st.columns(3)
@@ -18,10 +17,7 @@ tokens = c3.number_input(t(lang, "l6_tokens"), 1, 1_000_000, 4096, step=1024, ke
 nbytes = kv_bytes(MODELS[model], DTYPE_BYTES[dtype], int(tokens))
 st.info(t(lang, "l6_size", size=human_bytes(nbytes),
           per_token=human_bytes(MODELS[model].bytes_per_token(DTYPE_BYTES[dtype]))))
-if st.button(t(lang, "l6_button"), key="run", type="primary"):
-    with st.spinner(t(lang, "running")):
-        results["transports"] = measure_transports()
-measured = results.get("transports", [])
+measured = run_button(lang, 6, "transports", measure_transports) or []
 st.plotly_chart(link_times(nbytes, LINKS, measured, t(lang, "l6_links")), key="links")
 if measured:
     st.caption(t(lang, "l6_measured", tokens=1500))

@@ -35,7 +35,8 @@ class TestCostModel:
                       sequence_overhead=1e-5)
         roofline = cm.decode_seconds(TOY, GPU, batch=4, context_tokens=400, efficiency=1.0)
         # 10 layers x (1 ms per step + 4 tokens x 1 us + 4 decoding sequences x 10 us)
-        assert cm.decode_seconds(TOY, slow, 4, 400, efficiency=1.0) == pytest.approx(roofline + 10 * (1e-3 + 4e-6 + 4e-5))
+        assert cm.decode_seconds(TOY, slow, 4, 400, efficiency=1.0) == \
+            pytest.approx(roofline + 10 * (1e-3 + 4e-6 + 4e-5))
         # a prefill has no decoding sequence: 10 layers x (1 ms + 100 tokens x 1 us)
         prefill = cm.prefill_seconds(TOY, GPU, [100], efficiency=1.0)
         assert cm.prefill_seconds(TOY, slow, [100], efficiency=1.0) == pytest.approx(prefill + 10 * (1e-3 + 1e-4))
@@ -45,8 +46,8 @@ class TestCostModel:
                           gemm_efficiency=((1, 0.01), (16, 0.25), (1024, 0.5)),
                           attention_efficiency=((64, 0.1), (1024, 0.2)))
         # 1024 tokens: blocks 2.048e12 FLOPs at 0.5 -> 4.096 s; lm_head 2e7 FLOPs at 0.01 -> 2 ms;
-        # attention 2 * 10 * 1000 * 1024^2 = 2.097152e10 FLOPs at 0.2 -> 104.8576 ms. Memory: 2.02e9 + 8.192e6 bytes at 100 GB/s (as measured,
-        # no efficiency factor) = 20.3 ms, hidden under compute.
+        # attention 2 * 10 * 1000 * 1024^2 = 2.097152e10 FLOPs at 0.2 -> 104.8576 ms. Memory: 2.02e9 + 8.192e6
+        # bytes at 100 GB/s (as measured, no efficiency factor) = 20.3 ms, hidden under compute.
         assert cm.prefill_seconds(TOY, measured, [1024], efficiency=0.9) == pytest.approx(4.096 + 0.002 + 0.1048576)
 
     def test_efficiency_curves_interpolate_in_log_tokens_and_clamp(self):

@@ -1,9 +1,10 @@
 """Roofline step times: prefill is compute-bound, decode memory-bound, KV moves over a link.
 
 A forward step costs max(FLOPs / (peak x efficiency), bytes / (bandwidth x efficiency)) plus the
-device's fixed costs per layer (per step, per token and per decoding sequence). Counted: the blocks' matrix multiplies over
-every token of the step, the lm_head once per sampled token, attention (its FLOPs grow with the square
-of the prompt), the weights and the KV read for every context token. A GPU preset has one efficiency
+device's fixed costs per layer (per step, per token and per decoding sequence), plus tensor
+parallelism's all-reduces. Counted: the blocks' matrix multiplies over every token of the step, the
+lm_head once per sampled token, attention (its FLOPs grow with the square of the prompt), the weights
+and the KV read for every context token. A GPU preset has one efficiency
 factor; a measured device (this machine) has its own curves, because small matrix multiplies reach a
 small share of peak.
 """
@@ -19,8 +20,8 @@ def fits(model: ModelSpec, device: Device) -> bool:
 def check_fits(model: ModelSpec, device: Device) -> None:
     if not fits(model, device):
         raise ValueError(f"{model.name} needs {model.weight_bytes / 1e9:.0f} GB for its weights, more than the "
-                         f"{device.memory / 1e9:.0f} GB of {'one ' if device.tp == 1 else ''}{device.name}; choose more or larger GPUs or a smaller "
-                         f"model")
+                         f"{device.memory / 1e9:.0f} GB of {'one ' if device.tp == 1 else ''}{device.name}; "
+                         f"choose more or larger GPUs or a smaller model")
 
 
 def step_seconds(model: ModelSpec, device: Device, tokens: int, sampled: int, decodes: int, attention_flops: float,
