@@ -1,13 +1,14 @@
-"""pd-lab entry point: `make lab` runs `streamlit run app.py`."""
+"""pd-lab entry point: `make lab` runs `streamlit run app.py`. Each page draws its own frame
+(language, page config: lab.ui.page_frame); this file only builds the navigation."""
 import streamlit as st
 
-from lab.i18n import LANGUAGES, t
+from lab.i18n import t
+from lab.ui import current_language
 
-st.set_page_config(page_title="pd-lab", layout="wide")
-lang = st.sidebar.radio("Language / Язык", list(LANGUAGES), format_func=LANGUAGES.get, key="lang", horizontal=True)
-st.sidebar.title(t(lang, "app_title"))
 LESSONS = ["learn_1_stages", "learn_2_metrics", "learn_3_chat", "learn_4_problem", "learn_5_fix", "learn_6_travel",
            "learn_7_lifetime", "learn_8_summary"]
+
+lang = current_language()
 navigation = st.navigation({
     t(lang, "dashboard"): [
         st.Page("pages/dashboard.py", title=t(lang, "dashboard"), default=True),

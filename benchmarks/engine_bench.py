@@ -18,9 +18,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.config import EngineConfig, SamplingParams  # noqa: E402
-from engine.engine import LLMEngine  # noqa: E402
-from engine.engine_loop import EngineLoop  # noqa: E402
+from engine.core.config import EngineConfig, SamplingParams  # noqa: E402
+from engine.core.llm_engine import LLMEngine  # noqa: E402
+from engine.core.engine_loop import EngineLoop  # noqa: E402
 from engine.metrics import summarize  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"

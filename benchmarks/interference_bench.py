@@ -15,9 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.cluster import Cluster  # noqa: E402
-from engine.config import EngineConfig  # noqa: E402
-from engine.topology import Topology  # noqa: E402
+from engine.cluster.cluster import Cluster  # noqa: E402
+from engine.core.config import EngineConfig  # noqa: E402
+from engine.cluster.topology import Topology  # noqa: E402
 from lab.interference import Workload, run_interference, save_result, summarize_run  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -44,7 +44,7 @@ def main() -> None:
             continue
         with Cluster(Topology(mode), EngineConfig(kv_cache_tokens=16384), transport=transport,
                      conditional_threshold=threshold) as cluster:
-            result = run_interference(cluster, workload, label, lambda m: len(cluster.prompts.encode(m)))
+            result = run_interference(cluster, workload, label)
         folder = RESULTS / "runs" / label.replace(" ", "_").replace(",", "")
         save_result(result, folder, {"workload": asdict(workload)})
         s = summarize_run(result)

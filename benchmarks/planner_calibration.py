@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil  # noqa: E402
 
-from engine.config import EngineConfig, SamplingParams  # noqa: E402
-from engine.engine import LLMEngine  # noqa: E402
+from engine.core.config import EngineConfig, SamplingParams  # noqa: E402
+from engine.core.llm_engine import LLMEngine  # noqa: E402
 from lab.lesson_experiments import machine_limits  # noqa: E402
 from lab.planner import cost_model as cm  # noqa: E402
 from lab.planner.calibration import StepSample, fit_fixed_costs, leave_one_out  # noqa: E402

@@ -7,20 +7,30 @@ import random
 import sys
 import time
 
-from .config import EngineConfig, RequestError, SamplingParams
-from .engine import LLMEngine
+from .cluster.cluster import Cluster
+from .cluster.topology import Mode, Topology
+from .cluster.transports import TRANSPORTS
+from .core.config import EngineConfig, Policy, RequestError, SamplingParams
+from .core.llm_engine import LLMEngine
+from .core.model_loader import ModelLoadError
+from .core.run_files import save_run
 from .metrics import SLO, Timing, format_summary, summarize
-from .model_loader import ModelLoadError
-from .run_files import save_run
+from .server.app import serve as run_server
 
 
-def engine_args(p: argparse.ArgumentParser) -> None:
+def model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="bundled", help="'bundled', a Hugging Face id, or a local folder")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
-    p.add_argument("--policy", default="prefill-first", choices=["prefill-first", "chunked"])
     p.add_argument("--chunk-size", type=int, default=256)
     p.add_argument("--kv-cache-tokens", type=int, default=16384)
+
+
+def engine_args(p: argparse.ArgumentParser) -> None:
+    """One engine in this process. (A served cluster takes its policy from --mode and its threads
+    from the cores each worker gets, so `serve` has neither option.)"""
+    model_args(p)
+    p.add_argument("--policy", default=Policy.PREFILL_FIRST, choices=list(Policy))
     p.add_argument("--threads", type=int, default=None)
 
 
@@ -70,16 +80,12 @@ def bench(a: argparse.Namespace) -> None:
 
 
 def serve(a: argparse.Namespace) -> None:
-    from .cluster import Cluster
-    from .server import serve as run_server
-    from .topology import Topology
-
     topology = Topology(a.mode, a.prefill_workers, a.decode_workers, a.workers, a.device)
     config = EngineConfig(model=a.model, dtype=a.dtype, chunk_size=a.chunk_size, kv_cache_tokens=a.kv_cache_tokens)
     threshold = a.conditional_threshold if a.conditional_threshold > 0 else None
     with Cluster(topology, config, transport=a.transport, conditional_threshold=threshold) as cluster:
-        for name, w in cluster.snapshot().items():
-            print(f"{name}: {w['role']} on {w['device']} ({w['detail']})", file=sys.stderr)
+        for w in cluster.status():
+            print(f"{w.name}: {w.role} on {w.device} ({w.detail})", file=sys.stderr)
         if cluster.note:
             print(f"note: {cluster.note}", file=sys.stderr)
         run_server(cluster, a.host, a.port)
@@ -107,16 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--out", default="runs/bench")
     engine_args(b)
     s = sub.add_parser("serve", help="OpenAI-compatible HTTP server over worker processes")
-    s.add_argument("--mode", default="colocated", choices=["colocated", "chunked", "disaggregated"])
+    s.add_argument("--mode", default=Mode.COLOCATED, choices=list(Mode))
     s.add_argument("--workers", type=int, default=1, help="colocated / chunked workers")
     s.add_argument("--prefill-workers", type=int, default=1)
     s.add_argument("--decode-workers", type=int, default=1)
-    s.add_argument("--transport", default="shm", choices=["shm", "disk", "tcp"])
+    s.add_argument("--transport", default="shm", choices=list(TRANSPORTS))
     s.add_argument("--conditional-threshold", type=int, default=1000,
                    help="prefill prompts shorter than this on a decode worker (0: never)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
-    engine_args(s)
+    model_args(s)
     a = parser.parse_args(argv)
     try:
         {"generate": generate, "bench": bench, "serve": serve}[a.command](a)

@@ -2,8 +2,8 @@
 
 `HttpTarget(base_url).submit(prompt, params)` returns at once with a stream object that a
 background thread fills as server-sent events arrive; every token is stamped on arrival, as
-vLLM's benchmark client does. It offers the same interface as the in-process cluster's streams, so
-the same experiments run against a local engine or a real cluster.
+vLLM's benchmark client does. It is a lab.target.Target, as the local cluster is, so the same
+experiments run against a local engine or a real cluster.
 """
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ import time
 
 import httpx
 
-from engine.client_stream import ClientStream
-from engine.config import SamplingParams
+from engine.cluster.records import TransferRecord, WorkerStatus
+from engine.core.client_stream import ClientStream
+from engine.core.config import SamplingParams
+from engine.core.events import FinishReason
 
 
 class HttpStream(ClientStream):
@@ -28,6 +30,8 @@ class HttpStream(ClientStream):
 
 
 class HttpTarget:
+    note = ""
+
     def __init__(self, base_url: str, model: str | None = None, api_key: str = "EMPTY", timeout_s: float = 600.0):
         self.base_url = base_url.rstrip("/")
         self.client = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(timeout_s, connect=10.0),
@@ -45,15 +49,26 @@ class HttpTarget:
         except (httpx.HTTPError, KeyError, IndexError) as exc:
             raise ConnectionError(f"cannot list models at {self.base_url}/v1/models: {exc}") from exc
 
-    def count_tokens(self, messages: list[dict]) -> int:
+    def count_tokens(self, prompt: str | list[dict]) -> int:
         """The server's own count where it offers /tokenize (vLLM and ours do); else ~4 chars a token."""
+        body = {"prompt": prompt} if isinstance(prompt, str) else {"messages": prompt}
         try:
-            response = self.client.post("/tokenize", json={"model": self.model, "messages": messages})
+            response = self.client.post("/tokenize", json={"model": self.model, **body})
             if response.status_code == 200:
                 return int(response.json()["count"])
         except httpx.HTTPError:
             pass
-        return sum(len(m["content"]) for m in messages) // 4
+        text = prompt if isinstance(prompt, str) else "".join(m["content"] for m in prompt)
+        return len(text) // 4
+
+    def status(self) -> list[WorkerStatus]:
+        return []   # a remote server's workers are its own business
+
+    def finished_transfers(self) -> list[TransferRecord]:
+        return []
+
+    def stop(self) -> None:
+        self.client.close()
 
     def submit(self, prompt, params: SamplingParams) -> HttpStream:
         with self._lock:
@@ -80,24 +95,24 @@ class HttpTarget:
                 if response.status_code != 200:
                     response.read()
                     stream.error = _error_message(response)
-                    stream.finish_reason = "error"
+                    stream.finish_reason = FinishReason.ERROR
                     return
                 for line in response.iter_lines():
                     if stream._cancelled.is_set():
-                        stream.finish_reason = "abort"
+                        stream.finish_reason = FinishReason.ABORT
                         return  # closing the connection makes the server drop the request
                     if not line.startswith("data: ") or line == "data: [DONE]":
                         continue
                     self._on_chunk(stream, json.loads(line[6:]), time.perf_counter())
         except (httpx.HTTPError, json.JSONDecodeError) as exc:
-            stream.error, stream.finish_reason = f"{type(exc).__name__}: {exc}", "error"
+            stream.error, stream.finish_reason = f"{type(exc).__name__}: {exc}", FinishReason.ERROR
         finally:
             stream._finished.set()
 
     @staticmethod
     def _on_chunk(stream: HttpStream, chunk: dict, now: float) -> None:
         if "error" in chunk:
-            stream.error, stream.finish_reason = chunk["error"].get("message", "error"), "error"
+            stream.error, stream.finish_reason = chunk["error"].get("message", "error"), FinishReason.ERROR
             return
         if chunk.get("usage"):
             stream.usage = chunk["usage"]

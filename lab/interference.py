@@ -2,7 +2,7 @@
 
 Users each run a loop of chat requests (one at a time, like a person waiting for an answer). At
 set times long prompts are injected. Every token is stamped when it reaches the client, so the
-same experiment measures any target that has `submit(prompt, params) -> stream`.
+same experiment measures any lab.target.Target: the local cluster or a remote server.
 """
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine.metrics import SLO, Timing, stats, summarize
+from engine.core.events import FinishReason
+from engine.metrics import SLO, stats, summarize
 
-from .load_generator import ChatLoad, LoadGenerator, Sent
+from .load_generator import ChatLoad, LoadGenerator, RequestKind, Sent
+from .target import Target
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,8 @@ class RunResult:
     slo: SLO = SLO(ttft=1.0, tpot=0.15)
 
 
-def run_interference(target, workload: Workload, label: str, count_tokens) -> RunResult:
-    generator = LoadGenerator(target, workload.chat_load, count_tokens).start()
+def run_interference(target: Target, workload: Workload, label: str) -> RunResult:
+    generator = LoadGenerator(target, workload.chat_load).start()
     deadline = generator.started + workload.time_limit_s
     longs = []
     for at in sorted(workload.inject_at):
@@ -67,17 +69,16 @@ def run_interference(target, workload: Workload, label: str, count_tokens) -> Ru
         stream.wait(max(0.0, deadline - time.perf_counter()))
     _sleep_until(time.perf_counter() + workload.tail_s, deadline)
     generator.stop()
-    return collect_result(generator, label, target, SLO(ttft=workload.slo_ttft_s, tpot=workload.slo_tpot_s))
+    return collect_result(generator, label, SLO(ttft=workload.slo_ttft_s, tpot=workload.slo_tpot_s))
 
 
-def collect_result(generator: LoadGenerator, label: str, target, slo: SLO) -> RunResult:
+def collect_result(generator: LoadGenerator, label: str, slo: SLO) -> RunResult:
     requests = generator.snapshot()
     injections = [(s.stream.sent, s.stream.token_times[0] if s.stream.token_times else None)
-                  for s in requests if s.kind == "long"]
-    transfers = getattr(target, "transfers", {})
+                  for s in requests if s.kind == RequestKind.LONG]
     transfers = [{"request_id": t.request_id, "transport": t.transport, "bytes": t.nbytes,
                   "tokens": t.tokens, "copies": t.copies, "send_s": t.send_seconds, "receive_s": t.receive_seconds,
-                  "total_s": t.total_seconds, "gbps": t.gbps} for t in list(transfers.values()) if t.finished_at]
+                  "total_s": t.total_seconds, "gbps": t.gbps} for t in generator.target.finished_transfers()]
     return RunResult(label, generator.started, requests, injections, transfers, slo)
 
 
@@ -117,8 +118,8 @@ def request_table(result: RunResult) -> pd.DataFrame:
 
 def summarize_run(result: RunResult) -> dict:
     """ITL before vs during the long prefills, the longest stall, TTFTs, transfer, goodput."""
-    shorts = [r.stream for r in result.requests if r.kind == "short"]
-    longs = [r.stream for r in result.requests if r.kind == "long"]
+    shorts = [r.stream for r in result.requests if r.kind == RequestKind.SHORT]
+    longs = [r.stream for r in result.requests if r.kind == RequestKind.LONG]
     windows = [(sent, first if first is not None else float("inf")) for sent, first in result.injections]
     first_injection = min((w[0] for w in windows), default=float("inf"))
     before, during = [], []
@@ -131,7 +132,8 @@ def summarize_run(result: RunResult) -> dict:
     all_gaps = [gap for s in shorts for gap in s.timing.itls]
     ms = lambda d: {k: round(1000 * v, 1) for k, v in d.items()}  # noqa: E731
     slo = result.slo
-    short_timings = [Timing(s.sent, s.token_times, s.error is None) for s in shorts if s.done]
+    # Requests cancelled when the run ended have no end to measure: left out, as the streams' own timing does.
+    short_timings = [s.timing for s in shorts if s.done and s.finish_reason != FinishReason.ABORT]
     overall = summarize(short_timings, slo=slo)
     return {
         "label": result.label,

@@ -11,9 +11,13 @@ import time
 
 import torch
 
-from engine.config import EngineConfig, SamplingParams
-from engine.engine import LLMEngine
-from engine.engine_loop import EngineLoop
+from engine.cluster.cluster import Cluster
+from engine.cluster.topology import Mode, Topology
+from engine.cluster.transports import TRANSPORTS
+from engine.core.config import EngineConfig, SamplingParams
+from engine.core.engine_loop import EngineLoop
+from engine.core.llm_engine import LLMEngine
+from engine.core.sequence import StepKind
 from engine.metrics import summarize
 
 from .interference import Workload, relative_injections, run_interference, summarize_run, token_table
@@ -62,7 +66,7 @@ def measure_stages(loop: EngineLoop, prompt_lengths=(128, 512, 1024, 2048), batc
     for n in prompt_lengths:
         before = len(engine.steps)
         loop.submit(_tokens(n, rng), SamplingParams(max_tokens=1)).result(timeout=300)
-        step = next(s for s in engine.steps[before:] if s.kind == "prefill" and s.num_tokens == n)
+        step = next(s for s in engine.steps[before:] if s.kind == StepKind.PREFILL and s.num_tokens == n)
         prefill.append({"tokens": n, "seconds": step.duration, "tok_s": n / step.duration,
                         "intensity": 2 * params * n / (params * bytes_per_param),
                         "gflops": 2 * params * n / step.duration / 1e9})
@@ -72,7 +76,7 @@ def measure_stages(loop: EngineLoop, prompt_lengths=(128, 512, 1024, 2048), batc
         streams = [loop.submit(_tokens(40, rng), SamplingParams(max_tokens=12, ignore_eos=True)) for _ in range(b)]
         for s in streams:
             s.result(timeout=300)
-        steps = [s.duration for s in engine.steps[before:] if s.kind == "decode" and s.batch_size == b]
+        steps = [s.duration for s in engine.steps[before:] if s.kind == StepKind.DECODE and s.batch_size == b]
         step = statistics.median(steps) if steps else float("nan")
         decode.append({"batch": b, "step_ms": 1000 * step,
                        "intensity": 2 * params * b / (params * bytes_per_param),
@@ -103,40 +107,37 @@ def chat_timeline(loop: EngineLoop, question: str) -> dict:
     steps = [s for s in engine.steps[before:] if s.start >= record.arrival]
     return {"prompt_tokens": len(ids), "output_tokens": len(stream.token_times), "text": stream.text,
             "sent": stream.sent, "scheduled": record.scheduled, "first_token": stream.token_times[0],
-            "token_times": stream.token_times, "prefill_s": next((s.duration for s in steps if s.kind == "prefill"), 0),
+            "token_times": stream.token_times,
+            "prefill_s": next((s.duration for s in steps if s.kind == StepKind.PREFILL), 0),
             "kv_bytes_per_token": engine.cache.bytes_per_token,
             "kv_bytes": engine.cache.bytes_per_token * (len(ids) + len(stream.token_times))}
 
 
-def interference(mode: str, users: int = 8, long_tokens: int = 2000, transport: str = "shm") -> dict:
+def interference(mode: Mode, users: int = 8, long_tokens: int = 2000, transport: str = "shm") -> dict:
     """The lecture's scenario, small enough for a page: chat users, one long prompt at 5 s."""
-    from engine.cluster import Cluster
-    from engine.topology import Topology
+    topology = Topology(mode)
     # Users barely pause, so streams are mid-answer when the long prompt lands.
     workload = Workload(users=users, short_output_tokens=32, long_prompt_tokens=long_tokens, inject_at=(5.0,),
                         tail_s=3.0, think_s=0.1, time_limit_s=120.0)
-    with Cluster(Topology(mode), EngineConfig(kv_cache_tokens=8192), transport=transport,
-                 conditional_threshold=1000 if mode == "disaggregated" else None) as cluster:
-        result = run_interference(cluster, workload, Topology(mode).label,
-                                  lambda messages: len(cluster.prompts.encode(messages)))
+    with Cluster(topology, EngineConfig(kv_cache_tokens=8192), transport=transport,
+                 conditional_threshold=1000 if topology.mode == Mode.DISAGGREGATED else None) as cluster:
+        result = run_interference(cluster, workload, topology.label)
     tokens = token_table(result)
     return {"summary": summarize_run(result), "tokens": tokens.to_dict("list"),
             "injections": relative_injections(result)}
 
 
-def measure_transports(prompt_tokens: int = 1500, transports=("shm", "disk", "tcp")) -> list[dict]:
+def measure_transports(prompt_tokens: int = 1500, transports=tuple(TRANSPORTS)) -> list[dict]:
     """One prompt's KV moved prefill -> decode over each transport on this machine."""
-    from engine.cluster import Cluster
-    from engine.topology import Topology
     rows = []
     for name in transports:
-        with Cluster(Topology("disaggregated"), EngineConfig(kv_cache_tokens=4096), transport=name) as cluster:
+        with Cluster(Topology(Mode.DISAGGREGATED), EngineConfig(kv_cache_tokens=4096), transport=name) as cluster:
             ids = _tokens(prompt_tokens, random.Random(2))
             cluster.submit(ids, SamplingParams(max_tokens=2, ignore_eos=True)).result(timeout=300)
             deadline = time.time() + 10
-            while not all(t.finished_at for t in cluster.transfers.values()) and time.time() < deadline:
+            while not cluster.finished_transfers() and time.time() < deadline:
                 time.sleep(0.05)
-            t = next(iter(cluster.transfers.values()))
+            t = cluster.finished_transfers()[0]
             rows.append({"transport": name, "bytes": t.nbytes, "copies": t.copies,
                          "send_ms": 1000 * t.send_seconds, "total_ms": 1000 * t.total_seconds, "gbps": t.gbps})
     return rows

@@ -1,56 +1,41 @@
 """The live lab behind the dashboard: one target (a local cluster or a remote URL), the load
-running against it, server-side samples, and recorded runs saved as files. Streamlit-free: the
-page only calls these methods, and nothing here runs in Streamlit's script thread.
+running against it, and server-side samples. Streamlit-free: the page only calls these methods,
+and nothing here runs in Streamlit's script thread.
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
-from dataclasses import asdict, dataclass
-from datetime import datetime
+from dataclasses import asdict
+from enum import StrEnum
 from pathlib import Path
 
 import pandas as pd
 
-from engine.config import EngineConfig
+from engine.cluster.records import WorkerStatus
 from engine.metrics import SLO
 
-from .interference import RunResult, collect_result, relative_injections, save_result
+from .interference import RunResult, collect_result
 from .load_generator import ChatLoad, LoadGenerator
+from .run_store import RunStore
+from .target import Target, TargetSpec, open_target
 
 SAMPLE_EVERY_S = 0.5
 
 
-@dataclass(frozen=True)
-class TargetSpec:
-    kind: str = "local"             # local | remote
-    mode: str = "colocated"         # colocated | chunked | disaggregated
-    prefill_workers: int = 1
-    decode_workers: int = 1
-    workers: int = 1
-    transport: str = "shm"
-    chunk_size: int = 256
-    conditional_threshold: int | None = 1000
-    model: str = "bundled"
-    kv_cache_tokens: int = 16384
-    url: str = ""
-
-    @property
-    def label(self) -> str:
-        if self.kind == "remote":
-            return f"remote {self.url}"
-        if self.mode == "disaggregated":
-            return f"disaggregated {self.prefill_workers}P{self.decode_workers}D ({self.transport})"
-        return self.mode if self.mode == "colocated" else f"chunked ({self.chunk_size})"
+class LabStatus(StrEnum):
+    IDLE = "idle"           # no target
+    STARTING = "starting"   # a target is being started in the background
+    READY = "ready"
+    FAILED = "failed"       # the start failed; `error` says why
 
 
 class LiveLab:
     def __init__(self, runs_dir: str | Path = "runs"):
-        self.runs_dir = Path(runs_dir)
+        self.runs = RunStore(runs_dir)
         self.spec: TargetSpec | None = None
-        self.target = None
-        self.status = "idle"            # idle | starting | ready | failed
+        self.target: Target | None = None
+        self.status = LabStatus.IDLE
         self.error: str | None = None
         self.generator: LoadGenerator | None = None
         self.samples: list[dict] = []
@@ -63,34 +48,24 @@ class LiveLab:
     def start_target(self, spec: TargetSpec) -> None:
         """Start in the background: the page polls `status`."""
         with self._lock:
-            if self.status == "starting":
+            if self.status == LabStatus.STARTING:
                 return
             self.stop_target()
-            self.spec, self.status, self.error = spec, "starting", None
+            self.spec, self.status, self.error = spec, LabStatus.STARTING, None
         threading.Thread(target=self._start, args=(spec,), daemon=True, name="lab-start").start()
 
     def _start(self, spec: TargetSpec) -> None:
         try:
-            if spec.kind == "remote":
-                from .http_target import HttpTarget
-                target = HttpTarget(spec.url)
-            else:
-                from engine.cluster import Cluster
-                from engine.topology import Topology
-                target = Cluster(Topology(spec.mode, spec.prefill_workers, spec.decode_workers, spec.workers),
-                                 EngineConfig(model=spec.model, chunk_size=spec.chunk_size,
-                                              kv_cache_tokens=spec.kv_cache_tokens),
-                                 transport=spec.transport, conditional_threshold=spec.conditional_threshold)
-                target.count_tokens = lambda messages: len(target.prompts.encode(messages))
+            target = open_target(spec)
         except Exception as exc:  # shown to the learner as is: it says what is wrong
             with self._lock:
-                self.status, self.error = "failed", f"{type(exc).__name__}: {exc}"
+                self.status, self.error = LabStatus.FAILED, f"{type(exc).__name__}: {exc}"
             return
         with self._lock:
-            if self.spec != spec or self.status != "starting":  # stopped or replaced meanwhile
-                _close(target)
+            if self.spec != spec or self.status != LabStatus.STARTING:  # stopped or replaced meanwhile
+                target.stop()
                 return
-            self.target, self.status = target, "ready"
+            self.target, self.status = target, LabStatus.READY
             self.samples = []
             self._sampler_stop = threading.Event()
         threading.Thread(target=self._sample, args=(target, self._sampler_stop), daemon=True).start()
@@ -100,21 +75,20 @@ class LiveLab:
             self.stop_load()
             self._sampler_stop.set()
             target, self.target = self.target, None
-            self.status = "idle"
+            self.status = LabStatus.IDLE
         if target is not None:
-            _close(target)
+            target.stop()
 
-    def workers(self) -> dict:
+    def workers(self) -> list[WorkerStatus]:
         target = self.target
-        return target.snapshot() if target is not None and hasattr(target, "snapshot") else {}
+        return target.status() if target is not None else []
 
-    def _sample(self, target, stop: threading.Event) -> None:
+    def _sample(self, target: Target, stop: threading.Event) -> None:
         """Server-side state over time (local engine only): queue, batch, KV use per worker."""
         while not stop.wait(SAMPLE_EVERY_S):
             now = time.perf_counter()
-            rows = [{"t": now, "worker": name, "running": w["running"], "waiting": w["waiting"],
-                     "kv_used": w["kv_blocks_used"] / w["kv_blocks_total"] if w["kv_blocks_total"] else 0.0}
-                    for name, w in target.snapshot().items()]
+            rows = [{"t": now, "worker": w.name, "running": w.load.running, "waiting": w.load.waiting,
+                     "kv_used": w.load.kv_usage} for w in target.status()]
             with self._lock:
                 self.samples.extend(rows)
                 del self.samples[:-20000]
@@ -150,7 +124,7 @@ class LiveLab:
     def current(self) -> RunResult | None:
         if self.generator is None or not self.generator.started:
             return None
-        return collect_result(self.generator, self.spec.label if self.spec else "", self.target, self.slo)
+        return collect_result(self.generator, self.spec.label if self.spec else "", self.slo)
 
     def server_samples(self) -> pd.DataFrame:
         with self._lock:
@@ -159,35 +133,9 @@ class LiveLab:
             frame["t"] = frame["t"] - self.generator.started
         return frame
 
-    # ---- recorded runs ----------------------------------------------------------------------------------
-
     def record(self, name: str = "") -> Path | None:
+        """Save the current run in the run store; None if nothing ran yet."""
         result = self.current()
         if result is None:
             return None
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        folder = self.runs_dir / f"{stamp}-{_slug(name or result.label)}"
-        return save_result(result, folder, {"name": name or result.label,
-                                            "target": asdict(self.spec) if self.spec else None,
-                                            "injections": relative_injections(result)})
-
-    def saved_runs(self) -> list[str]:
-        if not self.runs_dir.exists():
-            return []
-        return sorted((p.name for p in self.runs_dir.iterdir() if (p / "summary.json").exists()), reverse=True)
-
-    def load_run(self, name: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-        folder = self.runs_dir / name
-        return (pd.read_csv(folder / "tokens.csv"), pd.read_csv(folder / "requests.csv"),
-                json.loads((folder / "summary.json").read_text()))
-
-
-def _close(target) -> None:
-    for method in ("stop", "close"):
-        if hasattr(target, method):
-            getattr(target, method)()
-            return
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:60] or "run"
+        return self.runs.save(result, name, asdict(self.spec) if self.spec else None)

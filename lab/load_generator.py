@@ -1,4 +1,4 @@
-"""Load for any target with `submit(prompt, params) -> stream`: chat users, or Poisson arrivals,
+"""Load for any lab.target.Target: chat users, or Poisson arrivals,
 plus long prompts injected on demand. Runs on its own threads and stops by itself at a time limit.
 """
 from __future__ import annotations
@@ -7,10 +7,13 @@ import random
 import threading
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 
-from engine.config import SamplingParams
+from engine.core.client_stream import ClientStream
+from engine.core.config import SamplingParams
 
 from .prompts import chat_question, long_document_prompt
+from .target import Target
 
 
 @dataclass(frozen=True)
@@ -32,18 +35,22 @@ class ChatLoad:
             raise ValueError("think_s and stagger_s must be >= 0 s, time_limit_s > 0 s")
 
 
+class RequestKind(StrEnum):
+    SHORT = "short"   # a chat user's question
+    LONG = "long"     # an injected long prompt
+
+
 @dataclass
 class Sent:
-    kind: str        # short | long
-    user: int        # -1 for injected and open-loop requests
-    stream: object   # engine.request_stream.RequestStream or lab.http_target.HttpStream
+    kind: RequestKind
+    user: int              # -1 for injected and open-loop requests
+    stream: ClientStream   # the in-process RequestStream, or lab.http_target.HttpStream
 
 
 class LoadGenerator:
-    def __init__(self, target, load: ChatLoad, count_tokens=None):
+    def __init__(self, target: Target, load: ChatLoad):
         self.target = target
         self.load = load
-        self.count_tokens = count_tokens or getattr(target, "count_tokens", None)
         self.requests: list[Sent] = []
         self.started = 0.0
         self.errors: list[str] = []
@@ -75,7 +82,7 @@ class LoadGenerator:
     def _params(self) -> SamplingParams:
         return SamplingParams(max_tokens=self.load.output_tokens, ignore_eos=True)
 
-    def _send(self, kind: str, user: int, prompt, params: SamplingParams) -> Sent | None:
+    def _send(self, kind: RequestKind, user: int, prompt, params: SamplingParams) -> Sent | None:
         try:
             stream = self.target.submit(prompt, params)
         except Exception as exc:  # a refused or failed request is counted, and the load goes on
@@ -91,7 +98,7 @@ class LoadGenerator:
         rng = random.Random(seed)
         self._stop.wait(index * self.load.stagger_s)
         while not self._stop.is_set():
-            sent = self._send("short", index, chat_question(rng), self._params())
+            sent = self._send(RequestKind.SHORT, index, chat_question(rng), self._params())
             while sent and not sent.stream.wait(0.25) and not self._stop.is_set():
                 pass
             self._stop.wait(rng.uniform(0, 2 * self.load.think_s) if sent else 1.0)
@@ -99,7 +106,7 @@ class LoadGenerator:
     def _poisson(self, seed: int) -> None:
         rng = random.Random(seed)
         while not self._stop.wait(rng.expovariate(self.load.rate_rps)):
-            self._send("short", -1, chat_question(rng), self._params())
+            self._send(RequestKind.SHORT, -1, chat_question(rng), self._params())
 
     def _stop_at_time_limit(self) -> None:
         if not self._stop.wait(self.load.time_limit_s):
@@ -110,11 +117,10 @@ class LoadGenerator:
         if text is not None:
             prompt = [{"role": "user", "content": text}]
         else:
-            if self.count_tokens is None:
-                raise ValueError("this target cannot count tokens; paste a text to inject instead")
             self._injected += 1
-            prompt = long_document_prompt(prompt_tokens, self.count_tokens, seed=self.load.seed + self._injected)
-        return self._send("long", -1, prompt, SamplingParams(max_tokens=output_tokens, ignore_eos=True))
+            prompt = long_document_prompt(prompt_tokens, self.target.count_tokens,
+                                          seed=self.load.seed + self._injected)
+        return self._send(RequestKind.LONG, -1, prompt, SamplingParams(max_tokens=output_tokens, ignore_eos=True))
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop sending; requests still in flight are cancelled."""

@@ -11,7 +11,7 @@ import sys
 
 from .planner.hardware import GPUS, LINKS, MODELS
 from .planner.search import PlacementResult, SweepPoint, crossovers, plan, prompt_sweep
-from .planner.simulator import SLO, Hardware, Workload
+from .planner.scenario import SLO, Hardware, Workload
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,19 +6,20 @@ import json
 from dataclasses import asdict
 import sys
 
-from engine.cluster import Cluster
-from engine.config import EngineConfig
-from engine.topology import Topology
+from engine.cluster.cluster import Cluster
+from engine.cluster.topology import Mode, Topology
+from engine.cluster.transports import TRANSPORTS
+from engine.core.config import EngineConfig
 
 from .interference import Workload, run_interference, save_result, summarize_run
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lab.run_experiment", description=__doc__)
-    p.add_argument("--mode", default="colocated", choices=["colocated", "chunked", "disaggregated"])
+    p.add_argument("--mode", default=Mode.COLOCATED, choices=list(Mode))
     p.add_argument("--prefill-workers", type=int, default=1)
     p.add_argument("--decode-workers", type=int, default=1)
-    p.add_argument("--transport", default="shm", choices=["shm", "disk", "tcp"])
+    p.add_argument("--transport", default="shm", choices=list(TRANSPORTS))
     p.add_argument("--conditional-threshold", type=int, default=1000,
                    help="prefill prompts shorter than this on the decode worker, as Dynamo does "
                         "(default 1000 tokens; 0 sends every prompt to a prefill worker)")
@@ -36,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     topology = Topology(a.mode, a.prefill_workers, a.decode_workers)
     engine = EngineConfig(chunk_size=a.chunk_size, dtype=a.dtype, kv_cache_tokens=16384)
     with Cluster(topology, engine, transport=a.transport, conditional_threshold=a.conditional_threshold) as cluster:
-        label = topology.label + (f" ({a.transport})" if a.mode == "disaggregated" else "")
-        result = run_interference(cluster, workload, label, lambda m: len(cluster.prompts.encode(m)))
+        label = topology.label + (f" ({a.transport})" if topology.mode == Mode.DISAGGREGATED else "")
+        result = run_interference(cluster, workload, label)
     summary = summarize_run(result)
     print(json.dumps(summary, indent=2))
     if a.out:

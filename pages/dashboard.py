@@ -2,43 +2,44 @@ import time
 
 import streamlit as st
 
+from engine.cluster.topology import Mode
+from engine.cluster.transports import TRANSPORTS
 from engine.metrics import stats
 from lab.device_stats import cpu_stats, gpu_stats
 from lab.figures import compare_itl, itl_timeline, rolling_itl, server_chart, throughput_chart, transfer_chart, \
     ttft_chart
 from lab.i18n import t
 from lab.interference import relative_injections, request_table, summarize_run, token_table
-from lab.live_lab import TargetSpec
-from lab.load_generator import ChatLoad
-from lab.session import shared_live_lab
+from lab.live_lab import LabStatus
+from lab.load_generator import ChatLoad, RequestKind
+from lab.target import TargetKind, TargetSpec
+from lab.ui import page_frame, shared_live_lab
 
-lang = st.session_state.get("lang", "en")
+lang = page_frame("dashboard")
 lab = shared_live_lab()
-st.title(t(lang, "dashboard"))
 st.caption(t(lang, "dashboard_intro"))
 
 # ---- sidebar: target and load ------------------------------------------------------------------
 with st.sidebar:
     st.subheader(t(lang, "target"))
-    kind = st.radio(t(lang, "target"), ["local", "remote"], key="target_kind", label_visibility="collapsed",
+    kind = st.radio(t(lang, "target"), list(TargetKind), key="target_kind", label_visibility="collapsed",
                     format_func=lambda k: t(lang, f"target_{k}"))
-    if kind == "local":
-        mode = st.selectbox(t(lang, "mode"), ["colocated", "chunked", "disaggregated"], key="mode",
-                            format_func=lambda m: t(lang, f"mode_{m}"))
+    if kind == TargetKind.LOCAL:
+        mode = st.selectbox(t(lang, "mode"), list(Mode), key="mode", format_func=lambda m: t(lang, f"mode_{m}"))
         prefill_workers = decode_workers = 1
         transport, threshold, chunk = "shm", 1000, 256
-        if mode == "disaggregated":
+        if mode == Mode.DISAGGREGATED:
             c1, c2 = st.columns(2)
             prefill_workers = c1.number_input(t(lang, "prefill_workers"), 1, 8, 1, key="prefill_workers")
             decode_workers = c2.number_input(t(lang, "decode_workers"), 1, 8, 1, key="decode_workers")
-            transport = st.selectbox(t(lang, "transport"), ["shm", "disk", "tcp"], key="transport")
+            transport = st.selectbox(t(lang, "transport"), list(TRANSPORTS), key="transport")
             threshold = st.number_input(t(lang, "conditional"), 0, 8192, 1000, step=100, key="threshold")
-        if mode == "chunked":
+        if mode == Mode.CHUNKED:
             chunk = st.select_slider(t(lang, "chunk_size"), [32, 64, 128, 256, 512, 1024], 256, key="chunk")
-        spec = TargetSpec("local", mode, int(prefill_workers), int(decode_workers), 1, transport, int(chunk),
+        spec = TargetSpec(TargetKind.LOCAL, mode, int(prefill_workers), int(decode_workers), 1, transport, int(chunk),
                           int(threshold) or None)
     else:
-        spec = TargetSpec("remote", url=st.text_input(t(lang, "url"), "http://127.0.0.1:8000", key="url"))
+        spec = TargetSpec(TargetKind.REMOTE, url=st.text_input(t(lang, "url"), "http://127.0.0.1:8000", key="url"))
     c1, c2 = st.columns(2)
     if c1.button(t(lang, "start_target"), key="start_target", type="primary"):
         lab.start_target(spec)
@@ -50,7 +51,7 @@ with st.sidebar:
     output_tokens = st.slider(t(lang, "output_tokens"), 8, 256, 48, key="output_tokens")
     rate = st.number_input(t(lang, "rate"), 0.0, 20.0, 0.0, step=0.5, key="rate")
     c1, c2 = st.columns(2)
-    if c1.button(t(lang, "start_load"), key="start_load", disabled=lab.status != "ready"):
+    if c1.button(t(lang, "start_load"), key="start_load", disabled=lab.status != LabStatus.READY):
         lab.start_load(ChatLoad(users=users, output_tokens=output_tokens, rate_rps=rate or None))
     if c2.button(t(lang, "stop_load"), key="stop_load"):
         lab.stop_load()
@@ -71,53 +72,54 @@ rendered_state = (lab.status, lab.load_running)  # what the buttons above were d
 def live_view():
     if (lab.status, lab.load_running) != rendered_state:
         st.rerun(scope="app")  # the engine came up or the load stopped: redraw the buttons too
-    if lab.status == "starting":
+    if lab.status == LabStatus.STARTING:
         st.info(t(lang, "starting"))
-    elif lab.status == "failed":
+    elif lab.status == LabStatus.FAILED:
         st.error(t(lang, "target_failed", error=lab.error))
-    elif lab.status == "idle":
+    elif lab.status == LabStatus.IDLE:
         st.info(t(lang, "no_target"))
     workers = lab.workers()
     if workers:
         st.caption(t(lang, "workers") + ": " + " · ".join(
-            f"{name} ({w['role']}, {w['device']}, {w['detail']}{'' if w['alive'] else ', DOWN'})"
-            for name, w in workers.items()))
-    note = getattr(lab.target, "note", "")
-    if note:
-        st.warning(t(lang, "one_gpu_note", note=note))
+            f"{w.name} ({t(lang, f'role_{w.role}')}, {w.device}, {w.detail}{'' if w.alive else ', ' + t(lang, 'down')})"
+            for w in workers))
+    target = lab.target
+    if target is not None and target.note:
+        st.warning(t(lang, "one_gpu_note", note=target.note))
     result = lab.current()
     if result is None:
-        if lab.status == "ready":
+        if lab.status == LabStatus.READY:
             st.info(t(lang, "no_load"))
         return
     tokens, requests = token_table(result), request_table(result)
     summary = summarize_run(result)
-    gaps = tokens.loc[tokens["kind"] == "short", "gap_ms"].dropna().tolist()
+    gaps = tokens.loc[tokens["kind"] == RequestKind.SHORT, "gap_ms"].dropna().tolist()
     s = {k: (f"{v:.0f}" if v == v else "-") for k, v in stats(gaps).items()}  # NaN (no gaps yet) shows as "-"
     ttft = summary["short_ttft_ms"]["p50"]
     st.markdown("**" + t(lang, "summary", p50=s["p50"], p99=s["p99"], stall=s["max"],
                          ttft=f"{ttft:.0f}" if ttft == ttft else "-", n=len(requests)) + "**")
     now = time.perf_counter() - result.started  # a long prefill still running is shaded up to now
-    st.plotly_chart(itl_timeline(tokens, relative_injections(result), t(lang, "chart_itl"), now=now), key="itl")
+    st.plotly_chart(itl_timeline(tokens, relative_injections(result), t(lang, "chart_itl"), lang, now=now), key="itl")
     c1, c2 = st.columns(2)
-    c1.plotly_chart(rolling_itl(tokens, t(lang, "chart_rolling")), key="rolling")
-    c2.plotly_chart(ttft_chart(requests, t(lang, "chart_ttft")), key="ttft")
+    c1.plotly_chart(rolling_itl(tokens, t(lang, "chart_rolling"), lang), key="rolling")
+    c2.plotly_chart(ttft_chart(requests, t(lang, "chart_ttft"), lang), key="ttft")
     c1, c2 = st.columns(2)
-    c1.plotly_chart(throughput_chart(tokens, t(lang, "chart_throughput")), key="throughput")
+    c1.plotly_chart(throughput_chart(tokens, t(lang, "chart_throughput"), lang), key="throughput")
     samples = lab.server_samples()
     if not samples.empty:
-        c2.plotly_chart(server_chart(samples, t(lang, "chart_server")), key="server")
+        c2.plotly_chart(server_chart(samples, t(lang, "chart_server"), lang), key="server")
     if result.transfers:
-        st.plotly_chart(transfer_chart(result.transfers, t(lang, "chart_transfer")), key="transfer")
+        st.plotly_chart(transfer_chart(result.transfers, t(lang, "chart_transfer"), lang), key="transfer")
     st.subheader(t(lang, "live_text"))
     latest = {}
     for sent in result.requests:  # each user's newest request, for the first three users
-        if sent.kind == "short":
+        if sent.kind == RequestKind.SHORT:
             latest[sent.user] = sent
     recent = [latest[user] for user in sorted(latest)[:3]]
     for column, sent in zip(st.columns(3), recent):
         box = column.container(border=True, height=140)
-        box.caption(f"user {sent.user} · {sent.stream.request_id} · {len(sent.stream.token_times)} tokens")
+        box.caption(t(lang, "live_box", user=sent.user, request=sent.stream.request_id,
+                      tokens=len(sent.stream.token_times)))
         box.text(sent.stream.text[-400:] or "…")
     st.subheader(t(lang, "devices"))
     gpus = gpu_stats()
@@ -142,12 +144,12 @@ if c2.button(t(lang, "record"), key="record", disabled=lab.current() is None):
         st.success(t(lang, "saved", folder=folder))
         # Show the new run at once, beside the last one compared.
         st.session_state["compare"] = [folder.name] + st.session_state.get("compare", [])[:1]
-saved = lab.saved_runs()
+saved = lab.runs.names()
 chosen = st.multiselect(t(lang, "compare"), saved, key="compare")
 if chosen:
-    loaded = {run: lab.load_run(run) for run in chosen}
-    st.plotly_chart(compare_itl({loaded[r][2].get("name", r): loaded[r][0] for r in chosen}, t(lang, "chart_compare")),
-                    key="compare_chart")
+    loaded = {run: lab.runs.load(run) for run in chosen}
+    runs = {loaded[r][2].get("name", r): loaded[r][0] for r in chosen}
+    st.plotly_chart(compare_itl(runs, t(lang, "chart_compare"), lang), key="compare_chart")
     for run in chosen:
         tokens_df, requests_df, _ = loaded[run]
         c1, c2 = st.columns(2)

@@ -4,21 +4,19 @@ from lab.i18n import t
 from lab.kv_calculator import human_bytes
 from lab.lesson_experiments import chat_timeline
 from lab.lesson_figures import request_timeline
-from lab.lesson_view import run_button
-from lab.session import shared_engine_loop
+from lab.ui import page_frame, run_button, shared_engine_loop
 
-lang = st.session_state.get("lang", "en")
-st.title(t(lang, "l3_title"))
+lang = page_frame("l3_title")
 st.markdown(t(lang, "l3_text"))
 question = st.text_input(t(lang, "l3_question"), "What is a KV cache?", key="question")
 r = run_button(lang, 3, "chat", lambda: chat_timeline(shared_engine_loop(), question))
 if r:
-    st.plotly_chart(request_timeline(r, t(lang, "l3_fig")), key="timeline")
+    st.plotly_chart(request_timeline(r, t(lang, "l3_fig"), lang), key="timeline")
     st.markdown(f"> {r['text']}")
     st.info(t(lang, "l3_kv", tokens=r["prompt_tokens"] + r["output_tokens"], per_token=f"{r['kv_bytes_per_token']:,}",
               total=human_bytes(r["kv_bytes"])))
     c1, c2, c3 = st.columns(3)
     c1.metric("TTFT", f"{1000 * (r['first_token'] - r['sent']):.0f} ms")
-    c2.metric("prefill", f"{1000 * r['prefill_s']:.0f} ms")
+    c2.metric(t(lang, "phase_prefill"), f"{1000 * r['prefill_s']:.0f} ms")
     c3.metric("tokens", r["output_tokens"])
     st.success(t(lang, "l3_takeaway"))

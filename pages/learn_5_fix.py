@@ -1,25 +1,26 @@
 import streamlit as st
 
+from engine.cluster.topology import Mode
 from lab.i18n import t
 from lab.lesson_experiments import interference
-from lab.lesson_view import run_button, show_interference, workload_controls
-from lab.session import lesson_results
+from lab.ui import lesson_results, page_frame, run_button, show_interference, workload_controls
 
-lang = st.session_state.get("lang", "en")
+FIXES = [Mode.DISAGGREGATED, Mode.CHUNKED]   # the two answers to page 4's problem
+
+lang = page_frame("l5_title")
 results = lesson_results()
-st.title(t(lang, "l5_title"))
 st.markdown(t(lang, "l5_text"))
-mode = st.radio(t(lang, "l5_mode"), ["disaggregated", "chunked"], key="mode", horizontal=True,
+mode = st.radio(t(lang, "l5_mode"), FIXES, key="mode", horizontal=True,
                 format_func=lambda m: t(lang, f"mode_{m}"))
 users, long_tokens = workload_controls(lang)
 run_button(lang, 5, f"fix_{mode}", lambda: interference(mode, users, long_tokens))
-runs = [(m, results[f"fix_{m}"]) for m in ("disaggregated", "chunked") if f"fix_{m}" in results]
+runs = [(m, results[f"fix_{m}"]) for m in FIXES if f"fix_{m}" in results]
 if runs:
     columns = st.columns(2)
     with columns[0]:
         if "problem" in results:
             st.subheader(t(lang, "mode_colocated"))
-            show_interference(lang, results["problem"], t(lang, "chart_itl"), "colocated")
+            show_interference(lang, results["problem"], t(lang, "chart_itl"), Mode.COLOCATED)
         else:
             st.info(t(lang, "l5_need_page4"))
     with columns[1]:

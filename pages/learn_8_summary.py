@@ -2,14 +2,13 @@ import pandas as pd
 import streamlit as st
 
 from lab.i18n import t
-from lab.session import lesson_results
+from lab.ui import lesson_results, page_frame
 
 FIELD = ("field_vllm", "field_distserve", "field_splitwise", "field_mooncake", "field_sarathi", "field_tetri",
          "field_dynamo", "field_reports")
 
-lang = st.session_state.get("lang", "en")
+lang = page_frame("l8_title")
 r = lesson_results()
-st.title(t(lang, "l8_title"))
 st.markdown(t(lang, "l8_text"))
 
 st.subheader(t(lang, "l8_yours"))

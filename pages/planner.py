@@ -1,21 +1,20 @@
 import json
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
 from lab.i18n import t
 from lab.planner import figures
 from lab.planner.hardware import GPUS, LINKS, MODELS
 from lab.planner.search import attainment_curve, crossovers, plan, prompt_sweep
-from lab.planner.simulator import SLO, Hardware, Workload
+from lab.planner.scenario import SLO, Hardware, Workload
+from lab.ui import page_frame, show_table
 
 CALIBRATION = Path(__file__).resolve().parents[1] / "results" / "planner_calibration.json"
 SWEEP_PROMPTS = [64, 128, 256, 512, 1024, 2048, 4096, 8192]
 ATTAINMENT_LINES = 5   # the best placements only: a large budget has dozens
 
-lang = st.session_state.get("lang", "en")
-st.title(t(lang, "plan_title"))
+lang = page_frame("plan_title")
 st.markdown(t(lang, "plan_text"))
 c1, c2, c3, c4 = st.columns(4)
 model = c1.selectbox(t(lang, "plan_model"), list(MODELS), index=0, key="plan_model")
@@ -49,12 +48,12 @@ if "plan_result" in st.session_state:
     best = results[0]
     st.success(t(lang, "plan_best", gpus=best.placement.total_gpus, placement=best.placement.label,
                  per_gpu=best.per_gpu))
-    st.plotly_chart(figures.goodput_bars(results, t(lang, "plan_fig_goodput")), key="goodput")
+    st.plotly_chart(figures.goodput_bars(results, t(lang, "plan_fig_goodput"), lang), key="goodput")
     top_rate = max(r.goodput for r in results) * 1.5 or 1.0
     rates = [top_rate * k / 12 for k in range(1, 13)]
     curves = {r.placement.label: attainment_curve(hw, r.placement, workload, slo, rates)
               for r in results[:ATTAINMENT_LINES]}
-    st.plotly_chart(figures.attainment_lines(rates, curves, slo.attainment, t(lang, "plan_fig_attainment")),
+    st.plotly_chart(figures.attainment_lines(rates, curves, slo.attainment, t(lang, "plan_fig_attainment"), lang),
                     key="attainment")
 
 st.markdown(t(lang, "plan_sweep_text"))
@@ -63,12 +62,13 @@ if st.button(t(lang, "plan_sweep_button"), key="sweep"):
 if "plan_sweep" in st.session_state:
     points = st.session_state["plan_sweep"]
     crossings = crossovers(points)
-    st.plotly_chart(figures.crossover_lines(points, crossings, t(lang, "plan_fig_crossover")), key="crossover")
+    st.plotly_chart(figures.crossover_lines(points, crossings, t(lang, "plan_fig_crossover"), lang), key="crossover")
     for a, b in crossings:
-        st.info(t(lang, "plan_crossover_at", low=a.prompt_tokens, high=b.prompt_tokens, before=a.winner,
-                  after=b.winner))
+        st.info(t(lang, "plan_crossover_at", low=a.prompt_tokens, high=b.prompt_tokens,
+                  before=t(lang, f"winner_{a.winner}"), after=t(lang, f"winner_{b.winner}")))
     if not crossings:
-        st.info(t(lang, "plan_no_crossover", winners=", ".join(sorted({p.winner for p in points}))))
+        winners = sorted({t(lang, f"winner_{p.winner}") for p in points})
+        st.info(t(lang, "plan_no_crossover", winners=", ".join(winners)))
 
 st.subheader(t(lang, "plan_calibration"))
 st.markdown(t(lang, "plan_calibration_text"))
@@ -81,8 +81,8 @@ if CALIBRATION.exists():
                  verdict=t(lang, "plan_within" if calibration["within_target"] else "plan_outside")))
     left, right = st.columns(2)
     left.plotly_chart(figures.calibration_scatter(calibration["rows"], calibration["target_pct"],
-                                                  t(lang, "plan_fig_calibration")), key="calibration")
-    right.plotly_chart(figures.efficiency_lines(calibration, t(lang, "plan_fig_efficiency")), key="efficiency")
-    st.dataframe(pd.DataFrame(calibration["rows"]), hide_index=True)
+                                                  t(lang, "plan_fig_calibration"), lang), key="calibration")
+    right.plotly_chart(figures.efficiency_lines(calibration, t(lang, "plan_fig_efficiency"), lang), key="efficiency")
+    show_table(lang, calibration["rows"])
 else:
     st.info(t(lang, "plan_calibration_missing"))

@@ -2,12 +2,11 @@ import statistics
 
 import streamlit as st
 
-from engine.config import RequestError, SamplingParams
+from engine.core.config import RequestError, SamplingParams
 from lab.i18n import t
-from lab.session import shared_engine_loop
+from lab.ui import page_frame, shared_engine_loop
 
-lang = st.session_state.get("lang", "en")
-st.title(t(lang, "playground"))
+lang = page_frame("playground")
 with st.spinner(t(lang, "loading")):
     loop = shared_engine_loop()
 st.caption(t(lang, "playground_intro", model=loop.engine.loaded.name, device=str(loop.engine.loaded.device)))

@@ -2,7 +2,7 @@ import streamlit as st
 
 from lab.i18n import t
 from lab.quiz import load_questions, score
-from lab.session import lesson_results
+from lab.ui import lesson_results, page_frame
 
 PAGE_TITLES = {"stages": "l1_title", "metrics": "l2_title", "chat": "l3_title", "problem": "l4_title",
                "fix": "l5_title", "travel": "l6_title", "lifetime": "l7_title", "summary": "l8_title"}
@@ -11,10 +11,9 @@ PAGE_FILES = {"stages": "pages/learn_1_stages.py", "metrics": "pages/learn_2_met
               "travel": "pages/learn_6_travel.py", "lifetime": "pages/learn_7_lifetime.py",
               "summary": "pages/learn_8_summary.py"}
 
-lang = st.session_state.get("lang", "en")
+lang = page_frame("quiz")
 questions = load_questions()
 answers: dict = st.session_state.setdefault("quiz_answers", {})
-st.title(t(lang, "quiz"))
 st.caption(t(lang, "quiz_intro"))
 st.metric(t(lang, "quiz_score", score=score(questions, answers), total=len(questions)), "")
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from engine.config import EngineConfig
-from engine.engine import LLMEngine
-from engine.model_loader import bundled_model_folder, load_model
+from engine.core.config import EngineConfig
+from engine.core.llm_engine import LLMEngine
+from engine.core.model_loader import bundled_model_folder, load_model
 
 
 @pytest.fixture(scope="session")

@@ -31,3 +31,30 @@ def test_empty_prompt_shows_a_clear_error():
     at.button(key="generate").click().run()
     assert not at.exception
     assert "all chat messages are empty" in at.error[0].value
+
+
+PAGES = sorted(p.name for p in (Path(APP).parent / "pages").glob("*.py"))
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_a_page_served_on_its_own_draws_the_same_frame(page):
+    # What Streamlit shows for a deep link such as /planner: the page file alone, without app.py.
+    at = AppTest.from_file(str(Path(APP).parent / "pages" / page), default_timeout=300)
+    at.run()
+    assert not at.exception
+    assert at.sidebar.radio[0].options == ["English", "Русский"]
+    assert at.title, "every page has a title"
+    at.sidebar.radio[0].set_value("ru").run()
+    assert not at.exception
+    assert any(c in "абвгдеёжзийклмнопрстуфхцчшщъыьэюя" for c in at.title[0].value.lower())
+
+
+def test_the_language_chosen_on_one_page_holds_on_the_next():
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.switch_page("pages/learn_8_summary.py")
+    at.run()
+    at.sidebar.radio[0].set_value("ru").run()
+    at.switch_page("pages/quiz.py")
+    at.run()
+    assert not at.exception
+    assert at.sidebar.radio[0].value == "ru" and at.title[0].value == "9. Квиз"

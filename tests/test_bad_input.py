@@ -1,8 +1,9 @@
 """Bad requests get a clear error naming what is allowed; the engine keeps serving others."""
 import pytest
 
-from engine.config import EngineConfig, RequestError, SamplingParams
-from engine.model_loader import ModelLoadError, load_model
+from engine.__main__ import main
+from engine.core.config import EngineConfig, RequestError, SamplingParams
+from engine.core.model_loader import ModelLoadError, load_model
 from tests.conftest import run_to_end
 
 
@@ -99,3 +100,20 @@ def test_invalid_engine_settings_are_refused(kwargs, message):
 def test_unavailable_device_is_a_clear_error():
     with pytest.raises(ValueError, match="no CUDA GPU is available|only"):
         load_model("bundled", device="cuda:7")
+
+
+@pytest.mark.parametrize("option", [["--policy", "chunked"], ["--threads", "1"]])
+def test_serve_refuses_engine_options_it_would_ignore(option, capsys):
+    # A served cluster takes its policy from --mode and its threads from each worker's cores.
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", *option])
+    assert exit_.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_serve_lists_the_modes_and_transports_it_accepts(capsys):
+    with pytest.raises(SystemExit):
+        main(["serve", "--mode", "sideways"])
+    assert "colocated" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["serve", "--transport", "pigeon"])
+    assert "'shm', 'disk', 'tcp'" in capsys.readouterr().err

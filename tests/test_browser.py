@@ -77,3 +77,16 @@ def test_browser_starts_engine_injects_and_sees_the_itl_chart_update(lab_url, tm
         page.get_by_role("button", name="Stop engine").click()
         browser.close()
     assert screenshot.stat().st_size > 50_000
+
+
+def test_a_deep_link_on_a_fresh_server_shows_the_language_selector_and_switches_language(lab_url, tmp_path):
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"{lab_url}/planner")
+        expect(page.get_by_role("heading", name="Cluster planner", exact=False).first).to_be_visible(timeout=60_000)
+        page.get_by_text("Русский").click()
+        expect(page.get_by_role("heading", name="Планировщик", exact=False).first).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(tmp_path / "planner-deep-link.png"))
+        browser.close()

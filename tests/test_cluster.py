@@ -5,10 +5,10 @@ import time
 
 import pytest
 
-from engine.cluster import Cluster, ClusterError
-from engine.config import EngineConfig, RequestError, SamplingParams
-from engine.topology import Topology
-from engine.transports import leaked_shm_segments
+from engine.cluster.cluster import Cluster, ClusterError
+from engine.cluster.topology import Topology
+from engine.cluster.transports import TRANSPORTS, TransportSettings, leaked_shm_segments
+from engine.core.config import EngineConfig, RequestError, SamplingParams
 from tests.conftest import greedy_reference
 
 QUESTIONS = ["What is the capital of France?", "hi", "Write a poem about the sea.", "Why is the sky blue?"]
@@ -27,7 +27,7 @@ def ask_all(cluster, chat, questions=QUESTIONS, **params):
 def kv_blocks_in_use(cluster) -> int:
     deadline = time.time() + 10
     while time.time() < deadline:
-        used = sum(w["kv_blocks_used"] for w in cluster.snapshot().values())
+        used = sum(w.load.kv_blocks_used for w in cluster.status())
         if used == 0:
             return 0
         time.sleep(0.1)
@@ -41,9 +41,10 @@ def expected(reference_model, loaded):
     return [greedy_reference(reference_model, enc(q), NEW_TOKENS) for q in QUESTIONS]
 
 
-@pytest.mark.parametrize("transport", ["shm", "disk", "tcp"])
+@pytest.mark.parametrize("transport", list(TRANSPORTS))
 def test_disaggregated_greedy_output_is_token_identical_and_nothing_leaks(chat, expected, transport, tmp_path):
-    with Cluster(Topology("disaggregated"), ENGINE, transport=transport, disk_folder=str(tmp_path)) as cluster:
+    settings = TransportSettings(transport, disk_folder=str(tmp_path))
+    with Cluster(Topology("disaggregated"), ENGINE, transport=settings) as cluster:
         streams = ask_all(cluster, chat)
         assert [s.token_ids for s in streams] == expected
         assert all(s.finish_reason == "length" for s in streams)
@@ -87,7 +88,7 @@ def test_killed_decode_worker_fails_its_requests_clearly_and_router_keeps_servin
         streams = [cluster.submit(chat(q), SamplingParams(max_tokens=400, ignore_eos=True)) for q in QUESTIONS]
         while not all(s.token_ids for s in streams):
             time.sleep(0.05)
-        os.kill(cluster.workers["decode-0"].process.pid, signal.SIGKILL)
+        os.kill(cluster.pool.workers["decode-0"].process.pid, signal.SIGKILL)
         for s in streams:
             s.result(timeout=30)  # never hangs
             assert s.finish_reason == "error" and "decode-0" in s.error
@@ -98,7 +99,7 @@ def test_killed_decode_worker_fails_its_requests_clearly_and_router_keeps_servin
 
 def test_killed_worker_in_colocated_pair_leaves_the_other_serving(chat):
     with Cluster(Topology("colocated", workers=2), ENGINE, cores=[0, 1]) as cluster:
-        victim = cluster.workers["worker-0"]
+        victim = cluster.pool.workers["worker-0"]
         os.kill(victim.process.pid, signal.SIGKILL)
         while victim.alive:
             time.sleep(0.05)

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from engine.config import RequestError, SamplingParams
-from engine.engine_loop import EngineLoop
+from engine.core.config import RequestError, SamplingParams
+from engine.core.engine_loop import EngineLoop
 from engine.metrics import summarize
 
 

@@ -1,7 +1,7 @@
 """The engine's batched, paged, chunked forward gives exactly model.generate's greedy tokens."""
 import pytest
 
-from engine.config import SamplingParams
+from engine.core.config import SamplingParams
 from tests.conftest import greedy_reference, run_to_end
 
 PROMPTS = [

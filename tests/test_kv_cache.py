@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from engine.kv_cache import BlockAllocator, CacheFull, PagedKVCache
+from engine.core.kv_cache import BlockAllocator, CacheFull, PagedKVCache
 
 
 def small_cache(num_blocks=8, block_size=4) -> PagedKVCache:

@@ -1,7 +1,7 @@
 """A full KV cache makes requests wait or be preempted, never crash; all finish correctly."""
 import pytest
 
-from engine.config import SamplingParams
+from engine.core.config import SamplingParams
 from tests.conftest import greedy_reference, run_to_end
 
 NEW_TOKENS = 24

@@ -7,7 +7,9 @@ from lab.planner.calibration import FixedCosts, StepSample, fit_fixed_costs, lea
 from lab.planner.hardware import GPUS, LINKS, MODELS, Device, ModelSpec, interpolate
 from lab.planner.machine_profile import measured_device, model_spec
 from lab.planner.search import PlacementResult, SweepPoint, candidates, crossovers, plan, prompt_sweep
-from lab.planner.simulator import SLO, Hardware, Placement, Workload, goodput, simulate
+from lab.planner.goodput import goodput
+from lab.planner.scenario import SLO, Hardware, Placement, Workload
+from lab.planner.simulator import simulate
 
 TOY = ModelSpec("toy", params=1e9, layers=10, hidden=1000, kv_heads=2, head_dim=100, vocab=10_000, dtype_bytes=2)
 GPU = Device("toy-gpu", flops=100e12, bandwidth=1e12, memory=80e9)
@@ -168,7 +170,7 @@ def test_opposite_regime_short_prompts_tight_ttft_slow_link_colocated_wins():
     hw = Hardware(MODELS["OPT-13B"], GPUS["A100-80GB"], LINKS["TCP 10 GbE"])
     workload, slo = Workload(1.0, 64, 64), SLO(ttft_s=0.06, tpot_s=0.2)
     results = plan(hw, workload, slo, gpus=2)
-    assert results[0].placement.kind in ("colocated", "chunked")
+    assert results[0].placement.mode in ("colocated", "chunked")
     by_label = {r.placement.label: r for r in results}
     assert by_label["colocated x2"].per_gpu > by_label["1P1D"].per_gpu
 
@@ -190,10 +192,10 @@ def test_the_prompt_sweep_compares_the_best_of_each_family_at_every_length():
     points = prompt_sweep(hw, Workload(1.0, 512, 64, requests=100), SLO(0.4, 0.04), 3, [128, 1024])
     assert [p.prompt_tokens for p in points] == [128, 1024]
     for p in points:
-        assert p.colocated.placement.kind in ("colocated", "chunked")
-        assert p.disaggregated.placement.kind == "disaggregated"
+        assert p.colocated.placement.mode in ("colocated", "chunked")
+        assert p.disaggregated.placement.mode == "disaggregated"
         alone = plan(hw, Workload(1.0, p.prompt_tokens, 64, requests=100), SLO(0.4, 0.04), 3)
-        assert p.colocated.per_gpu == max(r.per_gpu for r in alone if r.placement.kind != "disaggregated")
+        assert p.colocated.per_gpu == max(r.per_gpu for r in alone if r.placement.mode != "disaggregated")
     with pytest.raises(ValueError, match="no prefill/decode split of 1 GPUs"):
         prompt_sweep(hw, Workload(1.0, 512, 64), SLO(0.4, 0.04), 1, [128])
 

@@ -4,9 +4,9 @@ import time
 import pytest
 import torch
 
-from engine.config import SamplingParams
-from engine.kv_cache import KVPayload
-from engine.prefix_store import PrefixStore
+from engine.core.config import SamplingParams
+from engine.core.kv_cache import KVPayload
+from engine.core.prefix_store import PrefixStore
 from tests.conftest import greedy_reference, run_to_end
 
 

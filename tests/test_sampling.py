@@ -1,5 +1,5 @@
 """Sampling settings do what they say: seeds repeat, stops stop, min/ignore EOS hold."""
-from engine.config import SamplingParams
+from engine.core.config import SamplingParams
 from tests.conftest import run_to_end
 
 

@@ -9,10 +9,10 @@ import httpx
 import pytest
 import uvicorn
 
-from engine.cluster import Cluster
-from engine.config import EngineConfig, SamplingParams
-from engine.server import create_app
-from engine.topology import Topology
+from engine.cluster.cluster import Cluster
+from engine.core.config import EngineConfig, SamplingParams
+from engine.server.app import create_app
+from engine.cluster.topology import Topology
 from lab.http_target import HttpTarget
 
 MODEL = "SmolLM2-135M-Instruct"

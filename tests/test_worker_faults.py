@@ -1,12 +1,16 @@
-"""A worker's transfer failures, driven in-process: the request fails clearly, its blocks come back."""
+"""A worker driven in-process through its public step(): transfer failures fail their request clearly
+and free its blocks; a hand-off goes prefill -> decode layer by layer; an abort frees everything."""
 import queue
 import socket
 
 import pytest
 
-from engine.config import EngineConfig, SamplingParams
-from engine.messages import Abort, ImportRequest, KVReady, StepReport, TransferDone
-from engine.worker import Worker, WorkerSpec
+from engine.cluster.messages import Abort, AddRequest, ImportKV, KVHandOff, KVReady, StepReport, TransferDone
+from engine.cluster.placement import WorkerSpec
+from engine.cluster.topology import Role
+from engine.cluster.transports import DiskHandle, ShmHandle, TcpHandle, TransportSettings
+from engine.cluster.worker import LAYERS_PER_ITERATION, Worker
+from engine.core.config import EngineConfig, SamplingParams
 
 
 class Collected:
@@ -22,61 +26,59 @@ class Collected:
         return [e for m in self.messages if isinstance(m, StepReport) for e in m.events]
 
 
-def make_worker(role: str, transport: str = "shm") -> tuple[Worker, Collected]:
+def make_worker(role: Role, transport: str = "shm") -> tuple[Worker, Collected]:
     outbox = Collected()
-    worker = Worker(WorkerSpec(f"{role}-0", role, EngineConfig(kv_cache_tokens=1024), transport), queue.Queue(), outbox)
-    return worker, outbox
+    spec = WorkerSpec(f"{role}-0", role, EngineConfig(kv_cache_tokens=1024), TransportSettings(transport))
+    return Worker(spec, queue.Queue(), outbox), outbox
 
 
-def iterate(worker: Worker, times: int = 10) -> None:
+def step(worker: Worker, times: int = 1) -> None:
     for _ in range(times):
-        report = StepReport(worker.spec.name)
-        worker._advance_import(report)
-        if worker.engine.has_work:
-            report.events.extend(worker._hand_off_prefilled(worker.engine.step()))
-        worker._send(report)
+        worker.step()
 
 
-def import_request(handle: dict, tokens: int = 20) -> ImportRequest:
-    return ImportRequest("req-1", list(range(100, 100 + tokens)), [7], SamplingParams(max_tokens=4), 0.0, handle,
-                         tokens, 0.0)
+def hand_off(handle, tokens: int = 20) -> KVHandOff:
+    return KVHandOff("req-1", list(range(100, 100 + tokens)), [7], SamplingParams(max_tokens=4), 0.0, handle,
+                     tokens, 0, 0.0, 0.0)
+
+
+def refused_port() -> int:
+    """A port with nothing listening: a fetch from it is refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("transport,handle,message", [
-    ("shm", {"transport": "shm", "name": "pdlab-kv-missing", "shape": (30, 20, 3, 64)}, "is gone"),
-    ("disk", {"transport": "disk", "path": "/nonexistent/kv.safetensors"}, "is gone"),
-    ("tcp", {"transport": "tcp", "address": ["127.0.0.1", 9], "key": "x", "shape": (30, 20, 3, 64)}, "failed"),
+    ("shm", lambda: ShmHandle("pdlab-kv-missing", (30, 20, 3, 64)), "is gone"),
+    ("disk", lambda: DiskHandle("/nonexistent/kv.safetensors"), "is gone"),
+    ("tcp", lambda: TcpHandle(("127.0.0.1", refused_port()), "x", (30, 20, 3, 64)), "failed"),
 ])
 def test_a_failed_transfer_fails_its_request_and_frees_nothing_it_never_held(transport, handle, message):
-    worker, outbox = make_worker("decode", transport)
-    if transport == "tcp":
-        with socket.socket() as s:  # a port with nothing listening: the fetch is refused at once
-            s.bind(("127.0.0.1", 0))
-            handle["address"][1] = s.getsockname()[1]
-    worker.imports.append(import_request(handle))
-    iterate(worker, 2)
+    worker, outbox = make_worker(Role.DECODE, transport)
+    worker.inbox.put(ImportKV(hand_off(handle())))
+    step(worker, 2)
     errors = [e for e in outbox.events() if e.finish_reason == "error"]
     assert len(errors) == 1 and "KV transfer failed" in errors[0].error and message in errors[0].error
-    assert worker.engine.cache.allocator.num_used == 0 and not worker.engine.has_work
+    assert worker.engine.cache.allocator.num_used == 0 and worker.idle
 
 
 def test_prefill_hands_off_and_decode_imports_layer_by_layer_then_abort_frees_blocks(chat):
-    prefill, prefill_out = make_worker("prefill")
-    decode, decode_out = make_worker("decode")
-    prompt = chat("Tell me about the sea.")
-    prefill.engine.add_request(prompt, SamplingParams(max_tokens=50, ignore_eos=True), "req-1")
-    prefill.prefill_only.add("req-1")
-    iterate(prefill, 1)
+    prefill, prefill_out = make_worker(Role.PREFILL)
+    decode, decode_out = make_worker(Role.DECODE)
+    prefill.inbox.put(AddRequest("req-1", chat("Tell me about the sea."),
+                                 SamplingParams(max_tokens=50, ignore_eos=True), 0.0, prefill_only=True))
+    step(prefill)
     ready = next(m for m in prefill_out.messages if isinstance(m, KVReady))
     assert prefill.engine.cache.allocator.num_used == 0      # handed off: the prefill side keeps nothing
     assert not prefill_out.events()                          # the first token waits for the KV to land
-    decode.imports.append(ImportRequest(ready.request_id, ready.prompt_ids, ready.output_ids, ready.params,
-                                        ready.arrival, ready.handle, ready.num_kv_tokens, ready.send_started))
-    iterate(decode, 1)
-    assert decode.active_import is not None and decode.active_import.next_layer == 6   # not all 30 layers at once
-    iterate(decode, 5)
+    decode.inbox.put(ImportKV(ready.hand_off))
+    step(decode)
+    assert decode.active_import is not None and decode.active_import.next_layer == LAYERS_PER_ITERATION < 30
+    step(decode, 30 // LAYERS_PER_ITERATION - 1)
     assert any(isinstance(m, TransferDone) for m in decode_out.messages)
-    assert decode_out.events()[0].token_id == ready.output_ids[0]
-    decode._handle(Abort("req-1"))
+    assert decode_out.events()[0].token_id == ready.hand_off.output_ids[0]
+    decode.inbox.put(Abort("req-1"))
+    step(decode)
     assert decode.engine.cache.allocator.num_used == 0
     assert decode_out.events()[-1].finish_reason == "abort"

@@ -7,37 +7,41 @@ import math
 import plotly.graph_objects as go
 
 from ..figures import layout
+from ..i18n import t
 from .search import PlacementResult, SweepPoint
 
 
-def goodput_bars(results: list[PlacementResult], title: str) -> go.Figure:
+def goodput_bars(results: list[PlacementResult], title: str, lang: str) -> go.Figure:
     fig = go.Figure(go.Bar(x=[r.placement.label for r in results], y=[r.per_gpu for r in results]))
-    return layout(fig, title, "placement", "req/s per GPU", 320)
+    return layout(fig, title, t(lang, "axis_placement"), t(lang, "axis_rps_per_gpu"), 320)
 
 
-def attainment_lines(rates: list[float], curves: dict[str, list[float]], target: float, title: str) -> go.Figure:
+def attainment_lines(rates: list[float], curves: dict[str, list[float]], target: float, title: str,
+                     lang: str) -> go.Figure:
     fig = go.Figure([go.Scatter(x=rates, y=curve, name=label) for label, curve in curves.items()])
-    fig.add_hline(y=target, line_dash="dash", annotation_text=f"SLO target {target:.0%}")
-    return layout(fig, title, "req/s", "SLO attainment")
+    fig.add_hline(y=target, line_dash="dash", annotation_text=t(lang, "mark_slo_target", target=f"{target:.0%}"))
+    return layout(fig, title, t(lang, "axis_rps"), t(lang, "axis_slo_attainment"))
 
 
 def crossover_lines(points: list[SweepPoint], crossings: list[tuple[SweepPoint, SweepPoint]],
-                    title: str) -> go.Figure:
+                    title: str, lang: str) -> go.Figure:
     x = [p.prompt_tokens for p in points]
     fig = go.Figure([
-        go.Scatter(x=x, y=[p.colocated.per_gpu for p in points], name="best colocated / chunked", mode="lines+markers",
+        go.Scatter(x=x, y=[p.colocated.per_gpu for p in points], name=t(lang, "legend_best_colocated"),
+                   mode="lines+markers",
                    text=[p.colocated.placement.label for p in points]),
-        go.Scatter(x=x, y=[p.disaggregated.per_gpu for p in points], name="best xPyD", mode="lines+markers",
+        go.Scatter(x=x, y=[p.disaggregated.per_gpu for p in points], name=t(lang, "legend_best_xpyd"),
+                   mode="lines+markers",
                    text=[p.disaggregated.placement.label for p in points]),
     ])
     for a, b in crossings:  # shapes on a log axis take log10 coordinates
         fig.add_vrect(x0=math.log10(a.prompt_tokens), x1=math.log10(b.prompt_tokens), fillcolor="orange",
-                      opacity=0.2, line_width=0, annotation_text="crossover")
+                      opacity=0.2, line_width=0, annotation_text=t(lang, "mark_crossover"))
     fig.update_xaxes(type="log")
-    return layout(fig, title, "prompt tokens", "goodput, req/s per GPU")
+    return layout(fig, title, t(lang, "axis_prompt_tokens"), t(lang, "axis_goodput_per_gpu"))
 
 
-def calibration_scatter(rows: list[dict], target_pct: float, title: str) -> go.Figure:
+def calibration_scatter(rows: list[dict], target_pct: float, title: str, lang: str) -> go.Figure:
     """Predicted against measured step time, one colour per kind of step; the dotted band is the target."""
     top = max(max(r["measured_ms"], r["predicted_ms"]) for r in rows) * 1.3
     low = min(min(r["measured_ms"], r["predicted_ms"]) for r in rows) / 1.3
@@ -45,7 +49,7 @@ def calibration_scatter(rows: list[dict], target_pct: float, title: str) -> go.F
     fig = go.Figure([
         go.Scatter(x=band, y=[v * (1 + target_pct / 100) for v in band], mode="lines", line_dash="dot",
                    name=f"+{target_pct:.0f}%", line_color="grey"),
-        go.Scatter(x=band, y=band, mode="lines", name="exact", line_color="black"),
+        go.Scatter(x=band, y=band, mode="lines", name=t(lang, "legend_exact"), line_color="black"),
         go.Scatter(x=band, y=[v * (1 - target_pct / 100) for v in band], mode="lines", line_dash="dot",
                    name=f"-{target_pct:.0f}%", line_color="grey"),
     ])
@@ -56,13 +60,13 @@ def calibration_scatter(rows: list[dict], target_pct: float, title: str) -> go.F
                                  text=[f"{r['size']}: {r['error_pct']:+.0f}%" for r in mine]))
     fig.update_xaxes(type="log")
     fig.update_yaxes(type="log")
-    return layout(fig, title, "measured step (ms)", "predicted step (ms)", 380)
+    return layout(fig, title, t(lang, "axis_measured_step_ms"), t(lang, "axis_predicted_step_ms"), 380)
 
 
-def efficiency_lines(calibration: dict, title: str) -> go.Figure:
+def efficiency_lines(calibration: dict, title: str, lang: str) -> go.Figure:
     fig = go.Figure([
         go.Scatter(x=[p["tokens"] for p in calibration[key]], y=[p["share_of_peak"] for p in calibration[key]],
-                   name=name, mode="lines+markers")
-        for key, name in (("gemm_efficiency", "matrix multiplies"), ("attention_efficiency", "causal attention"))])
+                   name=t(lang, f"legend_{key}"), mode="lines+markers")
+        for key in ("gemm_efficiency", "attention_efficiency")])
     fig.update_xaxes(type="log")
-    return layout(fig, title, "tokens in the step", "share of peak FLOP/s", 320)
+    return layout(fig, title, t(lang, "axis_tokens_in_step"), t(lang, "axis_share_of_peak"), 320)

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from engine.model_loader import head_dim
+from engine.core.model_loader import head_dim
 
 from .hardware import Curve, Device, ModelSpec
 

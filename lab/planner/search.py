@@ -3,8 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from engine.cluster.topology import Mode
+
 from . import cost_model as cm
-from .simulator import SLO, Hardware, Placement, Workload, attainment, goodput, simulate
+from .goodput import attainment, goodput
+from .scenario import SLO, Hardware, Placement, Workload
+from .simulator import simulate
 
 
 @dataclass(frozen=True)
@@ -30,13 +34,13 @@ def candidates(hw: Hardware, gpus: int, chunk: int = 512) -> list[Placement]:
         cm.check_fits(hw.model, hw.device.group(max(tp for tp in TENSOR_PARALLEL if tp <= gpus)))
     out = []
     for tp in (tp for tp in sizes if gpus % tp == 0):
-        out += [Placement("colocated", gpus // tp, tp=tp), Placement("chunked", gpus // tp, chunk=chunk, tp=tp)]
+        out += [Placement(Mode.COLOCATED, gpus // tp, tp=tp), Placement(Mode.CHUNKED, gpus // tp, chunk=chunk, tp=tp)]
     for prefill_tp in sizes:
         for decode_tp in sizes:
             for p in range(1, gpus // prefill_tp + 1):
                 left = gpus - p * prefill_tp
                 if left >= decode_tp and left % decode_tp == 0:
-                    out.append(Placement("disaggregated", prefill=p, decode=left // decode_tp, tp=prefill_tp,
+                    out.append(Placement(Mode.DISAGGREGATED, prefill=p, decode=left // decode_tp, tp=prefill_tp,
                                          decode_tp=decode_tp))
     return out
 
@@ -75,14 +79,14 @@ class SweepPoint:
 def prompt_sweep(hw: Hardware, workload: Workload, slo: SLO, gpus: int, prompts: list[int],
                  chunk: int = 512) -> list[SweepPoint]:
     """The best colocated and the best disaggregated placement at each prompt length (the crossover plot)."""
-    if not any(p.kind == "disaggregated" for p in candidates(hw, gpus, chunk)):
+    if not any(p.mode == Mode.DISAGGREGATED for p in candidates(hw, gpus, chunk)):
         raise ValueError(f"no prefill/decode split of {gpus} GPUs holds {hw.model.name} on both sides; "
                          f"a sweep against disaggregation needs a larger budget")
     points = []
     for n in prompts:
         results = plan(hw, replace(workload, prompt_tokens=n), slo, gpus, chunk)
-        points.append(SweepPoint(n, next(r for r in results if r.placement.kind != "disaggregated"),
-                                 next(r for r in results if r.placement.kind == "disaggregated")))
+        points.append(SweepPoint(n, next(r for r in results if r.placement.mode != Mode.DISAGGREGATED),
+                                 next(r for r in results if r.placement.mode == Mode.DISAGGREGATED)))
     return points
 
 

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 
 import torch
 
 from .config import SamplingParams
+from .events import FinishReason
 
 
 class Status(Enum):
@@ -26,7 +27,7 @@ class RequestRecord:
     first_token: float | None = None
     token_times: list[float] = field(default_factory=list)
     finish: float | None = None
-    finish_reason: str | None = None   # stop | length | abort | error
+    finish_reason: FinishReason | None = None
     error: str | None = None
     preemptions: int = 0
     cached_tokens: int = 0         # prompt tokens whose KV came from the prefix cache
@@ -37,11 +38,17 @@ class RequestRecord:
         return len(self.token_times)
 
 
+class StepKind(StrEnum):
+    PREFILL = "prefill"    # prompt tokens only
+    DECODE = "decode"      # one token per running sequence
+    MIXED = "mixed"        # decodes and a piece of a prompt together (chunked prefill)
+
+
 @dataclass
 class StepRecord:
     start: float
     duration: float
-    kind: str            # prefill | decode | mixed
+    kind: StepKind
     num_tokens: int      # tokens fed to the model
     batch_size: int      # sequences in the step
     worker: str = ""
@@ -78,7 +85,7 @@ class Sequence:
     def is_prefilling(self) -> bool:
         return self.num_pending > 1
 
-    def finish(self, reason: str, error: str | None = None) -> None:
+    def finish(self, reason: FinishReason, error: str | None = None) -> None:
         self.status = Status.FINISHED
         self.record.finish = time.perf_counter()
         self.record.finish_reason = reason

@@ -14,15 +14,15 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .config import EngineConfig
+from .config import EngineConfig, Policy
 from .kv_cache import PagedKVCache
-from .sequence import Sequence, Status
+from .sequence import Sequence, Status, StepKind
 
 
 @dataclass
 class ScheduledStep:
     work: list[tuple[Sequence, int]]   # (sequence, tokens to feed this step)
-    kind: str                          # prefill | decode | mixed
+    kind: StepKind
 
 
 class Scheduler:
@@ -54,7 +54,7 @@ class Scheduler:
         self.cache.release(seq.block_table)
 
     def schedule(self) -> ScheduledStep | None:
-        if self.config.policy == "prefill-first":
+        if self.config.policy == Policy.PREFILL_FIRST:
             return self._schedule_prefill_first()
         return self._schedule_chunked()
 
@@ -109,7 +109,7 @@ class Scheduler:
         if not work:
             return None
         has_prefill = any(n > 1 or seq.is_prefilling for seq, n in work)
-        kind = "mixed" if decodes and has_prefill else ("prefill" if has_prefill else "decode")
+        kind = StepKind.MIXED if decodes and has_prefill else (StepKind.PREFILL if has_prefill else StepKind.DECODE)
         return ScheduledStep(work, kind)
 
     def _take_chunk(self, seq: Sequence, budget: int, work: list[tuple[Sequence, int]]) -> int:

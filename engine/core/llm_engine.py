@@ -7,13 +7,13 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
 
 from .config import EngineConfig, RequestError, SamplingParams
 from .devices import place_on_cpu_cores
+from .events import FinishReason, TokenEvent
 from .kv_cache import PagedKVCache
 from .model_loader import LoadedModel, head_dim, load_model
 from .model_runner import ModelRunner
@@ -24,17 +24,6 @@ from .scheduler import Scheduler
 from .sequence import RequestRecord, Sequence, StepRecord
 
 T = TypeVar("T")
-
-
-@dataclass
-class TokenEvent:
-    """One streamed token (or the end of a request, when finish_reason is set)."""
-    request_id: str
-    token_id: int | None
-    text: str
-    time: float
-    finish_reason: str | None = None
-    error: str | None = None
 
 
 class LLMEngine:
@@ -119,18 +108,19 @@ class LLMEngine:
         self.sequences[request_id] = seq
         return seq
 
-    def abort(self, request_id: str, reason: str = "abort", error: str | None = None) -> TokenEvent | None:
+    def abort(self, request_id: str, reason: FinishReason = FinishReason.ABORT,
+              error: str | None = None) -> TokenEvent | None:
         seq = self.sequences.pop(request_id, None)
         if seq is None:
             return None
         self.scheduler.remove(seq)
         seq.finish(reason, error)
         self.finished.append(seq.record)
-        return TokenEvent(request_id, None, "", seq.record.finish, reason, error)
+        return TokenEvent.end(request_id, reason, error, at=seq.record.finish)
 
     def fail_all(self, error: str) -> list[TokenEvent]:
         """End every request in the engine with an error (after a failed step, or at shutdown)."""
-        return [self.abort(rid, "error", error) for rid in list(self.sequences)]
+        return [self.abort(rid, FinishReason.ERROR, error) for rid in list(self.sequences)]
 
     @property
     def has_work(self) -> bool:
@@ -161,14 +151,14 @@ class LLMEngine:
         text = self.decode(seq.output_ids)
         reason = None
         if token in self.eos_ids and not seq.params.ignore_eos:  # the sampler hid EOS before min_tokens
-            reason = "stop"
+            reason = FinishReason.STOP
         elif seq.params.stop and len(seq.output_ids) >= seq.params.min_tokens:
             hit = min((i for i in (text.find(s, max(0, len(seq.output_text) - len(s))) for s in seq.params.stop)
                        if i >= 0), default=-1)
             if hit >= 0:
-                text, reason = text[:hit], "stop"
+                text, reason = text[:hit], FinishReason.STOP
         if reason is None and len(seq.output_ids) >= seq.params.max_tokens:
-            reason = "length"
+            reason = FinishReason.LENGTH
         delta = self._text_delta(seq, text, final=reason is not None)
         events = [TokenEvent(seq.request_id, token, delta, now)]
         if reason:
@@ -184,12 +174,12 @@ class LLMEngine:
         seq.output_text = text
         return delta
 
-    def _finish(self, seq: Sequence, reason: str) -> TokenEvent:
+    def _finish(self, seq: Sequence, reason: FinishReason) -> TokenEvent:
         self.sequences.pop(seq.request_id, None)
         self.scheduler.remove(seq)
         seq.finish(reason)
         self.finished.append(seq.record)
-        return TokenEvent(seq.request_id, None, "", seq.record.finish, reason)
+        return TokenEvent.end(seq.request_id, reason, at=seq.record.finish)
 
     # ---- KV hand-off (disaggregated prefill) ---------------------------------------------------
 
@@ -201,7 +191,7 @@ class LLMEngine:
             sent = send(self.cache, seq.block_table, seq.num_computed)
         finally:
             self.scheduler.remove(seq)
-        seq.finish("handed_off")
+        seq.finish(FinishReason.HANDED_OFF)
         self.finished.append(seq.record)
         return seq, sent
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
 from .client_stream import ClientStream
-from .engine import TokenEvent
+from .events import TokenEvent
 
 
 class RequestStream(ClientStream):

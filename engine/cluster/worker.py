@@ -1,11 +1,11 @@
 """A worker process: owns one device (a GPU, or a set of CPU cores), one engine and its KV pool.
 
-Roles: `colocated` prefills and decodes; `prefill` computes a prompt's KV and first token, then
-hands the KV to a transport; `decode` imports transferred KV and streams the rest.
+Its role (topology.Role) says what it does with a request: `colocated` prefills and decodes;
+`prefill` computes a prompt's KV and first token, then hands the KV to a transport; `decode`
+imports handed-off KV and streams the rest.
 """
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -13,34 +13,27 @@ import traceback
 from collections import deque
 from dataclasses import dataclass
 
-from .config import EngineConfig
-from .engine import LLMEngine, TokenEvent
-from .messages import (Abort, AddRequest, ImportRequest, KVReady, Ready, Shutdown, StepReport, TransferDone,
-                       WorkerFailed)
-from .sequence import Sequence
-from .transports import Received, TransferError, discard, make_transport
+from ..core.devices import describe_device
+from ..core.events import FinishReason, TokenEvent
+from ..core.inbox import drain
+from ..core.llm_engine import LLMEngine
+from ..core.sequence import Sequence
+from .messages import (Abort, AddRequest, ImportKV, KVHandOff, KVReady, Ready, Shutdown, StepReport, TransferDone,
+                       WorkerFailed, WorkerLoad)
+from .placement import WorkerSpec
+from .transports import Received, TransferError, make_transport
 
-ROLES = ("colocated", "prefill", "decode")
 LAYERS_PER_ITERATION = 6  # an import loads this many layers between decode steps, so it never stalls them long
+IDLE_WAIT_S = 0.2         # an idle worker waits this long for a message before looking again
 
 
 @dataclass
 class ActiveImport:
-    request: ImportRequest
+    hand_off: KVHandOff
     seq: Sequence
     received: Received
     started: float
     next_layer: int = 0
-
-
-@dataclass
-class WorkerSpec:
-    name: str
-    role: str
-    engine: EngineConfig
-    transport: str = "shm"
-    disk_folder: str | None = None
-    fsync: bool = False
 
 
 class Outbox:
@@ -82,55 +75,51 @@ def worker_main(spec: WorkerSpec, inbox, conn) -> None:
 
 
 class Worker:
+    """`inbox` is a queue of the router's messages; `outbox` has send(message) (an Outbox, or a stand-in
+    in tests). run() is the process's life; step() one iteration of it."""
+
     def __init__(self, spec: WorkerSpec, inbox, outbox):
         self.spec = spec
         self.inbox = inbox
         self.outbox = outbox
         self.engine = LLMEngine(spec.engine, name=spec.name)
-        self.transport = make_transport(spec.transport, spec.disk_folder, spec.fsync)
+        self.transport = make_transport(spec.transport)
         self.prefill_only: set[str] = set()
-        self.imports: deque[ImportRequest] = deque()
+        self.imports: deque[KVHandOff] = deque()
         self.active_import: ActiveImport | None = None
         self.reported_records = 0
         self.reported_steps = 0
         self.stopping = False
-        import torch
-        cores = sorted(os.sched_getaffinity(0))
-        detail = f"{torch.get_num_threads()} threads on cores {cores}" if self.engine.loaded.device.type == "cpu" \
-            else torch.cuda.get_device_name(self.engine.loaded.device)
-        outbox.send(Ready(spec.name, str(self.engine.loaded.device), detail))
+        device = self.engine.loaded.device
+        outbox.send(Ready(spec.name, str(device), describe_device(device)))
 
     def run(self) -> None:
         while not self.stopping:
-            idle = not self.engine.has_work and not self.imports and not self.active_import
-            self._read_inbox(block=idle)
-            report = StepReport(self.spec.name)
-            self._advance_import(report)
-            if self.engine.has_work:
-                try:
-                    events = self.engine.step()
-                except Exception as exc:  # a broken step fails its requests; the worker keeps serving
-                    events = self.engine.fail_all(f"{self.spec.name}: step failed: {exc}")
-                report.events.extend(self._hand_off_prefilled(events))
-            self._send(report)
-        for request in self.imports:
-            discard(request.handle)
+            self.step(wait_for_work=self.idle)
+        for hand_off in self.imports:
+            hand_off.handle.discard()
         if self.active_import:
             self.active_import.received.close()
         self._send(StepReport(self.spec.name, events=self.engine.fail_all(f"{self.spec.name} stopped")))
         self.transport.close()
 
-    def _read_inbox(self, block: bool) -> None:
-        try:
-            message = self.inbox.get(timeout=0.2) if block else self.inbox.get_nowait()
-        except queue.Empty:
-            return
-        while True:
+    @property
+    def idle(self) -> bool:
+        return not self.engine.has_work and not self.imports and self.active_import is None
+
+    def step(self, wait_for_work: bool = False) -> None:
+        """Read the router's messages, load a few layers of a KV import, run one engine step, report."""
+        for message in drain(self.inbox, wait_s=IDLE_WAIT_S if wait_for_work else 0.0):
             self._handle(message)
+        report = StepReport(self.spec.name)
+        self._advance_import(report)
+        if self.engine.has_work:
             try:
-                message = self.inbox.get_nowait()
-            except queue.Empty:
-                return
+                events = self.engine.step()
+            except Exception as exc:  # a broken step fails its requests; the worker keeps serving
+                events = self.engine.fail_all(f"{self.spec.name}: step failed: {exc}")
+            report.events.extend(self._hand_off_prefilled(events))
+        self._send(report)
 
     def _handle(self, message) -> None:
         if isinstance(message, AddRequest):
@@ -140,8 +129,8 @@ class Worker:
                     self.prefill_only.add(message.request_id)
             except ValueError as exc:
                 self._send(StepReport(self.spec.name, events=[self._error(message.request_id, str(exc))]))
-        elif isinstance(message, ImportRequest):
-            self.imports.append(message)
+        elif isinstance(message, ImportKV):
+            self.imports.append(message.hand_off)
         elif isinstance(message, Abort):
             self._abort(message.request_id)
         elif isinstance(message, Shutdown):
@@ -149,18 +138,16 @@ class Worker:
 
     def _abort(self, request_id: str) -> None:
         active = self.active_import
-        if active and active.request.request_id == request_id:
+        if active and active.hand_off.request_id == request_id:
             self.active_import = None
             active.received.close()
             self.engine.cancel_import(active.seq)
-            self._send(StepReport(self.spec.name, events=[TokenEvent(request_id, None, "", time.perf_counter(),
-                                                                     "abort")]))
-        for request in list(self.imports):
-            if request.request_id == request_id:
-                self.imports.remove(request)
-                discard(request.handle)
-                self._send(StepReport(self.spec.name, events=[TokenEvent(request_id, None, "", time.perf_counter(),
-                                                                         "abort")]))
+            self._send(StepReport(self.spec.name, events=[TokenEvent.end(request_id, FinishReason.ABORT)]))
+        for hand_off in list(self.imports):
+            if hand_off.request_id == request_id:
+                self.imports.remove(hand_off)
+                hand_off.handle.discard()
+                self._send(StepReport(self.spec.name, events=[TokenEvent.end(request_id, FinishReason.ABORT)]))
         self.prefill_only.discard(request_id)
         event = self.engine.abort(request_id)
         if event:
@@ -172,22 +159,22 @@ class Worker:
         if self.active_import is None:
             if not self.imports or not self.engine.can_import(self.imports[0].num_kv_tokens):
                 return
-            request = self.imports.popleft()
+            hand_off = self.imports.popleft()
             start = time.perf_counter()
             try:
-                received = self.transport.open(request.handle, self.engine.cache.key.dtype)
+                received = self.transport.open(hand_off.handle, self.engine.cache.key.dtype)
             except (TransferError, OSError) as exc:
-                discard(request.handle)
-                report.events.append(self._error(request.request_id, f"KV transfer failed: {exc}"))
+                hand_off.handle.discard()
+                report.events.append(self._error(hand_off.request_id, f"KV transfer failed: {exc}"))
                 return
             try:
-                seq = self.engine.begin_import(request.prompt_ids, request.num_kv_tokens, request.params,
-                                               request.request_id, request.arrival)
+                seq = self.engine.begin_import(hand_off.prompt_ids, hand_off.num_kv_tokens, hand_off.params,
+                                               hand_off.request_id, hand_off.arrival)
             except ValueError as exc:
                 received.close()
-                report.events.append(self._error(request.request_id, f"KV import refused: {exc}"))
+                report.events.append(self._error(hand_off.request_id, f"KV import refused: {exc}"))
                 return
-            self.active_import = ActiveImport(request, seq, received, start)
+            self.active_import = ActiveImport(hand_off, seq, received, start)
         active = self.active_import
         layers = slice(active.next_layer, active.next_layer + LAYERS_PER_ITERATION)
         self.engine.cache.load(active.seq.block_table, active.received.payload, layers)
@@ -197,8 +184,8 @@ class Worker:
         self.active_import = None
         active.received.close()
         done = time.perf_counter()
-        self.outbox.send(TransferDone(self.spec.name, active.request.request_id, done - active.started, done))
-        report.events.extend(self.engine.finish_import(active.seq, active.request.output_ids))
+        self.outbox.send(TransferDone(self.spec.name, active.hand_off.request_id, done - active.started, done))
+        report.events.extend(self.engine.finish_import(active.seq, active.hand_off.output_ids))
 
     def _hand_off_prefilled(self, events: list[TokenEvent]) -> list[TokenEvent]:
         """On a prefill worker, a request's first token means its KV is complete: send it on.
@@ -216,13 +203,13 @@ class Worker:
                 continue
             self.prefill_only.discard(rid)
             seq, sent = self.engine.hand_off(rid, self.transport.send)
-            self.outbox.send(KVReady(self.spec.name, rid, seq.prompt_ids, seq.output_ids, seq.params,
-                                    seq.record.arrival, sent.handle, seq.num_computed, sent.nbytes,
-                                    sent.started, sent.seconds))
+            self.outbox.send(KVReady(self.spec.name, KVHandOff(
+                rid, seq.prompt_ids, seq.output_ids, seq.params, seq.record.arrival, sent.handle, seq.num_computed,
+                sent.nbytes, sent.started, sent.seconds)))
         return forward
 
     def _error(self, request_id: str, message: str) -> TokenEvent:
-        return TokenEvent(request_id, None, "", time.perf_counter(), "error", message)
+        return TokenEvent.end(request_id, FinishReason.ERROR, message)
 
     def _send(self, report: StepReport) -> None:
         engine = self.engine
@@ -231,8 +218,7 @@ class Worker:
         self.reported_steps, self.reported_records = len(engine.steps), len(engine.finished)
         if not (report.events or report.steps or report.finished):
             return
-        report.running = len(engine.scheduler.running)
-        report.waiting = len(engine.scheduler.waiting) + len(self.imports)
         alloc = engine.cache.allocator
-        report.kv_blocks_used, report.kv_blocks_total = alloc.num_used, alloc.num_blocks
+        report.load = WorkerLoad(len(engine.scheduler.running), len(engine.scheduler.waiting) + len(self.imports),
+                                 alloc.num_used, alloc.num_blocks)
         self.outbox.send(report)

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from ..cluster.records import TransferRecord, WorkerStatus
+from ..metrics import Timing
+
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0)
 
 
@@ -24,7 +27,7 @@ class ServerMetrics:
         self.kv_transfer_bytes = Counter("pdlab:kv_transfer_bytes", "KV bytes moved prefill -> decode", registry=r)
         self.kv_transfer_seconds = Counter("pdlab:kv_transfer_seconds", "Time spent moving KV", registry=r)
 
-    def observe_request(self, prompt_tokens: int, timing, finish_reason: str | None) -> None:
+    def observe_request(self, prompt_tokens: int, timing: Timing, finish_reason: str | None) -> None:
         self.prompt_tokens.inc(prompt_tokens)
         self.generation_tokens.inc(timing.output_tokens)
         self.finished.labels(finish_reason or "unknown").inc()
@@ -34,12 +37,12 @@ class ServerMetrics:
         for gap in timing.itls:
             self.itl.observe(gap)
 
-    def update_state(self, snapshot: dict, transfers: list) -> None:
-        workers = [w for w in snapshot.values() if w["alive"]]
-        self.running.set(sum(w["running"] for w in workers))
-        self.waiting.set(sum(w["waiting"] for w in workers))
-        used = sum(w["kv_blocks_used"] for w in workers)
-        total = sum(w["kv_blocks_total"] for w in workers)
+    def update_state(self, workers: list[WorkerStatus], transfers: list[TransferRecord]) -> None:
+        loads = [w.load for w in workers if w.alive]
+        self.running.set(sum(load.running for load in loads))
+        self.waiting.set(sum(load.waiting for load in loads))
+        used = sum(load.kv_blocks_used for load in loads)
+        total = sum(load.kv_blocks_total for load in loads)
         self.kv_blocks.set(used)
         self.kv_usage.set(used / total if total else 0.0)
         for t in transfers:

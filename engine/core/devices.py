@@ -31,6 +31,13 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
+def describe_device(device: torch.device) -> str:
+    """What a learner needs to know of a worker's device: its threads and cores, or the GPU's name."""
+    if device.type == "cpu":
+        return f"{torch.get_num_threads()} threads on cores {available_cores()}"
+    return torch.cuda.get_device_name(device)
+
+
 def available_cores() -> list[int]:
     return sorted(os.sched_getaffinity(0))
 

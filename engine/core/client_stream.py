@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from .metrics import Timing
+from ..metrics import Timing
+from .events import FinishReason
 
 
 class ClientStream:
@@ -13,7 +14,7 @@ class ClientStream:
         self.sent = sent
         self.token_times: list[float] = []   # when each token reached the client
         self.text = ""
-        self.finish_reason: str | None = None
+        self.finish_reason: FinishReason | str | None = None   # a remote server's own, as sent
         self.error: str | None = None
         self._finished = threading.Event()
 
@@ -33,4 +34,5 @@ class ClientStream:
 
     @property
     def timing(self) -> Timing:
-        return Timing(self.sent, list(self.token_times), ok=self.error is None and self.finish_reason != "abort")
+        ended_well = self.error is None and self.finish_reason != FinishReason.ABORT
+        return Timing(self.sent, list(self.token_times), ok=ended_well)

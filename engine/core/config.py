@@ -2,8 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
-POLICIES = ("prefill-first", "chunked")
+
+class Policy(StrEnum):
+    """How a worker's scheduler mixes prompts and decodes (engine/core/scheduler.py)."""
+    PREFILL_FIRST = "prefill-first"   # a waiting prompt is prefilled whole; running decodes wait
+    CHUNKED = "chunked"               # a per-step token budget: decodes first, then a piece of a prompt
+
 MAX_TOKENS_LIMIT = 16384  # a single request may not ask for more than this
 
 
@@ -16,7 +22,7 @@ class EngineConfig:
     model: str = "bundled"          # "bundled", a Hugging Face id, or a local folder
     device: str = "auto"            # auto | cpu | cuda | cuda:N
     dtype: str = "auto"             # auto | float32 | bfloat16 | float16
-    policy: str = "prefill-first"   # prefill-first | chunked
+    policy: Policy = Policy.PREFILL_FIRST
     chunk_size: int = 256           # per-step token budget of the chunked policy
     block_size: int = 16            # tokens per KV block
     kv_cache_tokens: int = 16384    # KV capacity in tokens, reserved at start (SmolLM2 fp32: 720 MiB)
@@ -28,8 +34,9 @@ class EngineConfig:
     prefix_cache_ttl_s: float = 300.0   # ...for this long after its last use
 
     def __post_init__(self) -> None:
-        if self.policy not in POLICIES:
-            raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
+        if self.policy not in set(Policy):
+            raise ValueError(f"policy must be one of {[p.value for p in Policy]}, got {self.policy!r}")
+        self.policy = Policy(self.policy)
         for name in ("chunk_size", "block_size", "kv_cache_tokens", "max_num_seqs", "max_prefill_tokens"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")

@@ -1,19 +1,27 @@
-"""Run an engine on its own thread; any thread submits requests and reads their token streams."""
+"""Run an engine on its own thread; any thread submits requests and reads their token streams.
+
+Other threads never touch the engine: they queue actions that the engine's thread runs between steps.
+"""
 from __future__ import annotations
 
 import queue
 import threading
 import time
+from collections.abc import Callable
 
 from .config import SamplingParams
-from .engine import LLMEngine, TokenEvent
+from .events import FinishReason, TokenEvent
+from .inbox import drain
+from .llm_engine import LLMEngine
 from .request_stream import RequestStream
+
+IDLE_WAIT_S = 0.5   # an idle loop waits this long for an action before looking again
 
 
 class EngineLoop:
     def __init__(self, engine: LLMEngine):
         self.engine = engine
-        self._inbox: queue.Queue[tuple] = queue.Queue()
+        self._inbox: queue.Queue[Callable[[], None]] = queue.Queue()
         self._streams: dict[str, RequestStream] = {}
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"engine-loop-{engine.name}", daemon=True)
@@ -28,20 +36,21 @@ class EngineLoop:
         request_id = request_id or self.engine.new_request_id()
         stream = RequestStream(request_id, sent, self.abort, len(ids))
         self._streams[request_id] = stream
-        self._inbox.put(("add", ids, params, request_id, sent))
+        self._inbox.put(lambda: self._add(ids, params, request_id, sent))
         return stream
 
     def abort(self, request_id: str) -> None:
-        self._inbox.put(("abort", request_id))
+        self._inbox.put(lambda: self._abort(request_id))
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stopped.set()
-        self._inbox.put(("wake",))
+        self._inbox.put(lambda: None)   # wake the thread if it waits for work
         self._thread.join(timeout)
 
     def _run(self) -> None:
         while not self._stopped.is_set():
-            self._drain_inbox(block=not self.engine.has_work)
+            for action in drain(self._inbox, wait_s=0.0 if self.engine.has_work else IDLE_WAIT_S):
+                action()
             if self._stopped.is_set():
                 break
             try:
@@ -51,29 +60,16 @@ class EngineLoop:
             self._dispatch(events)
         self._dispatch(self.engine.fail_all("engine stopped"))
 
-    def _drain_inbox(self, block: bool) -> None:
+    def _add(self, ids: list[int], params: SamplingParams, request_id: str, sent: float) -> None:
         try:
-            item = self._inbox.get(timeout=0.5) if block else self._inbox.get_nowait()
-        except queue.Empty:
-            return
-        while True:
-            self._handle(item)
-            try:
-                item = self._inbox.get_nowait()
-            except queue.Empty:
-                return
+            self.engine.add_request(ids, params, request_id=request_id, arrival=sent)
+        except ValueError as exc:
+            self._dispatch([TokenEvent.end(request_id, FinishReason.ERROR, str(exc))])
 
-    def _handle(self, item: tuple) -> None:
-        if item[0] == "add":
-            _, ids, params, request_id, sent = item
-            try:
-                self.engine.add_request(ids, params, request_id=request_id, arrival=sent)
-            except ValueError as exc:
-                self._dispatch([TokenEvent(request_id, None, "", time.perf_counter(), "error", str(exc))])
-        elif item[0] == "abort":
-            event = self.engine.abort(item[1])
-            if event:
-                self._dispatch([event])
+    def _abort(self, request_id: str) -> None:
+        event = self.engine.abort(request_id)
+        if event:
+            self._dispatch([event])
 
     def _dispatch(self, events: list[TokenEvent]) -> None:
         for event in events:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .config import SamplingParams
+from ..core.config import SamplingParams
 
 
 class StreamOptions(BaseModel):

@@ -6,16 +6,18 @@ blocks and no thread is held per stream; a client that disconnects cancels its r
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from ..cluster.cluster import Cluster, ClusterError
+from ..core.config import RequestError
+from ..core.events import FinishReason
+from ..core.request_stream import RequestStream
 from . import openai_api as api
-from .cluster import Cluster, ClusterError
-from .config import RequestError
-from .request_stream import RequestStream
-from .server_metrics import ServerMetrics
+from .prometheus_metrics import ServerMetrics
 
 DEFAULT_MAX_TOKENS = 256
 
@@ -36,8 +38,7 @@ def create_app(cluster: Cluster, max_active_requests: int = 256) -> FastAPI:
 
     @app.get("/health")
     async def health():
-        alive = [w["alive"] for w in cluster.snapshot().values()]
-        if not all(alive):
+        if not all(w.alive for w in cluster.status()):
             return fail(503, "a worker is down", "service_unavailable")
         return {"status": "ok"}
 
@@ -57,9 +58,9 @@ def create_app(cluster: Cluster, max_active_requests: int = 256) -> FastAPI:
 
     @app.get("/metrics")
     async def prometheus():
-        new = [t for rid, t in list(cluster.transfers.items()) if t.finished_at and rid not in counted_transfers]
+        new = [t for t in cluster.finished_transfers() if t.request_id not in counted_transfers]
         counted_transfers.update(t.request_id for t in new)
-        metrics.update_state(cluster.snapshot(), new)
+        metrics.update_state(cluster.status(), new)
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/events")
@@ -67,11 +68,10 @@ def create_app(cluster: Cluster, max_active_requests: int = 256) -> FastAPI:
         """Server-side detail for the lab: per-step and per-request records, KV transfers."""
         steps = [s.__dict__ for s in cluster.steps[since_step:]]
         requests = [{**r.__dict__} for r in cluster.requests[since_request:]]
-        transfers = [{**t.__dict__, "total_seconds": t.total_seconds} for t in list(cluster.transfers.values())
-                     if t.finished_at]
+        transfers = [{**asdict(t), "total_seconds": t.total_seconds} for t in cluster.finished_transfers()]
         return {"steps": steps, "requests": requests, "transfers": transfers,
                 "next_step": since_step + len(steps), "next_request": since_request + len(requests),
-                "workers": cluster.snapshot()}
+                "workers": {w.name: asdict(w) for w in cluster.status()}}
 
     def start(body: api._Common, prompt) -> RequestStream | JSONResponse:
         if body.model not in (None, model):
@@ -123,7 +123,7 @@ def create_app(cluster: Cluster, max_active_requests: int = 256) -> FastAPI:
 
     def finished_or_error(stream: RequestStream, body):
         metrics.observe_request(stream.prompt_tokens, stream.timing, stream.finish_reason)
-        if stream.finish_reason == "error":
+        if stream.finish_reason == FinishReason.ERROR:
             return fail(500, stream.error or "request failed", "server_error")
         return body()
 
@@ -131,7 +131,7 @@ def create_app(cluster: Cluster, max_active_requests: int = 256) -> FastAPI:
         async def body():
             try:
                 async for event in stream.aevents():
-                    if event.finish_reason == "error":
+                    if event.finish_reason == FinishReason.ERROR:
                         yield _sse(api.error_body(event.error or "request failed", "server_error", 500))
                         break
                     if event.token_id is not None:

@@ -1,0 +1,42 @@
+"""What the cluster tells dashboards, the server and tests: each worker's status, each KV transfer."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .messages import WorkerLoad
+from .topology import Role
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    name: str
+    role: Role
+    alive: bool
+    device: str                  # "cpu", "cuda:0", ...
+    detail: str                  # threads and cores, or the GPU's name
+    load: WorkerLoad
+    outstanding: int             # requests the router has placed on it and not seen end
+
+
+@dataclass
+class TransferRecord:
+    request_id: str
+    transport: str
+    source: str
+    target: str
+    nbytes: int
+    tokens: int
+    send_started: float
+    send_seconds: float
+    copies: int                  # copies of the KV bytes between the two pools on this route
+    receive_seconds: float = 0.0
+    finished_at: float = 0.0     # 0 until the decode worker has loaded the KV
+
+    @property
+    def total_seconds(self) -> float:
+        """From the first byte gathered on the prefill side to the KV loaded on the decode side."""
+        return self.finished_at - self.send_started
+
+    @property
+    def gbps(self) -> float:
+        return self.nbytes / self.total_seconds / 1e9 if self.total_seconds > 0 else float("nan")

@@ -1,0 +1,43 @@
+"""Moving one request's KV cache from a prefill worker to a decode worker.
+
+Each transport stands for a route in a real cluster and counts the copies of the KV bytes between
+the two pools (one module each):
+  shm   shared memory, 2 copies: the "minimum copies" route (CUDA IPC / NVLink in one node)
+  disk  safetensors files, optional fsync, 4 copies: the NVMe/SSD or 3FS route
+  tcp   a loopback socket pulled by the decode side, 4 copies: the network (RDMA) route
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import KVHandle, Received, SendResult, TransferError, Transport
+from .disk import DiskHandle, DiskTransport
+from .shm import ShmHandle, SharedMemoryTransport, leaked_shm_segments
+from .tcp import TcpHandle, TcpTransport
+
+# The one registry: a transport's name -> its class (which knows its copies and its handle type).
+TRANSPORTS: dict[str, type[Transport]] = {t.name: t for t in (SharedMemoryTransport, DiskTransport, TcpTransport)}
+
+
+@dataclass(frozen=True)
+class TransportSettings:
+    """Which transport the workers use, and its options."""
+    name: str = "shm"
+    disk_folder: str | None = None   # disk only: where the KV files go (default: a temp folder)
+    fsync: bool = False              # disk only: flush each file to the device before handing it over
+
+    def __post_init__(self):
+        if self.name not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {list(TRANSPORTS)}, got {self.name!r}")
+
+    @property
+    def copies(self) -> int:
+        return TRANSPORTS[self.name].copies
+
+
+def make_transport(settings: TransportSettings) -> Transport:
+    return TRANSPORTS[settings.name](settings)
+
+
+__all__ = ["TRANSPORTS", "TransportSettings", "make_transport", "Transport", "TransferError", "SendResult",
+           "Received", "KVHandle", "ShmHandle", "DiskHandle", "TcpHandle", "leaked_shm_segments"]

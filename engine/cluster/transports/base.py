@@ -1,0 +1,73 @@
+"""What every KV transport does: send one request's KV from a prefill pool, open it on the decode side.
+
+A send returns a handle: a small frozen, picklable record that travels through the router (the
+payload does not) and knows how to free what it holds if the transfer is abandoned.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+import torch
+
+from ...core.kv_cache import KVPayload, PagedKVCache
+
+if TYPE_CHECKING:
+    from . import TransportSettings
+
+
+class TransferError(RuntimeError):
+    pass
+
+
+class KVHandle(Protocol):
+    def discard(self) -> None:
+        """Free whatever the handle holds, from any process, for a transfer that will never be received."""
+
+
+@dataclass(frozen=True)
+class SendResult:
+    handle: KVHandle
+    nbytes: int
+    started: float
+    seconds: float
+
+
+@dataclass
+class Received:
+    """A payload on the receiving side, readable until close() (which frees what the handle held)."""
+    payload: KVPayload | None
+    release: Callable[[], None] = lambda: None
+
+    def close(self) -> None:
+        self.payload = None  # drop the tensor views first: a shared-memory mapping can't close under them
+        self.release()
+
+
+class Transport:
+    name: ClassVar[str]
+    copies: ClassVar[int]   # copies of the KV bytes between the two pools on this route
+
+    def __init__(self, settings: TransportSettings | None = None):
+        """`settings` carries the options some transports have (the disk's folder and fsync)."""
+
+    def send(self, cache: PagedKVCache, block_table: list[int], num_tokens: int) -> SendResult:
+        raise NotImplementedError
+
+    def open(self, handle: KVHandle, dtype: torch.dtype) -> Received:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def payload_shape(cache: PagedKVCache, num_tokens: int) -> tuple[int, ...]:
+    layers, _, heads, dim = cache.key.shape
+    return (layers, num_tokens, heads, dim)
+
+
+def split_payload(flat: torch.Tensor, shape: tuple[int, ...]) -> KVPayload:
+    """One flat buffer holding K then V, viewed as the two tensors."""
+    half = flat.numel() // 2
+    return KVPayload(flat[:half].view(shape), flat[half:].view(shape))

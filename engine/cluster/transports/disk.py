@@ -1,0 +1,56 @@
+"""Files: safetensors in a folder, optional fsync (the NVMe/SSD or 3FS route; 4 copies)."""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from safetensors.torch import load_file, save_file
+
+from ...core.kv_cache import KVPayload
+from .base import Received, SendResult, TransferError, Transport
+
+if TYPE_CHECKING:
+    from . import TransportSettings
+
+
+@dataclass(frozen=True)
+class DiskHandle:
+    path: str
+
+    def discard(self) -> None:
+        Path(self.path).unlink(missing_ok=True)
+
+
+class DiskTransport(Transport):
+    name, copies = "disk", 4
+
+    def __init__(self, settings: TransportSettings | None = None):
+        folder = settings.disk_folder if settings else None
+        self.folder = Path(folder or Path(tempfile.gettempdir()) / "pdlab-kv")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.fsync = bool(settings and settings.fsync)
+
+    def send(self, cache, block_table, num_tokens):
+        start = time.perf_counter()
+        payload = cache.export(block_table, num_tokens)
+        path = self.folder / f"{uuid.uuid4().hex}.safetensors"
+        save_file({"key": payload.key, "value": payload.value}, str(path))
+        if self.fsync:
+            with open(path, "rb+") as f:
+                os.fsync(f.fileno())
+        return SendResult(DiskHandle(str(path)), payload.nbytes, start, time.perf_counter() - start)
+
+    def open(self, handle: DiskHandle, dtype):
+        path = Path(handle.path)
+        try:
+            tensors = load_file(str(path))
+        except FileNotFoundError as exc:
+            raise TransferError(f"KV file {path} is gone") from exc
+        finally:
+            path.unlink(missing_ok=True)
+        return Received(KVPayload(tensors["key"], tensors["value"]))

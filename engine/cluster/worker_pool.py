@@ -1,0 +1,96 @@
+"""The worker processes: started per spec, each with an inbox queue and its own pipe back; a worker
+whose pipe reads EOF has died. The pool knows processes, not requests (that is the router's part)."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+
+from .messages import Ready, Shutdown, WorkerFailed
+from .placement import WorkerSpec
+from .worker import worker_main
+
+START_TIMEOUT_S = 600
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+@dataclass
+class WorkerProcess:
+    spec: WorkerSpec
+    process: mp.Process
+    inbox: mp.Queue
+    conn: Connection
+    device: str = ""
+    detail: str = ""
+    alive: bool = True
+
+
+class WorkerPool:
+    def __init__(self, specs: list[WorkerSpec]):
+        self.workers = {spec.name: self._start(spec) for spec in specs}
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.kill_all()
+            raise
+
+    @staticmethod
+    def _start(spec: WorkerSpec) -> WorkerProcess:
+        ctx = mp.get_context("spawn")  # fork would copy torch's thread pools in a broken state
+        inbox = ctx.Queue()
+        receiver, sender = ctx.Pipe(duplex=False)
+        process = ctx.Process(target=worker_main, args=(spec, inbox, sender), name=spec.name, daemon=True)
+        process.start()
+        sender.close()  # the worker holds the only sending end: its death reads as EOF here
+        return WorkerProcess(spec, process, inbox, receiver)
+
+    def _wait_ready(self) -> None:
+        pending = set(self.workers)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while pending:
+            for message in self.receive(timeout=1.0):
+                if isinstance(message, Ready):
+                    worker = self.workers[message.worker]
+                    worker.device, worker.detail = message.device, message.detail
+                    pending.discard(message.worker)
+                elif isinstance(message, WorkerFailed):
+                    raise ClusterError(f"worker {message.worker} failed to start:\n{message.error}")
+            if time.monotonic() > deadline:
+                raise ClusterError(f"workers {sorted(pending)} not ready after {START_TIMEOUT_S} s")
+
+    def live(self, role=None) -> list[WorkerProcess]:
+        return [w for w in self.workers.values() if w.alive and (role is None or w.spec.role == role)]
+
+    def send(self, name: str, message) -> None:
+        self.workers[name].inbox.put(message)
+
+    def receive(self, timeout: float) -> list:
+        """Messages from every live worker; a worker whose pipe is closed has died (WorkerFailed)."""
+        live = {w.conn: w for w in self.live()}
+        messages = []
+        for conn in wait(list(live), timeout):
+            try:
+                messages.append(conn.recv())
+            except (EOFError, OSError):
+                worker = live[conn]
+                worker.process.join(1)
+                messages.append(WorkerFailed(worker.spec.name, f"exited (exit code {worker.process.exitcode})"))
+        return messages
+
+    def stop(self, timeout: float) -> None:
+        """Ask every live worker to finish, wait up to `timeout` s for all of them."""
+        for worker in self.live():
+            worker.inbox.put(Shutdown())
+        deadline = time.monotonic() + timeout
+        for worker in self.workers.values():
+            worker.process.join(max(0.1, deadline - time.monotonic()))
+
+    def kill_all(self) -> None:
+        for worker in self.workers.values():
+            if worker.process.is_alive():
+                worker.process.kill()
+            worker.process.join(5)

@@ -1,0 +1,101 @@
+"""Every Streamlit helper of the lab, in one module (the rest of lab/ never imports Streamlit).
+
+Each page starts with `lang = page_frame("its_title_key")`: the page config, the language selector
+and the title, drawn by the page itself so that a page reached by a deep link (/planner) looks the
+same as one reached through app.py's navigation.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import pandas as pd
+import streamlit as st
+
+from engine.core.config import EngineConfig
+from engine.core.engine_loop import EngineLoop
+from engine.core.llm_engine import LLMEngine
+
+from .figures import itl_timeline
+from .i18n import LANGUAGES, t
+from .live_lab import LiveLab
+
+DEFAULT_LANGUAGE = "en"
+
+
+def page_frame(title_key: str) -> str:
+    """The frame every page draws first; returns the learner's language."""
+    st.set_page_config(page_title="pd-lab", layout="wide")
+    lang = current_language()
+    # Streamlit keeps a widget's state per page, so the choice itself lives in session_state["lang"]
+    # and each page's selector starts from it; the callback stores a change before anything is drawn.
+    selector = f"lang-{title_key}"
+    st.sidebar.radio("Language / Язык", list(LANGUAGES), index=list(LANGUAGES).index(lang), key=selector,
+                     format_func=LANGUAGES.get, horizontal=True,
+                     on_change=lambda: st.session_state.update(lang=st.session_state[selector]))
+    st.sidebar.title(t(lang, "app_title"))
+    st.title(t(lang, title_key))
+    return lang
+
+
+def current_language() -> str:
+    """The learner's language, kept across pages (app.py titles the navigation with it)."""
+    return st.session_state.setdefault("lang", DEFAULT_LANGUAGE)
+
+
+# ---- objects shared across pages and sessions ---------------------------------------------------------
+
+def shared_live_lab() -> LiveLab:
+    """One live lab per server, so two tabs never start two engines."""
+    return _live_lab(os.environ.get("PDLAB_RUNS", "runs"))
+
+
+@st.cache_resource(show_spinner=False)
+def _live_lab(runs_dir: str) -> LiveLab:
+    return LiveLab(runs_dir)
+
+
+@st.cache_resource(show_spinner=False)
+def shared_engine_loop() -> EngineLoop:
+    """One in-process engine on its own thread for the playground and the guided pages."""
+    return EngineLoop(LLMEngine(EngineConfig(), name="lab"))
+
+
+def lesson_results() -> dict:
+    """What the learner measured, kept across pages for the summary and the quiz."""
+    return st.session_state.setdefault("lesson_results", {})
+
+
+# ---- pieces of the guided pages -----------------------------------------------------------------------
+
+def run_button(lang: str, page: int, name: str, run: Callable[[], object]):
+    """The page's run button: runs its experiment under a spinner and keeps the result as `name` among
+    the learner's results (the summary and the quiz read them). The kept result, or None."""
+    results = lesson_results()
+    if st.button(t(lang, f"l{page}_button"), key="run", type="primary"):
+        with st.spinner(t(lang, "running")):
+            results[name] = run()
+    return results.get(name)
+
+
+def show_interference(lang: str, result: dict, title: str, key: str) -> None:
+    s = result["summary"]
+    st.plotly_chart(itl_timeline(pd.DataFrame(result["tokens"]), result["injections"], title, lang), key=key)
+    c1, c2, c3 = st.columns(3)
+    c1.metric(t(lang, "metric_itl_before_during"),
+              f"{s['itl_before_ms']['p50']:.0f} / {s['itl_during_ms']['p50']:.0f} ms")
+    c2.metric(t(lang, "metric_longest_stall"), f"{s['longest_stall_ms'] / 1000:.2f} s")
+    c3.metric(t(lang, "metric_long_ttft"), f"{s['long_ttft_s'][0]:.1f} s" if s["long_ttft_s"] else "-")
+
+
+def show_table(lang: str, rows: list[dict]) -> None:
+    """Records as a table, the column names in the learner's language (texts: col_<name>)."""
+    st.dataframe(pd.DataFrame(rows).rename(columns=lambda name: t(lang, f"col_{name}")), hide_index=True)
+
+
+def workload_controls(lang: str) -> tuple[int, int]:
+    c1, c2 = st.columns(2)
+    users = c1.slider(t(lang, "users"), 2, 12, 8, key="users")
+    long_tokens = c2.slider(t(lang, "inject_tokens"), 1000, 4000, 2000, step=500, key="long_tokens")
+    return users, long_tokens
+
