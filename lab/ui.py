@@ -1,8 +1,9 @@
 """Every Streamlit helper of the lab, in one module (the rest of lab/ never imports Streamlit).
 
-Each page starts with `lang = page_frame("its_title_key")`: the page config, the language selector
-and the title, drawn by the page itself so that a page reached by a deep link (/planner) looks the
-same as one reached through app.py's navigation.
+Each page starts with `lang = page_frame("its_title_key")`: the page config, the language selector,
+the lab's menu and the title, drawn by the page itself so that a page reached by a deep link
+(/planner), which Streamlit serves from the pages/ folder without app.py, looks the same as one
+reached through app.py's navigation.
 """
 from __future__ import annotations
 
@@ -21,6 +22,23 @@ from .i18n import LANGUAGES, t
 from .live_lab import LiveLab
 
 DEFAULT_LANGUAGE = "en"
+# The lab's pages in menu order: (section title key, [(page file, title key)]).
+MENU = [
+    ("dashboard", [("pages/dashboard.py", "dashboard"), ("pages/playground.py", "playground")]),
+    ("learn", [("pages/learn_1_stages.py", "l1_title"), ("pages/learn_2_metrics.py", "l2_title"),
+               ("pages/learn_3_chat.py", "l3_title"), ("pages/learn_4_problem.py", "l4_title"),
+               ("pages/learn_5_fix.py", "l5_title"), ("pages/learn_6_travel.py", "l6_title"),
+               ("pages/learn_7_lifetime.py", "l7_title"), ("pages/learn_8_summary.py", "l8_title"),
+               ("pages/quiz.py", "quiz"), ("pages/planner.py", "plan_title")]),
+]
+
+
+def navigation() -> st.navigation:
+    """app.py's navigation over MENU; hidden, since every page draws the menu itself."""
+    lang = current_language()
+    pages = [st.Page(file, title=t(lang, key), default=(file, key) == MENU[0][1][0])
+             for _, entries in MENU for file, key in entries]
+    return st.navigation(pages, position="hidden")
 
 
 def page_frame(title_key: str) -> str:
@@ -34,6 +52,10 @@ def page_frame(title_key: str) -> str:
                      format_func=LANGUAGES.get, horizontal=True,
                      on_change=lambda: st.session_state.update(lang=st.session_state[selector]))
     st.sidebar.title(t(lang, "app_title"))
+    for section, entries in MENU:
+        st.sidebar.caption(t(lang, section))
+        for file, key in entries:
+            st.sidebar.page_link(file, label=t(lang, key))
     st.title(t(lang, title_key))
     return lang
 

@@ -37,15 +37,17 @@ PAGES = sorted(p.name for p in (Path(APP).parent / "pages").glob("*.py"))
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_a_page_served_on_its_own_draws_the_same_frame(page):
-    # What Streamlit shows for a deep link such as /planner: the page file alone, without app.py.
-    at = AppTest.from_file(str(Path(APP).parent / "pages" / page), default_timeout=300)
+def test_every_page_draws_the_frame_language_selector_and_menu(page):
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.switch_page(f"pages/{page}")
     at.run()
     assert not at.exception
     assert at.sidebar.radio[0].options == ["English", "Русский"]
-    assert at.title, "every page has a title"
+    links = [link.proto.label for link in at.sidebar.get("page_link")]
+    assert len(links) == len(PAGES) and "Cluster planner" in links
     at.sidebar.radio[0].set_value("ru").run()
     assert not at.exception
+    assert "Планировщик кластера" in [link.proto.label for link in at.sidebar.get("page_link")]
     assert any(c in "абвгдеёжзийклмнопрстуфхцчшщъыьэюя" for c in at.title[0].value.lower())
 
 

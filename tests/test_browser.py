@@ -86,6 +86,9 @@ def test_a_deep_link_on_a_fresh_server_shows_the_language_selector_and_switches_
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(f"{lab_url}/planner")
         expect(page.get_by_role("heading", name="Cluster planner", exact=False).first).to_be_visible(timeout=60_000)
+        # The lab's own menu, not the file names Streamlit would list for the pages/ folder.
+        expect(page.get_by_role("link", name="4. The problem", exact=True)).to_be_visible()
+        expect(page.get_by_text("learn 1 stages")).to_have_count(0)
         page.get_by_text("Русский").click()
         expect(page.get_by_role("heading", name="Планировщик", exact=False).first).to_be_visible(timeout=30_000)
         page.screenshot(path=str(tmp_path / "planner-deep-link.png"))
