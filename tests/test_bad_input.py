@@ -34,6 +34,9 @@ def test_malformed_prompts_are_refused(make_engine, prompt, message):
     (dict(top_p=1.5), r"top_p must be in \(0, 1\]"),
     (dict(min_tokens=100, max_tokens=10), "min_tokens must be between 0 and max_tokens"),
     (dict(stop=[""]), "stop must be a list of non-empty strings"),
+    (dict(seed=2 ** 64), r"seed must be an integer from -2\*\*63 to 2\*\*64-1"),
+    (dict(seed=-(2 ** 63) - 1), r"seed must be an integer from -2\*\*63 to 2\*\*64-1"),
+    (dict(seed=True), "seed must be an integer"),
 ])
 def test_invalid_sampling_settings_are_refused(params, message):
     with pytest.raises(RequestError, match=message):

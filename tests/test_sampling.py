@@ -59,3 +59,30 @@ def test_stop_string_ends_output_before_the_stop(make_engine, chat):
         text += "".join(e.text for e in engine.step() if e.request_id == rid)
     assert engine.finished[-1].finish_reason == "stop"
     assert text == full[: full.index("5")]
+
+
+def test_a_temperature_too_small_to_divide_by_samples_greedily_as_vllm_does(make_engine, chat):
+    engine = make_engine()
+    p = chat("Name a planet.")
+    greedy, _ = generate(engine, p, max_tokens=12, ignore_eos=True)
+    tiny, record = generate(engine, p, max_tokens=12, temperature=1e-40, seed=1, ignore_eos=True)
+    assert tiny == greedy and record.finish_reason == "length"
+
+
+def test_one_request_whose_sampling_fails_fails_alone(make_engine, chat, monkeypatch):
+    from engine.core import sampler
+    real = sampler._sample_one
+
+    def broken_for_seed_13(logits, seq):
+        if seq.params.seed == 13:
+            raise RuntimeError("probability tensor contains inf or nan")
+        return real(logits, seq)
+    monkeypatch.setattr(sampler, "_sample_one", broken_for_seed_13)
+    engine = make_engine()
+    healthy = [engine.add_request(chat(f"Count to {n}."), SamplingParams(max_tokens=8, ignore_eos=True, temperature=1.0,
+                                                                            seed=n)) for n in (1, 2)]
+    broken = engine.add_request(chat("Hi."), SamplingParams(max_tokens=8, temperature=1.0, seed=13))
+    tokens = run_to_end(engine)
+    records = {r.request_id: r for r in engine.finished}
+    assert records[broken].finish_reason == "error" and "sampling failed" in records[broken].error
+    assert all(records[rid].finish_reason == "length" and len(tokens[rid]) == 8 for rid in healthy)

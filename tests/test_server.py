@@ -95,6 +95,7 @@ def test_32_concurrent_streams_complete_and_token_counts_match_usage(server):
     ({"prompt": "hi", "temperature": 9}, "temperature must be between 0 and 2"),
     ({"prompt": "", "max_tokens": 3}, "prompt is empty"),
     ({"prompt": "word " * 9000, "max_tokens": 3}, "exceeds the limit of 8192 tokens"),
+    ({"prompt": "hi", "seed": 2 ** 64}, "seed must be an integer from -2**63 to 2**64-1"),
 ])
 def test_bad_requests_get_400_with_a_message(server, payload, message):
     base, _ = server
@@ -104,6 +105,21 @@ def test_bad_requests_get_400_with_a_message(server, payload, message):
     assert r.status_code == 400
     assert message in r.json()["error"]["message"]
     assert httpx.get(f"{base}/health").status_code == 200
+
+
+def test_a_temperature_too_small_to_divide_by_is_served_and_fails_no_neighbour(server):
+    base, _ = server
+    with httpx.Client(base_url=base, timeout=120) as client:
+        def ask(temperature):
+            return client.post("/v1/completions", json={"prompt": "Count to ten:", "max_tokens": 12,
+                                                         "temperature": temperature, "ignore_eos": True})
+        results = {}
+        threads = [threading.Thread(target=lambda t=t: results.setdefault(t, ask(t))) for t in (1e-40, 0.7, 1.0)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert all(r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 12 for r in results.values())
 
 
 def test_unknown_model_is_404(server):

@@ -11,6 +11,8 @@ class Policy(StrEnum):
     CHUNKED = "chunked"               # a per-step token budget: decodes first, then a piece of a prompt
 
 MAX_TOKENS_LIMIT = 16384  # a single request may not ask for more than this
+GREEDY_BELOW = 1e-5       # a temperature below this samples greedily, as in vLLM (_SAMPLING_EPS)
+SEED_RANGE = (-(2 ** 63), 2 ** 64 - 1)   # what torch.Generator.manual_seed accepts
 
 
 class RequestError(ValueError):
@@ -53,7 +55,7 @@ class EngineConfig:
 @dataclass(slots=True)
 class SamplingParams:
     max_tokens: int = 64
-    temperature: float = 0.0        # 0 means greedy
+    temperature: float = 0.0        # below GREEDY_BELOW means greedy
     top_p: float = 1.0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
@@ -69,6 +71,9 @@ class SamplingParams:
             raise RequestError(f"max_tokens must be between 1 and {MAX_TOKENS_LIMIT}, got {self.max_tokens}")
         if not 0.0 <= float(self.temperature) <= 2.0:
             raise RequestError(f"temperature must be between 0 and 2, got {self.temperature}")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)
+                                      or not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]):
+            raise RequestError(f"seed must be an integer from -2**63 to 2**64-1, got {self.seed!r}")
         if not 0.0 < float(self.top_p) <= 1.0:
             raise RequestError(f"top_p must be in (0, 1], got {self.top_p}")
         if not 0 <= self.min_tokens <= self.max_tokens:
@@ -79,4 +84,4 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        return self.temperature < GREEDY_BELOW

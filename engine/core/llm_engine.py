@@ -19,7 +19,7 @@ from .model_loader import LoadedModel, head_dim, load_model
 from .model_runner import ModelRunner
 from .prefix_store import PrefixStore
 from .prompts import PromptEncoder
-from .sampler import sample
+from .sampler import SamplingError, sample
 from .scheduler import Scheduler
 from .sequence import RequestRecord, Sequence, StepRecord
 
@@ -138,7 +138,13 @@ class LLMEngine:
         now = time.perf_counter()
         self.steps.append(StepRecord(start, now - start, scheduled.kind,
                                      sum(n for _, n in scheduled.work), len(scheduled.work), self.name))
-        return [event for seq, token in zip(sampling, tokens) for event in self._append(seq, token, now)]
+        events = []
+        for seq, token in zip(sampling, tokens):
+            if isinstance(token, SamplingError):
+                events.append(self.abort(seq.request_id, FinishReason.ERROR, str(token)))
+            else:
+                events.extend(self._append(seq, token, now))
+        return events
 
     def _append(self, seq: Sequence, token: int, now: float) -> list[TokenEvent]:
         seq.output_ids.append(token)

@@ -6,8 +6,13 @@ import torch
 from .sequence import Sequence
 
 
-def sample(logits: torch.Tensor, seqs: list[Sequence], eos_ids: set[int]) -> list[int]:
-    """logits: [len(seqs), vocab], one row per sequence."""
+class SamplingError(RuntimeError):
+    """One sequence's sampling failed; its request fails alone."""
+
+
+def sample(logits: torch.Tensor, seqs: list[Sequence], eos_ids: set[int]) -> list[int | SamplingError]:
+    """logits: [len(seqs), vocab], one row per sequence. Each sequence's token, or the error that kept
+    it from having one (so one broken request never fails the others in its batch)."""
     logits = logits.float().clone()  # masked in place below
     for row, seq in enumerate(seqs):
         p = seq.params
@@ -16,7 +21,10 @@ def sample(logits: torch.Tensor, seqs: list[Sequence], eos_ids: set[int]) -> lis
     chosen = logits.argmax(dim=-1).tolist()
     for row, seq in enumerate(seqs):
         if not seq.params.greedy:
-            chosen[row] = _sample_one(logits[row], seq)
+            try:
+                chosen[row] = _sample_one(logits[row], seq)
+            except RuntimeError as exc:
+                chosen[row] = SamplingError(f"sampling failed: {exc}")
     return chosen
 
 
