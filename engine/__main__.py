@@ -8,6 +8,7 @@ import sys
 import time
 
 from .cluster.cluster import Cluster
+from .cluster.shutdown import exit_on_signals
 from .cluster.topology import Mode, Topology
 from .cluster.transports import TRANSPORTS
 from .core.config import EngineConfig, Policy, RequestError, SamplingParams
@@ -83,7 +84,7 @@ def serve(a: argparse.Namespace) -> None:
     topology = Topology(a.mode, a.prefill_workers, a.decode_workers, a.workers, a.device)
     config = EngineConfig(model=a.model, dtype=a.dtype, chunk_size=a.chunk_size, kv_cache_tokens=a.kv_cache_tokens)
     threshold = a.conditional_threshold if a.conditional_threshold > 0 else None
-    with Cluster(topology, config, transport=a.transport, conditional_threshold=threshold) as cluster:
+    with exit_on_signals(), Cluster(topology, config, a.transport, conditional_threshold=threshold) as cluster:
         for w in cluster.status():
             print(f"{w.name}: {w.role} on {w.device} ({w.detail})", file=sys.stderr)
         if cluster.note:

@@ -7,6 +7,7 @@ from dataclasses import asdict
 import sys
 
 from engine.cluster.cluster import Cluster
+from engine.cluster.shutdown import exit_on_signals
 from engine.cluster.topology import Mode, Topology
 from engine.cluster.transports import TRANSPORTS
 from engine.core.config import EngineConfig
@@ -36,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
                         long_prompt_tokens=a.long_prompt_tokens, inject_at=tuple(a.inject_at), seed=a.seed)
     topology = Topology(a.mode, a.prefill_workers, a.decode_workers)
     engine = EngineConfig(chunk_size=a.chunk_size, dtype=a.dtype, kv_cache_tokens=16384)
-    with Cluster(topology, engine, transport=a.transport, conditional_threshold=a.conditional_threshold) as cluster:
+    with exit_on_signals(), Cluster(topology, engine, transport=a.transport,
+                                    conditional_threshold=a.conditional_threshold) as cluster:
         label = topology.label + (f" ({a.transport})" if topology.mode == Mode.DISAGGREGATED else "")
         result = run_interference(cluster, workload, label)
     summary = summarize_run(result)

@@ -57,11 +57,12 @@ def test_disaggregated_greedy_output_is_token_identical_and_nothing_leaks(chat, 
             assert 0 < t.send_seconds and 0 < t.receive_seconds and t.total_seconds >= t.send_seconds
         assert kv_blocks_in_use(cluster) == 0
         assert not leaked_shm_segments()
-        assert not list(tmp_path.iterdir())
+        assert not list(tmp_path.rglob("*.safetensors"))   # every KV file was consumed
         # Transfer time is part of TTFT: the first token reaches the client after the KV landed.
         for s in streams:
             t = cluster.transfers[s.request_id]
             assert s.token_times[0] >= t.finished_at
+    assert not list(tmp_path.iterdir())   # the workers' private KV folders went with them
 
 
 def test_colocated_and_chunked_workers_match_generate(chat, expected):

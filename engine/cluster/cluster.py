@@ -3,6 +3,7 @@ and a thread that feeds the router what the workers report. Its submit() has the
 the single-process EngineLoop's, so the lab and the HTTP server take either."""
 from __future__ import annotations
 
+import atexit
 import itertools
 import threading
 import time
@@ -23,6 +24,8 @@ from .messages import WorkerFailed
 from .worker_pool import ClusterError, WorkerPool
 
 __all__ = ["Cluster", "ClusterError"]
+
+STOP_GRACE_S = 10.0   # how long stop() lets workers finish before it ends them
 
 
 class Cluster:
@@ -45,6 +48,7 @@ class Cluster:
         self.router = Router(self.pool, self.topology, self.transport, conditional_threshold)
         self._thread = threading.Thread(target=self._route_events, name="router", daemon=True)
         self._thread.start()
+        atexit.register(self.stop)   # an owner that never calls stop() (a script, Streamlit) still stops us
 
     # ---- requests ----------------------------------------------------------------------------
 
@@ -112,9 +116,11 @@ class Cluster:
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
-    def stop(self, timeout: float = 20.0) -> None:
+    def stop(self, timeout: float = STOP_GRACE_S) -> None:
+        """Ask the workers to finish, wait up to `timeout` s, then end the rest: bounded, whatever they do."""
         if self._stopped.is_set():
             return
+        atexit.unregister(self.stop)
         self.pool.stop(timeout)
         self._stopped.set()
         self._thread.join(5)

@@ -6,7 +6,9 @@ imports handed-off KV and streams the rest.
 """
 from __future__ import annotations
 
+import os
 import queue
+import signal
 import threading
 import time
 import traceback
@@ -21,10 +23,13 @@ from ..core.sequence import Sequence
 from .messages import (Abort, AddRequest, ImportKV, KVHandOff, KVReady, Ready, Shutdown, StepReport, TransferDone,
                        WorkerFailed, WorkerLoad)
 from .placement import WorkerSpec
-from .transports import Received, TransferError, make_transport
+from .transports import KVHandle, Received, TransferError, make_transport
 
 LAYERS_PER_ITERATION = 6  # an import loads this many layers between decode steps, so it never stalls them long
 IDLE_WAIT_S = 0.2         # an idle worker waits this long for a message before looking again
+PARENT_POLL_S = 0.5       # how often a worker checks that its parent lives
+ORPHAN_GRACE_S = 30.0     # an orphaned worker finishes its step and cleans up within this, or is ended
+RECENT_HAND_OFFS = 64     # KV sent lately, freed by the worker itself if its parent dies
 
 
 @dataclass
@@ -64,9 +69,14 @@ class Outbox:
 
 def worker_main(spec: WorkerSpec, inbox, conn) -> None:
     """inbox: a queue from the router; conn: the sending end of this worker's pipe to it."""
+    # Ctrl-C reaches the whole process group: the parent stops its workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    _watch_parent(os.getppid(), stop)
     outbox = Outbox(conn)
     try:
-        Worker(spec, inbox, outbox).run()
+        Worker(spec, inbox, outbox, stop).run()
     except Exception:
         outbox.send(WorkerFailed(spec.name, traceback.format_exc()))
         raise
@@ -74,14 +84,29 @@ def worker_main(spec: WorkerSpec, inbox, conn) -> None:
         outbox.close()
 
 
+def _watch_parent(parent: int, stop: threading.Event) -> None:
+    """A worker whose parent died (killed, crashed) stops by itself, and is gone within a grace period
+    even if a step never ends: nothing else would ever stop it."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        stop.set()
+        time.sleep(ORPHAN_GRACE_S)
+        os._exit(1)
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 class Worker:
     """`inbox` is a queue of the router's messages; `outbox` has send(message) (an Outbox, or a stand-in
     in tests). run() is the process's life; step() one iteration of it."""
 
-    def __init__(self, spec: WorkerSpec, inbox, outbox):
+    def __init__(self, spec: WorkerSpec, inbox, outbox, stop: threading.Event | None = None):
         self.spec = spec
         self.inbox = inbox
         self.outbox = outbox
+        self.stop = stop or threading.Event()   # set by Shutdown, SIGTERM or the parent's death
+        self.parent = os.getppid()
+        self.sent: deque[KVHandle] = deque(maxlen=RECENT_HAND_OFFS)
         self.engine = LLMEngine(spec.engine, name=spec.name)
         self.transport = make_transport(spec.transport)
         self.prefill_only: set[str] = set()
@@ -89,17 +114,19 @@ class Worker:
         self.active_import: ActiveImport | None = None
         self.reported_records = 0
         self.reported_steps = 0
-        self.stopping = False
         device = self.engine.loaded.device
         outbox.send(Ready(spec.name, str(device), describe_device(device)))
 
     def run(self) -> None:
-        while not self.stopping:
+        while not self.stop.is_set():
             self.step(wait_for_work=self.idle)
         for hand_off in self.imports:
             hand_off.handle.discard()
         if self.active_import:
             self.active_import.received.close()
+        if os.getppid() != self.parent:   # no router is left to forward or free what this worker sent
+            for handle in self.sent:
+                handle.discard()
         self._send(StepReport(self.spec.name, events=self.engine.fail_all(f"{self.spec.name} stopped")))
         self.transport.close()
 
@@ -134,7 +161,7 @@ class Worker:
         elif isinstance(message, Abort):
             self._abort(message.request_id)
         elif isinstance(message, Shutdown):
-            self.stopping = True
+            self.stop.set()
 
     def _abort(self, request_id: str) -> None:
         active = self.active_import
@@ -203,6 +230,7 @@ class Worker:
                 continue
             self.prefill_only.discard(rid)
             seq, sent = self.engine.hand_off(rid, self.transport.send)
+            self.sent.append(sent.handle)
             self.outbox.send(KVReady(self.spec.name, KVHandOff(
                 rid, seq.prompt_ids, seq.output_ids, seq.params, seq.record.arrival, sent.handle, seq.num_computed,
                 sent.nbytes, sent.started, sent.seconds)))

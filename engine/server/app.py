@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -20,6 +21,7 @@ from . import openai_api as api
 from .prometheus_metrics import ServerMetrics
 
 DEFAULT_MAX_TOKENS = 256
+SHUTDOWN_GRACE_S = 5   # open streams get this long to finish when the server is told to stop
 
 
 def create_app(cluster: Cluster, max_active_requests: int = 256) -> FastAPI:
@@ -156,5 +158,7 @@ def _sse(payload: dict) -> str:
 
 
 def serve(cluster: Cluster, host: str = "127.0.0.1", port: int = 8000) -> None:
-    import uvicorn
-    uvicorn.run(create_app(cluster), host=host, port=port, log_level="info")
+    """Serve until SIGTERM or SIGINT; open streams get SHUTDOWN_GRACE_S to finish, then are cut."""
+    config = uvicorn.Config(create_app(cluster), host=host, port=port, log_level="info",
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+    uvicorn.Server(config).run()

@@ -23,7 +23,7 @@ TRANSPORTS: dict[str, type[Transport]] = {t.name: t for t in (SharedMemoryTransp
 class TransportSettings:
     """Which transport the workers use, and its options."""
     name: str = "shm"
-    disk_folder: str | None = None   # disk only: where the KV files go (default: a temp folder)
+    disk_folder: str | None = None   # disk only: where each worker makes its private folder (default: temp)
     fsync: bool = False              # disk only: flush each file to the device before handing it over
 
     def __post_init__(self):

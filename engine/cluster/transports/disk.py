@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -27,12 +28,13 @@ class DiskHandle:
 
 
 class DiskTransport(Transport):
+    """Each sender writes into a private folder of its own (mode 0700, inside `disk_folder` or the temp
+    folder), removed when the transport closes: no other server or user shares it."""
     name, copies = "disk", 4
 
     def __init__(self, settings: TransportSettings | None = None):
-        folder = settings.disk_folder if settings else None
-        self.folder = Path(folder or Path(tempfile.gettempdir()) / "pdlab-kv")
-        self.folder.mkdir(parents=True, exist_ok=True)
+        parent = settings.disk_folder if settings and settings.disk_folder else tempfile.gettempdir()
+        self.folder = Path(tempfile.mkdtemp(prefix="pdlab-kv-", dir=parent))
         self.fsync = bool(settings and settings.fsync)
 
     def send(self, cache, block_table, num_tokens):
@@ -54,3 +56,6 @@ class DiskTransport(Transport):
         finally:
             path.unlink(missing_ok=True)
         return Received(KVPayload(tensors["key"], tensors["value"]))
+
+    def close(self):
+        shutil.rmtree(self.folder, ignore_errors=True)

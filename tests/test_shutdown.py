@@ -1,0 +1,104 @@
+"""However the server ends (SIGTERM, SIGHUP, SIGINT, or killed outright), its worker processes, the
+multiprocessing resource tracker, shared-memory segments and KV files go with it."""
+import json
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from engine.cluster.transports import leaked_shm_segments
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def kv_folders() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).glob("pdlab-kv-*")}
+
+
+def semaphores() -> set[str]:
+    """multiprocessing's named semaphores (its queues' locks); the resource tracker removes them."""
+    return {p.name for p in Path("/dev/shm").glob("sem.mp-*")}
+
+
+def start_server(mode: str, transport: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--mode", mode, "--transport", transport,
+                               "--port", str(port), "--kv-cache-tokens", "4096"], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                return server, base
+        except httpx.HTTPError:
+            pass
+        assert server.poll() is None, "the server exited while starting"
+        time.sleep(0.5)
+    server.kill()
+    raise AssertionError("the server did not come up")
+
+
+def stream_forever(base: str, received: list) -> None:
+    body = {"prompt": "Tell me a long story.", "max_tokens": 2000, "ignore_eos": True, "stream": True}
+    try:
+        with httpx.stream("POST", f"{base}/v1/completions", json=body, timeout=120) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: {"):
+                    received.append(json.loads(line[6:]))
+    except httpx.HTTPError:
+        pass  # cut by the shutdown
+
+
+def gone(pids: list[int], within: float) -> list[int]:
+    """The pids still running (not zombies) after up to `within` seconds."""
+    deadline = time.time() + within
+    while True:
+        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        if not alive or time.time() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("mode,transport,sig", [
+    ("disaggregated", "shm", signal.SIGTERM),
+    ("colocated", "shm", signal.SIGHUP),
+    ("colocated", "shm", signal.SIGINT),
+    ("disaggregated", "disk", signal.SIGKILL),
+])
+def test_the_server_leaves_nothing_behind(mode, transport, sig):
+    folders_before, semaphores_before = kv_folders(), semaphores()
+    server, base = start_server(mode, transport)
+    children = [p.pid for p in psutil.Process(server.pid).children(recursive=True)]
+    assert len(children) >= (2 if mode == "colocated" else 3)   # the workers and the resource tracker
+    received: list = []
+    streams = [threading.Thread(target=stream_forever, args=(base, received), daemon=True) for _ in range(2)]
+    for thread in streams:
+        thread.start()
+    deadline = time.time() + 120
+    while len(received) < 6 and time.time() < deadline:
+        time.sleep(0.1)
+    assert len(received) >= 6, "both streams are running when the signal comes"
+    server.send_signal(sig)
+    if sig != signal.SIGKILL:
+        server.wait(60)   # bounded, although two streams were open
+    else:
+        server.wait(10)
+    assert gone(children, within=45) == []
+    assert not leaked_shm_segments()
+    assert kv_folders() <= folders_before
+    assert semaphores() <= semaphores_before
