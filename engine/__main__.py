@@ -16,6 +16,7 @@ from .core.llm_engine import LLMEngine
 from .core.model_loader import ModelLoadError
 from .core.run_files import save_run
 from .metrics import SLO, Timing, format_summary, summarize
+from .server.app import MAX_BODY_BYTES
 from .server.app import serve as run_server
 
 
@@ -89,7 +90,7 @@ def serve(a: argparse.Namespace) -> None:
             print(f"{w.name}: {w.role} on {w.device} ({w.detail})", file=sys.stderr)
         if cluster.note:
             print(f"note: {cluster.note}", file=sys.stderr)
-        run_server(cluster, a.host, a.port)
+        run_server(cluster, a.host, a.port, a.max_body_bytes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="prefill prompts shorter than this on a decode worker (0: never)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES,
+                   help="larger request bodies get 413 before they are read (default 4 MiB)")
     model_args(s)
     a = parser.parse_args(argv)
     try:

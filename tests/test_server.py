@@ -122,6 +122,30 @@ def test_a_temperature_too_small_to_divide_by_is_served_and_fails_no_neighbour(s
     assert all(r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 12 for r in results.values())
 
 
+def test_an_oversized_body_is_refused_with_413_before_it_is_read(server):
+    base, _ = server
+    padded = {"prompt": "hi", "max_tokens": 2, "user": "x" * (5 * 2 ** 20)}   # padding in an ignored field
+    r = httpx.post(f"{base}/v1/completions", json=padded, timeout=60)
+    assert r.status_code == 413 and "limit of 4194304 bytes" in r.json()["error"]["message"]
+    chunked = httpx.post(f"{base}/v1/completions", content=iter([b"x" * 2 ** 20] * 5), timeout=60,
+                         headers={"content-type": "application/json"})   # no Content-Length: counted
+    assert chunked.status_code == 413
+
+
+def test_the_server_answers_others_while_it_tokenizes_a_long_prompt(server):
+    base, _ = server
+    done = []
+    big = threading.Thread(target=lambda: done.append(httpx.post(
+        f"{base}/v1/completions", json={"prompt": "word " * 700_000, "max_tokens": 2}, timeout=120)))
+    big.start()
+    time.sleep(0.3)   # the big body is in, its tokenization under way
+    health = httpx.get(f"{base}/health", timeout=60)
+    answered_while_tokenizing = not done
+    big.join()
+    assert health.status_code == 200 and answered_while_tokenizing
+    assert done[0].status_code == 400 and "exceeds the limit" in done[0].json()["error"]["message"]
+
+
 def test_unknown_model_is_404(server):
     base, _ = server
     r = httpx.post(f"{base}/v1/completions", json={"model": "gpt-9", "prompt": "hi"}, timeout=30)

@@ -5,6 +5,7 @@ blocks and no thread is held per stream; a client that disconnects cancels its r
 """
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import asdict
 
@@ -18,14 +19,17 @@ from ..core.config import RequestError
 from ..core.events import FinishReason
 from ..core.request_stream import RequestStream
 from . import openai_api as api
+from .body_limit import BodyLimit
 from .prometheus_metrics import ServerMetrics
 
 DEFAULT_MAX_TOKENS = 256
+MAX_BODY_BYTES = 4 * 2 ** 20   # a 128k-token prompt is well under 1 MiB as text or as token ids
 SHUTDOWN_GRACE_S = 5   # open streams get this long to finish when the server is told to stop
 
 
-def create_app(cluster: Cluster, max_active_requests: int = 256) -> FastAPI:
+def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     app = FastAPI(title="pd-lab engine", version="0.1.0")
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
     metrics = ServerMetrics()
     counted_transfers: set[str] = set()
     model = cluster.model_name
@@ -53,7 +57,7 @@ def create_app(cluster: Cluster, max_active_requests: int = 256) -> FastAPI:
     async def tokenize(body: dict):
         prompt = body.get("messages") or body.get("prompt")
         try:
-            ids = cluster.prompts.encode(prompt)
+            ids = await asyncio.to_thread(cluster.prompts.encode, prompt)   # off the event loop
         except RequestError as exc:
             return fail(400, str(exc))
         return {"count": len(ids), "tokens": ids, "max_model_len": cluster.prompts.max_context}
@@ -75,7 +79,7 @@ def create_app(cluster: Cluster, max_active_requests: int = 256) -> FastAPI:
                 "next_step": since_step + len(steps), "next_request": since_request + len(requests),
                 "workers": {w.name: asdict(w) for w in cluster.status()}}
 
-    def start(body: api._Common, prompt) -> RequestStream | JSONResponse:
+    async def start(body: api._Common, prompt) -> RequestStream | JSONResponse:
         if body.model not in (None, model):
             return fail(404, f"model {body.model!r} is not served here; this server serves {model!r}",
                         "not_found_error")
@@ -83,7 +87,8 @@ def create_app(cluster: Cluster, max_active_requests: int = 256) -> FastAPI:
             return fail(503, f"server is at its limit of {max_active_requests} active requests; retry shortly",
                         "service_unavailable", headers={"Retry-After": "1"})
         try:
-            return cluster.submit(prompt, body.sampling(DEFAULT_MAX_TOKENS))
+            # Tokenizing a long prompt takes a while: in a thread, so other requests are served meanwhile.
+            return await asyncio.to_thread(cluster.submit, prompt, body.sampling(DEFAULT_MAX_TOKENS))
         except RequestError as exc:
             return fail(400, str(exc))
         except ClusterError as exc:
@@ -91,7 +96,7 @@ def create_app(cluster: Cluster, max_active_requests: int = 256) -> FastAPI:
 
     @app.post("/v1/completions")
     async def completions(body: api.CompletionRequest):
-        stream = start(body, body.prompt)
+        stream = await start(body, body.prompt)
         if isinstance(stream, JSONResponse):
             return stream
         rid = api.new_id("cmpl")
@@ -105,7 +110,7 @@ def create_app(cluster: Cluster, max_active_requests: int = 256) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat(body: api.ChatRequest):
-        stream = start(body, [m.model_dump() for m in body.messages])
+        stream = await start(body, [m.model_dump() for m in body.messages])
         if isinstance(stream, JSONResponse):
             return stream
         rid = api.new_id("chatcmpl")
@@ -157,8 +162,8 @@ def _sse(payload: dict) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
-def serve(cluster: Cluster, host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(cluster: Cluster, host: str = "127.0.0.1", port: int = 8000, max_body_bytes: int = MAX_BODY_BYTES) -> None:
     """Serve until SIGTERM or SIGINT; open streams get SHUTDOWN_GRACE_S to finish, then are cut."""
-    config = uvicorn.Config(create_app(cluster), host=host, port=port, log_level="info",
+    config = uvicorn.Config(create_app(cluster, max_body_bytes=max_body_bytes), host=host, port=port, log_level="info",
                             timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
     uvicorn.Server(config).run()
