@@ -144,3 +144,17 @@ def test_invalid_topology_is_a_clear_error(topology, cores, message):
 def test_unknown_transport_is_a_clear_error():
     with pytest.raises(ValueError, match="transport must be one of"):
         Cluster(Topology("disaggregated"), ENGINE, transport="carrier-pigeon")
+
+
+def test_a_request_cancelled_while_its_prompt_prefills_is_never_decoded(chat):
+    # Every prompt goes to the prefill worker; the abort lands while its prefill step runs, so the
+    # worker has handed the request off by the time it reads the abort: the router must drop it.
+    with Cluster(Topology("disaggregated"), ENGINE) as cluster:
+        s = cluster.submit(list(range(1000, 2500)), SamplingParams(max_tokens=600, ignore_eos=True))
+        time.sleep(0.5)   # 1500 tokens take seconds to prefill on one core: the step is running
+        s.cancel()
+        s.result(timeout=30)
+        assert s.finish_reason == "abort" and not s.token_ids
+        time.sleep(1.0)
+        assert kv_blocks_in_use(cluster) == 0 and not leaked_shm_segments()
+        assert not any(step.worker == "decode-0" for step in cluster.steps)

@@ -146,6 +146,18 @@ def test_the_server_answers_others_while_it_tokenizes_a_long_prompt(server):
     assert done[0].status_code == 400 and "exceeds the limit" in done[0].json()["error"]["message"]
 
 
+def test_a_non_streamed_request_whose_client_leaves_is_cancelled(server):
+    base, cluster = server
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{base}/v1/completions", json={"prompt": "Tell me everything.", "max_tokens": 3000,
+                                                   "ignore_eos": True}, timeout=2.0)   # the client gives up
+    deadline = time.time() + 10
+    while cluster.active_requests and time.time() < deadline:
+        time.sleep(0.1)
+    assert cluster.active_requests == 0
+    assert sum(w.load.kv_blocks_used for w in cluster.status()) == 0
+
+
 def test_unknown_model_is_404(server):
     base, _ = server
     r = httpx.post(f"{base}/v1/completions", json={"model": "gpt-9", "prompt": "hi"}, timeout=30)

@@ -35,6 +35,7 @@ class Router:
         self._outstanding: dict[str, set[str]] = {name: set() for name in pool.workers}
         self._load: dict[str, WorkerLoad] = {name: WorkerLoad() for name in pool.workers}
         self._pending_handles: dict[str, KVHandle] = {}  # sent on to a decode worker, not yet loaded
+        self._aborted: set[str] = set()   # cancelled, not yet ended: a hand-off for one of them is dropped
 
     # ---- requests in ------------------------------------------------------------------------------
 
@@ -53,6 +54,11 @@ class Router:
         worker.inbox.put(AddRequest(stream.request_id, prompt_ids, params, stream.sent, prefill_only))
 
     def abort(self, request_id: str) -> None:
+        """Cancel at any stage. A prefill worker may already have handed the request off when the abort
+        reaches it: the router then drops the hand-off itself (_route_kv)."""
+        if request_id not in self.streams:
+            return
+        self._aborted.add(request_id)
         name = self._where.get(request_id)
         if name and self.pool.workers[name].alive:
             self.pool.send(name, Abort(request_id))
@@ -95,7 +101,11 @@ class Router:
         hand_off = ready.hand_off
         stream = self.streams.get(hand_off.request_id)
         if stream is None or stream.done:
-            hand_off.handle.discard()  # aborted or failed while its prefill ran
+            hand_off.handle.discard()  # failed while its prefill ran
+            return
+        if hand_off.request_id in self._aborted:
+            hand_off.handle.discard()  # cancelled while its prefill ran
+            self._deliver(TokenEvent.end(hand_off.request_id, FinishReason.ABORT))
             return
         try:
             target = self._pick(Role.DECODE)
@@ -120,6 +130,7 @@ class Router:
 
     def _forget(self, request_id: str) -> None:
         self.streams.pop(request_id, None)
+        self._aborted.discard(request_id)
         name = self._where.pop(request_id, None)
         if name:
             self._outstanding[name].discard(request_id)

@@ -24,6 +24,7 @@ from .prometheus_metrics import ServerMetrics
 
 DEFAULT_MAX_TOKENS = 256
 MAX_BODY_BYTES = 4 * 2 ** 20   # a 128k-token prompt is well under 1 MiB as text or as token ids
+DISCONNECT_POLL_S = 0.25   # how often a non-streamed request checks that its client is still there
 SHUTDOWN_GRACE_S = 5   # open streams get this long to finish when the server is told to stop
 
 
@@ -95,7 +96,7 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
             return fail(503, str(exc), "service_unavailable", headers={"Retry-After": "5"})
 
     @app.post("/v1/completions")
-    async def completions(body: api.CompletionRequest):
+    async def completions(body: api.CompletionRequest, request: Request):
         stream = await start(body, body.prompt)
         if isinstance(stream, JSONResponse):
             return stream
@@ -103,13 +104,12 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
         if body.stream:
             return sse(stream, body.include_usage, lambda text, fin: api.completion_chunk(rid, model, text, fin),
                        lambda p, n: api.usage_chunk(rid, model, "text_completion", p, n))
-        async for _ in stream.aevents():
-            pass
+        await until_done(stream, request)
         return finished_or_error(stream, lambda: api.completion_body(
             rid, model, stream.text, stream.finish_reason, stream.prompt_tokens, len(stream.token_ids)))
 
     @app.post("/v1/chat/completions")
-    async def chat(body: api.ChatRequest):
+    async def chat(body: api.ChatRequest, request: Request):
         stream = await start(body, [m.model_dump() for m in body.messages])
         if isinstance(stream, JSONResponse):
             return stream
@@ -123,10 +123,22 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
                 return api.chat_chunk(rid, model, delta, fin)
             return sse(stream, body.include_usage, chunk,
                        lambda p, n: api.usage_chunk(rid, model, "chat.completion.chunk", p, n))
-        async for _ in stream.aevents():
-            pass
+        await until_done(stream, request)
         return finished_or_error(stream, lambda: api.chat_body(
             rid, model, stream.text, stream.finish_reason, stream.prompt_tokens, len(stream.token_ids)))
+
+    async def until_done(stream: RequestStream, request: Request) -> None:
+        """Wait for a non-streamed request to end; if its client leaves first, cancel it (frees its KV)."""
+        async def drain():
+            async for _ in stream.aevents():
+                pass
+        done = asyncio.ensure_future(drain())
+        while not done.done():
+            await asyncio.wait({done}, timeout=DISCONNECT_POLL_S)
+            if not done.done() and await request.is_disconnected():
+                stream.cancel()
+                await done
+        await done
 
     def finished_or_error(stream: RequestStream, body):
         metrics.observe_request(stream.prompt_tokens, stream.timing, stream.finish_reason)
