@@ -15,6 +15,7 @@ from ..core.model_loader import BUNDLED, BUNDLED_NAME, bundled_model_folder
 from ..core.prompts import PromptEncoder
 from ..core.request_stream import RequestStream
 from ..core.sequence import RequestRecord, StepRecord
+from .history import History
 from .placement import plan_workers
 from .records import TransferRecord, WorkerStatus
 from .router import Router
@@ -99,11 +100,13 @@ class Cluster:
         return len(self.router.streams)
 
     @property
-    def requests(self) -> list[RequestRecord]:
+    def requests(self) -> History[RequestRecord]:
+        """The most recent finished requests (engine/cluster/history.py says how many)."""
         return self.router.requests
 
     @property
-    def steps(self) -> list[StepRecord]:
+    def steps(self) -> History[StepRecord]:
+        """The most recent engine steps of every worker."""
         return self.router.steps
 
     @property

@@ -13,6 +13,7 @@ from ..core.config import SamplingParams
 from ..core.events import FinishReason, TokenEvent
 from ..core.request_stream import RequestStream
 from ..core.sequence import RequestRecord, StepRecord
+from .history import REQUESTS_KEPT, STEPS_KEPT, TRANSFERS_KEPT, BoundedDict, History
 from .messages import Abort, AddRequest, ImportKV, KVHandle, KVReady, StepReport, TransferDone, WorkerFailed, WorkerLoad
 from .records import TransferRecord, WorkerStatus
 from .topology import Mode, Role, Topology
@@ -27,9 +28,9 @@ class Router:
         self.topology = topology
         self.transport = transport
         self.conditional_threshold = conditional_threshold
-        self.requests: list[RequestRecord] = []
-        self.steps: list[StepRecord] = []
-        self.transfers: dict[str, TransferRecord] = {}   # by request id, in arrival order
+        self.requests: History[RequestRecord] = History(REQUESTS_KEPT)
+        self.steps: History[StepRecord] = History(STEPS_KEPT)
+        self.transfers: dict[str, TransferRecord] = BoundedDict(TRANSFERS_KEPT)   # by request id, in arrival order
         self.streams: dict[str, RequestStream] = {}
         self._where: dict[str, str] = {}                   # request id -> worker name
         self._outstanding: dict[str, set[str]] = {name: set() for name in pool.workers}

@@ -112,8 +112,6 @@ class Worker:
         self.prefill_only: set[str] = set()
         self.imports: deque[KVHandOff] = deque()
         self.active_import: ActiveImport | None = None
-        self.reported_records = 0
-        self.reported_steps = 0
         device = self.engine.loaded.device
         outbox.send(Ready(spec.name, str(device), describe_device(device)))
 
@@ -241,9 +239,10 @@ class Worker:
 
     def _send(self, report: StepReport) -> None:
         engine = self.engine
-        report.steps = engine.steps[self.reported_steps:]
-        report.finished = engine.finished[self.reported_records:]
-        self.reported_steps, self.reported_records = len(engine.steps), len(engine.finished)
+        # Reported records leave the worker: the router keeps the history, bounded.
+        report.steps, report.finished = list(engine.steps), list(engine.finished)
+        engine.steps.clear()
+        engine.finished.clear()
         if not (report.events or report.steps or report.finished):
             return
         alloc = engine.cache.allocator

@@ -73,11 +73,11 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
     @app.get("/events")
     async def events(since_step: int = 0, since_request: int = 0):
         """Server-side detail for the lab: per-step and per-request records, KV transfers."""
-        steps = [s.__dict__ for s in cluster.steps[since_step:]]
-        requests = [{**r.__dict__} for r in cluster.requests[since_request:]]
+        steps, next_step = cluster.steps.since(since_step)
+        requests, next_request = cluster.requests.since(since_request)
         transfers = [{**asdict(t), "total_seconds": t.total_seconds} for t in cluster.finished_transfers()]
-        return {"steps": steps, "requests": requests, "transfers": transfers,
-                "next_step": since_step + len(steps), "next_request": since_request + len(requests),
+        return {"steps": [asdict(s) for s in steps], "requests": [asdict(r) for r in requests], "transfers": transfers,
+                "next_step": next_step, "next_request": next_request,
                 "workers": {w.name: asdict(w) for w in cluster.status()}}
 
     async def start(body: api._Common, prompt) -> RequestStream | JSONResponse:
