@@ -3,6 +3,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PORT ?= 8501
+# The lab listens on this machine only; `make lab ADDRESS=0.0.0.0` opens it to the network.
+ADDRESS ?= 127.0.0.1
 
 .PHONY: lab test bench clean
 
@@ -14,7 +16,8 @@ $(STAMP): pyproject.toml
 	touch $@
 
 lab: $(STAMP)
-	$(PY) -m streamlit run app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
+	$(PY) -m streamlit run app.py --server.port $(PORT) --server.address $(ADDRESS) --server.headless true \
+		--browser.gatherUsageStats false
 
 test: $(STAMP)
 	$(PY) -m pytest -q

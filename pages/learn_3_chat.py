@@ -12,7 +12,7 @@ question = st.text_input(t(lang, "l3_question"), "What is a KV cache?", key="que
 r = run_button(lang, 3, "chat", lambda: chat_timeline(shared_engine_loop(), question))
 if r:
     st.plotly_chart(request_timeline(r, t(lang, "l3_fig"), lang), key="timeline")
-    st.markdown(f"> {r['text']}")
+    st.text(r["text"])   # plain text: a model's Markdown (links, images) is not rendered
     st.info(t(lang, "l3_kv", tokens=r["prompt_tokens"] + r["output_tokens"], per_token=f"{r['kv_bytes_per_token']:,}",
               total=human_bytes(r["kv_bytes"])))
     c1, c2, c3 = st.columns(3)

@@ -23,7 +23,10 @@ if st.button(t(lang, "generate"), key="generate", type="primary"):
     except RequestError as exc:
         st.error(t(lang, "error", error=exc))
     else:
-        st.write_stream(event.text for event in stream if event.text)
+        answer = st.empty()   # plain text: a model's Markdown (links, images) is not rendered
+        for event in stream:
+            if event.text:
+                answer.text(stream.text)
         timing = stream.timing
         c1, c2, c3, c4 = st.columns(4)
         c1.metric(t(lang, "ttft"), f"{1000 * timing.ttft:.0f} ms" if timing.ttft is not None else "-")

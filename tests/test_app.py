@@ -18,6 +18,7 @@ def test_playground_generates_and_shows_timings(lang, button):
     at.slider(key="max_tokens").set_value(8)
     at.button(key="generate").click().run()
     assert not at.exception
+    assert at.text[0].value.strip(), "the answer is shown as plain text, never as Markdown"
     values = {m.label: m.value for m in at.metric}
     assert values["TTFT"].endswith("ms")
     assert int(values["Tokens" if lang == "en" else "Токены"]) <= 8

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
@@ -48,6 +49,8 @@ def lab_url(tmp_path):
         except httpx.HTTPError:
             time.sleep(0.5)
     yield url
+    listening = {c.laddr.ip for c in psutil.Process(server.pid).net_connections("inet") if c.status == "LISTEN"}
+    assert listening == {"127.0.0.1"}, f"the lab must listen on this machine only, not {listening}"
     server.terminate()
     try:
         server.wait(20)
