@@ -3,16 +3,41 @@ The sender keeps each payload until the receiver pulls it (or the router drops i
 from __future__ import annotations
 
 import socket
+import secrets
 import socketserver
 import struct
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 
 import torch
 
 from .base import Received, SendResult, TransferError, Transport, payload_shape, split_payload
+
+MAX_LINE_BYTES = 256      # "GET <key>\n" is far shorter: a longer line is not a client of ours
+MAX_CONNECTIONS = 32      # connections served at once; more are closed at once
+KEY_BYTES = 32            # a payload's key is a 256-bit secret: knowing the port is not enough to read it
+
+
+class _BoundedServer(socketserver.ThreadingTCPServer):
+    """A thread per connection, at most `limit` of them."""
+    daemon_threads = True
+
+    def __init__(self, address, handler, limit: int):
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(limit)
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 @dataclass(frozen=True)
@@ -35,9 +60,12 @@ class TcpHandle:
 
 
 class TcpTransport(Transport):
+    """Each payload waits under a random secret key (in the handle, which only the router and the
+    decode worker see); a request line is bounded in size and time, and so are the connections."""
     name, copies = "tcp", 4
 
-    def __init__(self, settings=None, host: str = "127.0.0.1", timeout: float = 30.0):
+    def __init__(self, settings=None, host: str = "127.0.0.1", timeout: float = 30.0,
+                 max_connections: int = MAX_CONNECTIONS):
         super().__init__(settings)
         self.timeout = timeout
         self._payloads: dict[str, bytes] = {}
@@ -46,7 +74,15 @@ class TcpTransport(Transport):
 
         class Handler(socketserver.StreamRequestHandler):
             def handle(self):
-                verb, key = self.rfile.readline().decode().split()
+                self.connection.settimeout(timeout)   # an idle or slow client is dropped
+                try:
+                    line = self.rfile.readline(MAX_LINE_BYTES + 1)
+                except OSError:
+                    return
+                parts = line.decode(errors="replace").split()
+                if not line.endswith(b"\n") or len(parts) != 2 or parts[0] not in ("GET", "DROP"):
+                    return   # not our protocol: close without reading more
+                verb, key = parts
                 with transport._lock:
                     data = transport._payloads.pop(key, None)
                 if verb == "GET":
@@ -54,15 +90,14 @@ class TcpTransport(Transport):
                     if data is not None:
                         self.wfile.write(data)
 
-        self._server = socketserver.ThreadingTCPServer((host, 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _BoundedServer((host, 0), Handler, max_connections)
         self.address = self._server.server_address
         threading.Thread(target=self._server.serve_forever, name="kv-tcp", daemon=True).start()
 
     def send(self, cache, block_table, num_tokens):
         start = time.perf_counter()
         payload = cache.export(block_table, num_tokens)
-        key = uuid.uuid4().hex
+        key = secrets.token_urlsafe(KEY_BYTES)
         data = torch.cat([payload.key.reshape(-1), payload.value.reshape(-1)]).view(torch.uint8).numpy().tobytes()
         with self._lock:
             self._payloads[key] = data
