@@ -81,8 +81,12 @@ def live_view():
     workers = lab.workers()
     if workers:
         st.caption(t(lang, "workers") + ": " + " · ".join(
-            f"{w.name} ({t(lang, f'role_{w.role}')}, {w.device}, {w.detail}{'' if w.alive else ', ' + t(lang, 'down')})"
-            for w in workers))
+            f"{w.name} ({t(lang, f'role_{w.role}')}, {w.device}, {w.detail})" for w in workers))
+        for w in workers:
+            if not w.alive and w.last_error:
+                st.warning(t(lang, "worker_down", name=w.name, error=w.last_error))
+            elif w.restarts:
+                st.info(t(lang, "worker_restarted", name=w.name, n=w.restarts, error=w.last_error))
     target = lab.target
     if target is not None and target.note:
         st.warning(t(lang, "one_gpu_note", note=target.note))

@@ -96,6 +96,14 @@ def test_killed_decode_worker_fails_its_requests_clearly_and_router_keeps_servin
         with pytest.raises(ClusterError, match="no live decode worker"):
             cluster.submit(chat("hello"), SamplingParams(max_tokens=4))
         assert not leaked_shm_segments()
+        # The worker is started again after a back-off, and the cluster serves fully once more.
+        deadline = time.time() + 120
+        while not all(w.alive for w in cluster.status()) and time.time() < deadline:
+            time.sleep(0.2)
+        decode = next(w for w in cluster.status() if w.name == "decode-0")
+        assert decode.alive and decode.restarts == 1 and "exit code -9" in decode.last_error
+        again = cluster.submit(chat("hello"), SamplingParams(max_tokens=4, ignore_eos=True))
+        assert again.result(timeout=60) and again.finish_reason == "length"
 
 
 def test_killed_worker_in_colocated_pair_leaves_the_other_serving(chat):

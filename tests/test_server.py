@@ -199,3 +199,24 @@ def test_overloaded_server_answers_503_with_retry_after(server):
     r = client.post("/v1/completions", json={"prompt": "hi", "max_tokens": 2})
     assert r.status_code == 503 and r.headers["Retry-After"] == "1"
     assert "at its limit of 0 active requests" in r.json()["error"]["message"]
+
+
+def test_a_killed_worker_is_restarted_and_health_says_what_happened(server):
+    # Last in this module: it kills the module server's decode worker.
+    import os
+    import signal
+    base, cluster = server
+    os.kill(cluster.pool.workers["decode-0"].process.pid, signal.SIGKILL)
+    deadline = time.time() + 30
+    while httpx.get(f"{base}/health").status_code == 200 and time.time() < deadline:
+        time.sleep(0.1)
+    down = httpx.get(f"{base}/health")
+    assert down.status_code == 503 and down.headers["retry-after"]
+    assert "decode-0 is down (exited (exit code -9)), restarting" in down.json()["error"]["message"]
+    deadline = time.time() + 120
+    while httpx.get(f"{base}/health").status_code != 200 and time.time() < deadline:
+        time.sleep(0.5)
+    assert httpx.get(f"{base}/health").status_code == 200
+    r = httpx.post(f"{base}/v1/completions", json={"prompt": "Hello", "max_tokens": 4, "ignore_eos": True},
+                   timeout=60)
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 4

@@ -81,6 +81,7 @@ class Cluster:
             with self._lock:
                 for message in messages:
                     self.router.handle(message)
+                self.pool.restart_due()
 
     def _drain(self) -> None:
         """What stopped workers sent last (their final records), without their exit notices."""

@@ -16,6 +16,15 @@ class WorkerStatus:
     detail: str                  # threads and cores, or the GPU's name
     load: WorkerLoad
     outstanding: int             # requests the router has placed on it and not seen end
+    restarts: int = 0            # times it died and was started again
+    last_error: str = ""         # why it last died
+
+    @property
+    def state(self) -> str:
+        """What a person needs to know: serving, or down (and why)."""
+        if self.alive:
+            return "serving" if not self.restarts else f"serving (restarted {self.restarts}x after: {self.last_error})"
+        return f"down ({self.last_error}), restarting" if self.last_error else "starting"
 
 
 @dataclass

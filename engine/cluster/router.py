@@ -14,7 +14,8 @@ from ..core.events import FinishReason, TokenEvent
 from ..core.request_stream import RequestStream
 from ..core.sequence import RequestRecord, StepRecord
 from .history import REQUESTS_KEPT, STEPS_KEPT, TRANSFERS_KEPT, BoundedDict, History
-from .messages import Abort, AddRequest, ImportKV, KVHandle, KVReady, StepReport, TransferDone, WorkerFailed, WorkerLoad
+from .messages import (Abort, AddRequest, ImportKV, KVHandle, KVReady, Ready, StepReport, TransferDone, WorkerFailed,
+                       WorkerLoad)
 from .records import TransferRecord, WorkerStatus
 from .topology import Mode, Role, Topology
 from .transports import TransportSettings
@@ -93,10 +94,12 @@ class Router:
             record = self.transfers.get(message.request_id)
             if record:
                 record.receive_seconds, record.finished_at = message.receive_seconds, message.finished_at
+        elif isinstance(message, Ready):
+            self._load[message.worker] = WorkerLoad()
+            self.pool.ready(message)
         elif isinstance(message, WorkerFailed):
-            if self.pool.workers[message.worker].alive:
-                self._worker_died(message.worker,
-                                  f"worker {message.worker} failed: {message.error.strip().splitlines()[-1]}")
+            if self.pool.workers[message.worker].restart_at is None:   # its first notice of death
+                self._worker_died(message.worker, message.error.strip().splitlines()[-1])
 
     def _route_kv(self, ready: KVReady) -> None:
         hand_off = ready.hand_off
@@ -151,12 +154,13 @@ class Router:
         self._pending_handles.clear()
 
     def _worker_died(self, name: str, error: str) -> None:
-        self.pool.workers[name].alive = False
+        self.pool.died(name, error)
         for request_id in list(self._outstanding[name]):
-            self.fail(request_id, error)
+            self.fail(request_id, f"worker {name} failed: {error}")
 
     # ---- state -------------------------------------------------------------------------------------
 
     def status(self) -> list[WorkerStatus]:
         return [WorkerStatus(name, w.spec.role, w.alive, w.device, w.detail, self._load[name],
-                             len(self._outstanding[name])) for name, w in self.pool.workers.items()]
+                             len(self._outstanding[name]), w.restarts, w.last_error)
+                for name, w in self.pool.workers.items()]

@@ -45,8 +45,10 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
 
     @app.get("/health")
     async def health():
-        if not all(w.alive for w in cluster.status()):
-            return fail(503, "a worker is down", "service_unavailable")
+        down = [w for w in cluster.status() if not w.alive]
+        if down:
+            return fail(503, "; ".join(f"worker {w.name} is {w.state}" for w in down), "service_unavailable",
+                        headers={"Retry-After": "5"})
         return {"status": "ok"}
 
     @app.get("/v1/models")
