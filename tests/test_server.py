@@ -158,6 +158,17 @@ def test_a_non_streamed_request_whose_client_leaves_is_cancelled(server):
     assert sum(w.load.kv_blocks_used for w in cluster.status()) == 0
 
 
+@pytest.mark.parametrize("method,path,content,status,message", [
+    ("POST", "/v1/completions", b'{"prompt": "\xff\xfe"}', 400, "not valid JSON in UTF-8"),
+    ("GET", "/v1/nowhere", None, 404, "no such endpoint: /v1/nowhere"),
+    ("GET", "/v1/completions", None, 405, "GET is not allowed on /v1/completions"),
+])
+def test_every_refusal_comes_in_openai_error_shape(server, method, path, content, status, message):
+    base, _ = server
+    r = httpx.request(method, f"{base}{path}", content=content, headers={"content-type": "application/json"})
+    assert r.status_code == status and message in r.json()["error"]["message"]
+
+
 def test_unknown_model_is_404(server):
     base, _ = server
     r = httpx.post(f"{base}/v1/completions", json={"model": "gpt-9", "prompt": "hi"}, timeout=30)

@@ -11,6 +11,7 @@ from .topology import Role
 class WorkerStatus:
     name: str
     role: Role
+    pid: int                     # its process (the current one, after a restart)
     alive: bool
     device: str                  # "cpu", "cuda:0", ...
     detail: str                  # threads and cores, or the GPU's name

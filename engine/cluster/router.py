@@ -161,6 +161,6 @@ class Router:
     # ---- state -------------------------------------------------------------------------------------
 
     def status(self) -> list[WorkerStatus]:
-        return [WorkerStatus(name, w.spec.role, w.alive, w.device, w.detail, self._load[name],
+        return [WorkerStatus(name, w.spec.role, w.process.pid, w.alive, w.device, w.detail, self._load[name],
                              len(self._outstanding[name]), w.restarts, w.last_error)
                 for name, w in self.pool.workers.items()]

@@ -12,6 +12,7 @@ from dataclasses import asdict
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..cluster.cluster import Cluster, ClusterError
@@ -42,6 +43,15 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
     async def invalid_body(_: Request, exc: RequestValidationError):
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors())
         return fail(400, f"invalid request: {problems}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        """FastAPI's own refusals (an unreadable body, an unknown path or method) in OpenAI's shape too."""
+        message = {400: "request body is not valid JSON in UTF-8",
+                   404: f"no such endpoint: {request.url.path}",
+                   405: f"{request.method} is not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return fail(exc.status_code, message, kind, headers=getattr(exc, "headers", None))
 
     @app.get("/health")
     async def health():
