@@ -189,11 +189,12 @@ def soak(mode: str, seconds: float) -> dict:
     alive = [p for p in children if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     after = leftovers()
     outcomes = tally.outcomes
-    return {"mode": mode, "seconds": seconds, "sent": sum(outcomes.values()), **{k: outcomes[k] for k in (
-        "completed", "clear error", "cut by client", "lost")}, "healthy failed": len(tally.healthy_failed),
-        "healthy failed examples": tally.healthy_failed[:5], "lost examples": tally.lost[:5], "router MB start": round(rss_start / 2 ** 20),
-        "router MB end": round(rss_end / 2 ** 20), "processes left": len(alive),
-        **{f"{k} left": len(after[k] - before[k]) for k in after}}
+    counts = {k: outcomes[k] for k in ("completed", "clear error", "cut by client", "lost")}
+    return {"mode": mode, "seconds": seconds, "sent": sum(outcomes.values()), **counts,
+            "healthy failed": len(tally.healthy_failed), "healthy failed examples": tally.healthy_failed[:5],
+            "lost examples": tally.lost[:5], "router MB start": round(rss_start / 2 ** 20),
+            "router MB end": round(rss_end / 2 ** 20), "processes left": len(alive),
+            **{f"{k} left": len(after[k] - before[k]) for k in after}}
 
 
 def main() -> None:
