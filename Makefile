@@ -22,11 +22,12 @@ lab: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-bench: $(STAMP)  # every figure in the README's results, about 15 minutes on 2 cores
+bench: $(STAMP)  # every figure in the README's results, about 25 minutes on 2 cores
 	$(PY) benchmarks/engine_bench.py
 	$(PY) benchmarks/engine_bench.py --dtype bfloat16
 	$(PY) benchmarks/interference_bench.py
 	$(PY) benchmarks/planner_calibration.py
+	$(PY) benchmarks/soak.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
