@@ -120,10 +120,11 @@ class HttpTarget:
             delta = choice.get("delta") or {}
             text = choice.get("text") if "text" in choice else delta.get("content")
             finish = choice.get("finish_reason")
-            role_preamble = "role" in delta and not text and not stream.token_times
-            # Servers stream one chunk per token (vLLM and ours), also for a token with no text yet;
-            # a closing chunk carries a token only if it carries text.
-            if (finish is None and not role_preamble) or (finish and text):
+            role_preamble = "role" in delta and not text and not stream.token_times and finish is None
+            # Servers stream one chunk per token (vLLM and ours), also for a token with no text yet,
+            # and put finish_reason on the last token's chunk: every chunk but a chat's opening
+            # role-only one is a token, as vLLM's benchmark client counts them.
+            if not role_preamble:
                 stream.token_times.append(now)
                 stream.text += text or ""
             if finish:

@@ -71,6 +71,9 @@ def test_chat_streaming_sends_role_content_finish_usage_and_done(server):
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     assert chunks[-1]["usage"]["completion_tokens"] == 6 and chunks[-1]["choices"] == []
     assert chunks[-2]["choices"][0]["finish_reason"] == "length"
+    # One chunk per token, the last one carrying finish_reason (as vLLM does): no extra empty chunk.
+    token_chunks = chunks[:-1]
+    assert len(token_chunks) == 6 and all(c["choices"][0]["finish_reason"] is None for c in token_chunks[:-1])
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
 
 
@@ -88,7 +91,7 @@ def test_32_concurrent_streams_complete_and_token_counts_match_usage(server):
 
 
 @pytest.mark.parametrize("payload,message", [
-    ("{not json", "invalid request"),
+    ("{not json", "request body is not valid JSON"),
     ({"prompt": 12, "max_tokens": 4}, "prompt"),
     ({"prompt": "hi", "max_tokens": "many"}, "max_tokens"),
     ({"prompt": "hi", "max_tokens": -3}, "max_tokens must be between 1 and 16384"),

@@ -10,7 +10,7 @@ import time
 
 from transformers import AutoConfig, AutoTokenizer
 
-from ..core.config import EngineConfig, SamplingParams
+from ..core.config import MAX_TOKENS_LIMIT, EngineConfig, SamplingParams
 from ..core.model_loader import BUNDLED, BUNDLED_NAME, bundled_model_folder
 from ..core.prompts import PromptEncoder
 from ..core.request_stream import RequestStream
@@ -68,6 +68,11 @@ class Cluster:
     def abort(self, request_id: str) -> None:
         with self._lock:
             self.router.abort(request_id)
+
+    def room_for_answer(self, prompt_tokens: int) -> int:
+        """The most tokens an answer to a prompt this long may have: the rest of the context window and
+        of one worker's KV cache, at most MAX_TOKENS_LIMIT."""
+        return min(MAX_TOKENS_LIMIT, min(self.prompts.max_context, self.kv_capacity) - prompt_tokens)
 
     def count_tokens(self, prompt) -> int:
         """Tokens of a prompt as the workers will see it (the lab sizes its long prompts with this)."""

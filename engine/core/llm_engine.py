@@ -138,15 +138,12 @@ class LLMEngine:
         now = time.perf_counter()
         self.steps.append(StepRecord(start, now - start, scheduled.kind,
                                      sum(n for _, n in scheduled.work), len(scheduled.work), self.name))
-        events = []
-        for seq, token in zip(sampling, tokens):
-            if isinstance(token, SamplingError):
-                events.append(self.abort(seq.request_id, FinishReason.ERROR, str(token)))
-            else:
-                events.extend(self._append(seq, token, now))
-        return events
+        return [self.abort(seq.request_id, FinishReason.ERROR, str(token)) if isinstance(token, SamplingError)
+                else self._append(seq, token, now) for seq, token in zip(sampling, tokens)]
 
-    def _append(self, seq: Sequence, token: int, now: float) -> list[TokenEvent]:
+    def _append(self, seq: Sequence, token: int, now: float) -> TokenEvent:
+        """The token's event; it carries the finish reason when the token ends the request (as vLLM
+        puts finish_reason on the last token's chunk)."""
         seq.output_ids.append(token)
         rec = seq.record
         rec.token_times.append(now)
@@ -166,10 +163,9 @@ class LLMEngine:
         if reason is None and len(seq.output_ids) >= seq.params.max_tokens:
             reason = FinishReason.LENGTH
         delta = self._text_delta(seq, text, final=reason is not None)
-        events = [TokenEvent(seq.request_id, token, delta, now)]
         if reason:
-            events.append(self._finish(seq, reason))
-        return events
+            self._finish(seq, reason)
+        return TokenEvent(seq.request_id, token, delta, now, reason)
 
     @staticmethod
     def _text_delta(seq: Sequence, text: str, final: bool) -> str:
@@ -180,12 +176,11 @@ class LLMEngine:
         seq.output_text = text
         return delta
 
-    def _finish(self, seq: Sequence, reason: FinishReason) -> TokenEvent:
+    def _finish(self, seq: Sequence, reason: FinishReason) -> None:
         self.sequences.pop(seq.request_id, None)
         self.scheduler.remove(seq)
         seq.finish(reason)
         self.finished.append(seq.record)
-        return TokenEvent.end(seq.request_id, reason, at=seq.record.finish)
 
     # ---- KV hand-off (disaggregated prefill) ---------------------------------------------------
 
@@ -219,7 +214,7 @@ class LLMEngine:
         seq.record.scheduled = time.perf_counter()
         self.scheduler.add_running(seq)
         now = time.perf_counter()
-        return [event for token in output_ids for event in self._append(seq, token, now)]
+        return [self._append(seq, token, now) for token in output_ids]
 
     def cancel_import(self, seq: Sequence) -> None:
         self.cache.release(seq.block_table)

@@ -23,7 +23,6 @@ from . import openai_api as api
 from .body_limit import BodyLimit
 from .prometheus_metrics import ServerMetrics
 
-DEFAULT_MAX_TOKENS = 256
 MAX_BODY_BYTES = 4 * 2 ** 20   # a 128k-token prompt is well under 1 MiB as text or as token ids
 DISCONNECT_POLL_S = 0.25   # how often a non-streamed request checks that its client is still there
 SHUTDOWN_GRACE_S = 5   # open streams get this long to finish when the server is told to stop
@@ -36,13 +35,22 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
     counted_transfers: set[str] = set()
     model = cluster.model_name
 
-    def fail(status: int, message: str, kind: str = "invalid_request_error", headers: dict | None = None):
-        return JSONResponse(api.error_body(message, kind, status), status_code=status, headers=headers)
+    def fail(status: int, message: str, kind: str = "invalid_request_error", headers: dict | None = None,
+             param: str | None = None):
+        return JSONResponse(api.error_body(message, kind, status, param), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(_: Request, exc: RequestValidationError):
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors())
-        return fail(400, f"invalid request: {problems}")
+        errors = exc.errors()
+        first = errors[0]
+        if first["type"] == "json_invalid":
+            return fail(400, f"request body is not valid JSON: {first['ctx']['error']} (at character "
+                             f"{first['loc'][-1]})")
+        cause = first.get("ctx", {}).get("error")
+        param = getattr(cause, "param", None) or ".".join(str(p) for p in first["loc"][1:]) or None
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: "
+                             f"{e['msg'].removeprefix('Value error, ')}" for e in errors)
+        return fail(400, f"invalid request: {problems}", param=param)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -92,6 +100,14 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
                 "next_step": next_step, "next_request": next_request,
                 "workers": {w.name: asdict(w) for w in cluster.status()}}
 
+    def submit(body: api._Common, prompt) -> RequestStream:
+        """Tokenize, then submit; without max_tokens the answer may use the rest of the context, as in vLLM."""
+        ids = cluster.prompts.encode(prompt)
+        max_tokens = body.asked_max_tokens
+        if max_tokens is None:
+            max_tokens = max(1, cluster.room_for_answer(len(ids)))
+        return cluster.submit(ids, body.sampling(max_tokens))
+
     async def start(body: api._Common, prompt) -> RequestStream | JSONResponse:
         if body.model not in (None, model):
             return fail(404, f"model {body.model!r} is not served here; this server serves {model!r}",
@@ -101,7 +117,7 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
                         "service_unavailable", headers={"Retry-After": "1"})
         try:
             # Tokenizing a long prompt takes a while: in a thread, so other requests are served meanwhile.
-            return await asyncio.to_thread(cluster.submit, prompt, body.sampling(DEFAULT_MAX_TOKENS))
+            return await asyncio.to_thread(submit, body, prompt)
         except RequestError as exc:
             return fail(400, str(exc))
         except ClusterError as exc:
@@ -109,7 +125,11 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
 
     @app.post("/v1/completions")
     async def completions(body: api.CompletionRequest, request: Request):
-        stream = await start(body, body.prompt)
+        try:
+            prompt = body.single_prompt
+        except api.NotImplementedParameter as exc:
+            return fail(400, str(exc), param=exc.param)
+        stream = await start(body, prompt)
         if isinstance(stream, JSONResponse):
             return stream
         rid = api.new_id("cmpl")
@@ -122,7 +142,7 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
 
     @app.post("/v1/chat/completions")
     async def chat(body: api.ChatRequest, request: Request):
-        stream = await start(body, [m.model_dump() for m in body.messages])
+        stream = await start(body, [m.as_template_input() for m in body.messages])
         if isinstance(stream, JSONResponse):
             return stream
         rid = api.new_id("chatcmpl")
@@ -165,9 +185,9 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
                     if event.finish_reason == FinishReason.ERROR:
                         yield _sse(api.error_body(event.error or "request failed", "server_error", 500))
                         break
-                    if event.token_id is not None:
-                        yield _sse(chunk(event.text, None))
-                    if event.finish_reason is not None:
+                    if event.token_id is not None:   # the last token's chunk carries the finish reason
+                        yield _sse(chunk(event.text, event.finish_reason))
+                    elif event.finish_reason is not None:   # ended without a token (an abort)
                         yield _sse(chunk("", event.finish_reason))
                 if include_usage:
                     yield _sse(usage(stream.prompt_tokens, len(stream.token_ids)))

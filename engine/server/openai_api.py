@@ -5,48 +5,94 @@ import time
 import uuid
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
 
 from ..core.config import SamplingParams
 
 
 class StreamOptions(BaseModel):
-    include_usage: bool = False
+    include_usage: StrictBool = False
+
+
+# Parameters of the OpenAI API (and vLLM's) that this engine does not implement yet, with the value
+# that asks for nothing: any other value is refused by name instead of silently ignored.
+NOT_IMPLEMENTED = {"n": 1, "best_of": 1, "logprobs": None, "top_logprobs": None, "echo": False, "suffix": None,
+                   "presence_penalty": 0, "frequency_penalty": 0, "repetition_penalty": 1, "logit_bias": None,
+                   "top_k": -1, "tools": None, "tool_choice": None, "functions": None, "response_format": None}
 
 
 class _Common(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # clients send fields we do not use (n=1, user, ...)
-    model: str | None = None
-    max_tokens: int | None = Field(default=None)
-    max_completion_tokens: int | None = None
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int | None = None
-    stop: str | list[str] | None = None
-    stream: bool = False
+    model_config = ConfigDict(extra="ignore")  # clients send fields that change nothing here (user, ...)
+    model: StrictStr | None = None
+    max_tokens: StrictInt | None = None
+    max_completion_tokens: StrictInt | None = None
+    temperature: StrictFloat = 1.0   # strict: a boolean is not a number (an integer is)
+    top_p: StrictFloat = 1.0
+    seed: StrictInt | None = None
+    stop: StrictStr | list[StrictStr] | None = None
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    ignore_eos: bool = False       # vLLM extension
-    min_tokens: int = 0            # vLLM extension
+    ignore_eos: StrictBool = False       # vLLM extension
+    min_tokens: StrictInt = 0            # vLLM extension
 
-    def sampling(self, default_max_tokens: int) -> SamplingParams:
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_what_is_not_implemented(cls, data):
+        if isinstance(data, dict):
+            for name, neutral in NOT_IMPLEMENTED.items():
+                value = data.get(name, neutral)
+                if value not in (neutral, None) and not (value is False and neutral is None):
+                    raise NotImplementedParameter(name, value, neutral)
+        return data
+
+    @property
+    def asked_max_tokens(self) -> int | None:
+        """What the client asked for (max_completion_tokens first, as OpenAI's newer name), or None."""
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    def sampling(self, max_tokens: int) -> SamplingParams:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        max_tokens = self.max_completion_tokens or self.max_tokens
-        return SamplingParams(max_tokens=default_max_tokens if max_tokens is None else max_tokens,
-                              temperature=self.temperature, top_p=self.top_p, seed=self.seed, stop=stop,
-                              ignore_eos=self.ignore_eos, min_tokens=self.min_tokens)
+        return SamplingParams(max_tokens=max_tokens, temperature=self.temperature, top_p=self.top_p, seed=self.seed,
+                              stop=stop, ignore_eos=self.ignore_eos, min_tokens=self.min_tokens)
 
     @property
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
+class NotImplementedParameter(ValueError):
+    def __init__(self, name: str, value, neutral):
+        self.param = name
+        super().__init__(f"parameter {name}={value!r} is not supported by this server (leave it out, or send "
+                         f"{neutral!r}); supported: model, max_tokens, max_completion_tokens, temperature, top_p, "
+                         "seed, stop, stream, stream_options, ignore_eos, min_tokens")
+
+
 class CompletionRequest(_Common):
-    prompt: str | list[int]
+    prompt: StrictStr | list[StrictInt] | list[StrictStr]
+
+    @property
+    def single_prompt(self) -> str | list[int]:
+        """The prompt; a batch of several strings is not served (one prompt per request)."""
+        if isinstance(self.prompt, list) and self.prompt and all(isinstance(p, str) for p in self.prompt):
+            if len(self.prompt) != 1:
+                raise NotImplementedParameter("prompt", f"<a batch of {len(self.prompt)} prompts>", "one prompt")
+            return self.prompt[0]
+        return self.prompt
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: StrictStr
 
 
 class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str
+    content: StrictStr | list[TextPart] | None = None   # text, text parts (vLLM's and guidellm's clients), or none
+
+    def as_template_input(self) -> dict:
+        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content or [])
+        return {"role": self.role, "content": text}
 
 
 class ChatRequest(_Common):
@@ -89,5 +135,5 @@ def usage_chunk(rid: str, model: str, obj: str, prompt_tokens: int, tokens: int)
             "usage": usage(prompt_tokens, tokens)}
 
 
-def error_body(message: str, kind: str = "invalid_request_error", code: int = 400) -> dict:
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+def error_body(message: str, kind: str = "invalid_request_error", code: int = 400, param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}

@@ -1,0 +1,74 @@
+"""What a client written for vLLM or OpenAI sends works, or is refused by name: the `openai` package
+itself drives the server, and raw bodies check what it cannot send."""
+import httpx
+import openai
+import pytest
+
+from tests.test_server import server  # noqa: F401  (the module's server fixture: a real HTTP server)
+
+MODEL = "SmolLM2-135M-Instruct"
+
+
+@pytest.fixture
+def client(server):  # noqa: F811
+    base, _ = server
+    return openai.OpenAI(base_url=f"{base}/v1", api_key="EMPTY", max_retries=0)
+
+
+def test_the_openai_package_completes_streams_and_chats_with_content_parts(client):
+    done = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=5)
+    assert done.usage.completion_tokens == 5 and done.choices[0].finish_reason == "length"
+    chunks = list(client.chat.completions.create(
+        model=MODEL, max_tokens=6, stream=True, extra_body={"ignore_eos": True},
+        messages=[{"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+                  {"role": "assistant", "content": None},
+                  {"role": "user", "content": [{"type": "text", "text": "Say"}, {"type": "text", "text": " hi."}]}]))
+    assert len(chunks) == 6 and chunks[-1].choices[0].finish_reason == "length"
+
+
+def test_what_is_not_implemented_is_refused_by_name_as_the_sdk_expects(client):
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.completions.create(model=MODEL, prompt="Hi", max_tokens=4, n=2)
+    assert "parameter n=2 is not supported" in str(refused.value) and refused.value.body["param"] == "n"
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="another-model", prompt="Hi", max_tokens=4)
+
+
+@pytest.mark.parametrize("body,param,message", [
+    ({"prompt": "Hi", "max_tokens": True}, "max_tokens", "valid integer"),
+    ({"prompt": "Hi", "max_tokens": 4, "temperature": True}, "temperature", "valid number"),
+    ({"prompt": ["1", "2"], "max_tokens": 4}, "prompt", "a batch of 2 prompts"),
+    ({"prompt": "Hi", "max_completion_tokens": 0}, None, "max_tokens must be between 1 and 16384, got 0"),
+    ({"prompt": "Hi", "max_tokens": 4, "logprobs": 2}, "logprobs", "parameter logprobs=2 is not supported"),
+    ({"prompt": "Hi", "max_tokens": 4, "presence_penalty": 0.5}, "presence_penalty", "is not supported"),
+])
+def test_strict_types_and_unsupported_values_get_400_naming_the_parameter(server, body, param, message):  # noqa: F811
+    base, _ = server
+    r = httpx.post(f"{base}/v1/completions", json=body, timeout=60)
+    error = r.json()["error"]
+    assert r.status_code == 400 and message in error["message"] and error["param"] == param
+
+
+def test_neutral_values_of_unsupported_parameters_are_accepted(server):  # noqa: F811
+    base, _ = server
+    body = {"prompt": "Hi", "max_tokens": 3, "n": 1, "best_of": 1, "logprobs": None, "echo": False,
+            "presence_penalty": 0, "frequency_penalty": 0.0}
+    assert httpx.post(f"{base}/v1/completions", json=body, timeout=60).status_code == 200
+    one = httpx.post(f"{base}/v1/completions", json={"prompt": ["Hi"], "max_tokens": 3}, timeout=60)
+    assert one.status_code == 200 and one.json()["usage"]["completion_tokens"] == 3
+
+
+def test_malformed_json_says_what_is_wrong_and_where(server):  # noqa: F811
+    base, _ = server
+    r = httpx.post(f"{base}/v1/completions", content=b'{"prompt": "Hi",}', timeout=60,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+    assert "at character" in r.json()["error"]["message"]
+
+
+def test_without_max_tokens_the_answer_may_use_the_rest_of_the_context(server):  # noqa: F811
+    base, cluster = server
+    assert cluster.room_for_answer(8100) == 92 and cluster.room_for_answer(100) == 8092
+    r = httpx.post(f"{base}/v1/chat/completions", timeout=120,
+                   json={"messages": [{"role": "user", "content": "Say hello."}]})
+    assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] == "stop"
