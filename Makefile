@@ -20,7 +20,7 @@ lab: $(STAMP)
 		--browser.gatherUsageStats false
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=10
 
 bench: $(STAMP)  # every figure in the README's results, about 25 minutes on 2 cores
 	$(PY) benchmarks/engine_bench.py
