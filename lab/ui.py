@@ -112,7 +112,8 @@ def show_interference(lang: str, result: dict, title: str, key: str) -> None:
 
 def show_table(lang: str, rows: list[dict]) -> None:
     """Records as a table, the column names in the learner's language (texts: col_<name>)."""
-    st.dataframe(pd.DataFrame(rows).rename(columns=lambda name: t(lang, f"col_{name}")), hide_index=True)
+    frame = pd.DataFrame(rows).round(2)   # measured times and rates: more digits would be noise
+    st.dataframe(frame.rename(columns=lambda name: t(lang, f"col_{name}")), hide_index=True)
 
 
 def workload_controls(lang: str) -> tuple[int, int]:
