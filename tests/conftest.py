@@ -1,10 +1,14 @@
 """Shared fixtures: the bundled model is loaded once per test session, on CPU."""
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from engine.cluster.transports import leaked_shm_segments
 from engine.core.config import EngineConfig
 from engine.core.llm_engine import LLMEngine
 from engine.core.model_loader import bundled_model_folder, load_model
@@ -51,3 +55,18 @@ def greedy_reference(model, prompt_ids: list[int], n: int) -> list[int]:
     with torch.inference_mode():
         out = model.generate(torch.tensor([prompt_ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False)
     return out[0, len(prompt_ids):].tolist()
+
+
+def kv_leftovers() -> set[str]:
+    """The KV shared-memory segments and private KV folders that exist now."""
+    folders = Path(tempfile.gettempdir()).glob("pdlab-kv-*")
+    return set(leaked_shm_segments()) | {str(p) for p in folders}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind():
+    """Whatever the tests start, they stop: no KV segment or folder outlives the test session."""
+    before = kv_leftovers()
+    yield
+    left = kv_leftovers() - before
+    assert not left, f"the tests left KV segments or folders behind: {sorted(left)}"

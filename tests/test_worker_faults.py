@@ -26,10 +26,19 @@ class Collected:
         return [e for m in self.messages if isinstance(m, StepReport) for e in m.events]
 
 
-def make_worker(role: Role, transport: str = "shm") -> tuple[Worker, Collected]:
-    outbox = Collected()
-    spec = WorkerSpec(f"{role}-0", role, EngineConfig(kv_cache_tokens=1024), TransportSettings(transport))
-    return Worker(spec, queue.Queue(), outbox), outbox
+@pytest.fixture
+def make_worker():
+    """Workers driven in-process; their transports are closed afterwards, as run() would at its end."""
+    made = []
+
+    def make(role: Role, transport: str = "shm") -> tuple[Worker, Collected]:
+        outbox = Collected()
+        spec = WorkerSpec(f"{role}-0", role, EngineConfig(kv_cache_tokens=1024), TransportSettings(transport))
+        made.append(Worker(spec, queue.Queue(), outbox))
+        return made[-1], outbox
+    yield make
+    for worker in made:
+        worker.transport.close()
 
 
 def step(worker: Worker, times: int = 1) -> None:
@@ -54,7 +63,8 @@ def refused_port() -> int:
     ("disk", lambda: DiskHandle("/nonexistent/kv.safetensors"), "is gone"),
     ("tcp", lambda: TcpHandle(("127.0.0.1", refused_port()), "x", (30, 20, 3, 64)), "failed"),
 ])
-def test_a_failed_transfer_fails_its_request_and_frees_nothing_it_never_held(transport, handle, message):
+def test_a_failed_transfer_fails_its_request_and_frees_nothing_it_never_held(make_worker, transport, handle,
+                                                                            message):
     worker, outbox = make_worker(Role.DECODE, transport)
     worker.inbox.put(ImportKV(hand_off(handle())))
     step(worker, 2)
@@ -63,7 +73,7 @@ def test_a_failed_transfer_fails_its_request_and_frees_nothing_it_never_held(tra
     assert worker.engine.cache.allocator.num_used == 0 and worker.idle
 
 
-def test_prefill_hands_off_and_decode_imports_layer_by_layer_then_abort_frees_blocks(chat):
+def test_prefill_hands_off_and_decode_imports_layer_by_layer_then_abort_frees_blocks(make_worker, chat):
     prefill, prefill_out = make_worker(Role.PREFILL)
     decode, decode_out = make_worker(Role.DECODE)
     prefill.inbox.put(AddRequest("req-1", chat("Tell me about the sea."),
