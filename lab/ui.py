@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import pandas as pd
 import streamlit as st
+from streamlit.navigation.page import StreamlitPage
 
 from engine.core.config import EngineConfig
 from engine.core.engine_loop import EngineLoop
@@ -33,7 +34,7 @@ MENU = [
 ]
 
 
-def navigation() -> st.navigation:
+def navigation() -> StreamlitPage:
     """app.py's navigation over MENU; hidden, since every page draws the menu itself."""
     lang = current_language()
     pages = [st.Page(file, title=t(lang, key), default=(file, key) == MENU[0][1][0])
