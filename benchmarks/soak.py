@@ -24,7 +24,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -34,6 +33,9 @@ import httpx
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine.cluster.transports import leaked_kv_folders, leaked_shm_segments  # noqa: E402
 RESULTS = ROOT / "results"
 KILL_WINDOW_S = 30.0   # after a kill, errors of healthy requests are expected: their worker died
 BAD_REQUESTS = [  # (what, path, body as bytes) each must get a clear 4xx
@@ -57,9 +59,8 @@ def free_port() -> int:
 
 
 def leftovers() -> dict[str, set[str]]:
-    return {"shm": {p.name for p in Path("/dev/shm").glob("pdlab-kv-*")},
-            "semaphores": {p.name for p in Path("/dev/shm").glob("sem.mp-*")},
-            "kv folders": {p.name for p in Path(tempfile.gettempdir()).glob("pdlab-kv-*")}}
+    return {"shm": set(leaked_shm_segments()), "semaphores": {p.name for p in Path("/dev/shm").glob("sem.mp-*")},
+            "kv folders": set(leaked_kv_folders())}
 
 
 class Tally:

@@ -1,14 +1,11 @@
 """Shared fixtures: the bundled model is loaded once per test session, on CPU."""
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from engine.cluster.transports import leaked_shm_segments
+from engine.cluster.transports import leaked_kv_folders, leaked_shm_segments
 from engine.core.config import EngineConfig
 from engine.core.llm_engine import LLMEngine
 from engine.core.model_loader import bundled_model_folder, load_model
@@ -59,8 +56,7 @@ def greedy_reference(model, prompt_ids: list[int], n: int) -> list[int]:
 
 def kv_leftovers() -> set[str]:
     """The KV shared-memory segments and private KV folders that exist now."""
-    folders = Path(tempfile.gettempdir()).glob("pdlab-kv-*")
-    return set(leaked_shm_segments()) | {str(p) for p in folders}
+    return set(leaked_shm_segments()) | set(leaked_kv_folders())
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -6,7 +6,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 
 from engine.cluster import shutdown
 from engine.cluster.shutdown import exit_on_signals
-from engine.cluster.transports import leaked_shm_segments
+from tests.conftest import kv_leftovers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,10 +25,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def kv_folders() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("pdlab-kv-*")}
 
 
 def semaphores() -> set[str]:
@@ -82,7 +77,7 @@ def gone(pids: list[int], within: float) -> list[int]:
     ("disaggregated", "disk", signal.SIGKILL),   # no handler runs: the workers must notice by themselves
 ])
 def test_the_server_leaves_nothing_behind(mode, transport, sig):
-    folders_before, semaphores_before = kv_folders(), semaphores()
+    kv_before, semaphores_before = kv_leftovers(), semaphores()
     server, base = start_server(mode, transport)
     children = [p.pid for p in psutil.Process(server.pid).children(recursive=True)]
     assert len(children) >= (2 if mode == "colocated" else 3)   # the workers and the resource tracker
@@ -100,8 +95,7 @@ def test_the_server_leaves_nothing_behind(mode, transport, sig):
     else:
         server.wait(10)
     assert gone(children, within=45) == []
-    assert not leaked_shm_segments()
-    assert kv_folders() <= folders_before
+    assert kv_leftovers() <= kv_before   # shared-memory segments and private KV folders
     assert semaphores() <= semaphores_before
 
 

@@ -16,12 +16,12 @@ from ..core.prompts import PromptEncoder
 from ..core.request_stream import RequestStream
 from ..core.sequence import RequestRecord, StepRecord
 from .history import History
+from .messages import WorkerFailed
 from .placement import plan_workers
 from .records import TransferRecord, WorkerStatus
 from .router import Router
 from .topology import Topology
 from .transports import TransportSettings
-from .messages import WorkerFailed
 from .worker_pool import ClusterError, WorkerPool
 
 __all__ = ["Cluster", "ClusterError"]

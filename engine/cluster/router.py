@@ -8,7 +8,6 @@ A worker that dies fails only its own requests. Not thread-safe: the cluster cal
 """
 from __future__ import annotations
 
-
 from ..core.config import SamplingParams
 from ..core.events import FinishReason, TokenEvent
 from ..core.request_stream import RequestStream

@@ -12,8 +12,8 @@ from dataclasses import asdict
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..cluster.cluster import Cluster, ClusterError
 from ..core.config import RequestError

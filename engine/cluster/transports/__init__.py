@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import KVHandle, Received, SendResult, TransferError, Transport
-from .disk import DiskHandle, DiskTransport
+from .disk import DiskHandle, DiskTransport, leaked_kv_folders
 from .shm import ShmHandle, SharedMemoryTransport, leaked_shm_segments
 from .tcp import TcpHandle, TcpTransport
 
@@ -40,4 +40,5 @@ def make_transport(settings: TransportSettings) -> Transport:
 
 
 __all__ = ["TRANSPORTS", "TransportSettings", "make_transport", "Transport", "TransferError", "SendResult",
-           "Received", "KVHandle", "ShmHandle", "DiskHandle", "TcpHandle", "leaked_shm_segments"]
+           "Received", "KVHandle", "ShmHandle", "DiskHandle", "TcpHandle", "leaked_shm_segments",
+           "leaked_kv_folders"]

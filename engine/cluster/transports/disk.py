@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from . import TransportSettings
 
 
+KV_FOLDER_PREFIX = "pdlab-kv-"
+
+
 @dataclass(frozen=True)
 class DiskHandle:
     path: str
@@ -34,7 +37,7 @@ class DiskTransport(Transport):
 
     def __init__(self, settings: TransportSettings | None = None):
         parent = settings.disk_folder if settings and settings.disk_folder else tempfile.gettempdir()
-        self.folder = Path(tempfile.mkdtemp(prefix="pdlab-kv-", dir=parent))
+        self.folder = Path(tempfile.mkdtemp(prefix=KV_FOLDER_PREFIX, dir=parent))
         self.fsync = bool(settings and settings.fsync)
 
     def send(self, cache, block_table, num_tokens):
@@ -59,3 +62,8 @@ class DiskTransport(Transport):
 
     def close(self):
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def leaked_kv_folders() -> list[str]:
+    """Private KV folders in the temp folder: none should outlive the transport that made it."""
+    return sorted(p.name for p in Path(tempfile.gettempdir()).glob(KV_FOLDER_PREFIX + "*"))
