@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
+from .engine_trace import BAR_KINDS, CHUNK, DECODE, KV_IMPORT, KV_SEND, PREFILL
 from .i18n import t
 from .load_generator import RequestKind
 
@@ -109,3 +110,52 @@ def compare_itl(runs: dict[str, pd.DataFrame], title: str, lang: str) -> go.Figu
                                  name=label))
     fig.update_yaxes(type="log")
     return _layout(fig, title, t(lang, "axis_time_s"), t(lang, "axis_itl_ms"))
+
+
+BAR_COLORS = {PREFILL: "#1f77b4", CHUNK: "#ff7f0e", DECODE: "#2ca02c", KV_SEND: "#9467bd", KV_IMPORT: "#8c564b"}
+LONG_OUTLINE = "#d62728"
+
+
+def engine_timeline(bars: list[dict], title: str, lang: str, window: tuple[float, float] | None = None) -> go.Figure:
+    """One lane per worker, one bar per step (or KV send / import), coloured by what it did; the
+    long prompt's bars are outlined in red. `window` (seconds) zooms the x axis."""
+    fig = go.Figure()
+    lanes = sorted({b["lane"] for b in bars}, reverse=True)
+    hover = t(lang, "timeline_hover", s=t(lang, "unit_s"), ms=t(lang, "unit_ms"))
+    for kind in BAR_KINDS:
+        for long in (False, True):
+            mine = [b for b in bars if b["kind"] == kind and b["long"] == long]
+            if not mine:
+                continue
+            name = t(lang, f"bar_{kind}")
+            fig.add_trace(go.Bar(
+                y=[b["lane"] for b in mine], x=[b["seconds"] for b in mine], base=[b["start"] for b in mine],
+                orientation="h", name=t(lang, "bar_long", kind=name) if long else name,
+                marker=dict(color=BAR_COLORS[kind], line=dict(color=LONG_OUTLINE if long else BAR_COLORS[kind],
+                                                             width=3 if long else 0.5)),
+                customdata=[[b["tokens"], b["batch"], 1000 * b["seconds"]] for b in mine],
+                hovertemplate=hover + f"<extra>{name}</extra>"))
+    fig.update_layout(barmode="overlay", bargap=0.35)
+    fig.update_yaxes(categoryorder="array", categoryarray=lanes)
+    if window:
+        fig.update_xaxes(range=list(window))
+    return layout(fig, title, t(lang, "axis_time_s"), "", height=140 + 45 * len(lanes)).update_layout(
+        legend=dict(orientation="h", y=-0.35))
+
+
+SPLIT_PARTS = ("queue_s", "prefill_s", "transfer_s", "first_token_s")
+SPLIT_COLORS = ("#7f7f7f", "#1f77b4", "#9467bd", "#2ca02c")
+
+
+def ttft_split_bars(runs: list[tuple[str, dict]], title: str, lang: str) -> go.Figure:
+    """Each run's long-prompt TTFT as consecutive parts: queue, prefill, KV transfer, first token out."""
+    fig = go.Figure()
+    names = [name for name, _ in runs]
+    for part, color in zip(SPLIT_PARTS, SPLIT_COLORS):
+        values = [split[part] for _, split in runs]
+        fig.add_trace(go.Bar(y=names, x=values, orientation="h", name=t(lang, f"split_{part.removesuffix('_s')}"),
+                             marker_color=color, text=[f"{v:.2f} s" if v >= 0.05 else "" for v in values],
+                             textposition="inside"))
+    fig.update_layout(barmode="stack")
+    return layout(fig, title, t(lang, "axis_ttft_s"), "", height=150 + 50 * len(runs)).update_layout(
+        legend=dict(orientation="h", y=-0.4))

@@ -26,7 +26,8 @@ class Workload:
     short_output_tokens: int = 48
     long_prompt_tokens: int = 4000
     long_output_tokens: int = 8
-    inject_at: tuple[float, ...] = (15.0,)  # seconds after the start
+    inject_at: tuple[float, ...] = (15.0,)  # seconds after the start, at the earliest
+    inject_after_tokens: int = 0       # ...and not before every user has received this many tokens
     tail_s: float = 4.0                # keep the short streams running this long after the last long answer
     think_s: float = 0.5               # mean pause of a user between an answer and the next question
     time_limit_s: float = 180.0        # the run ends by itself, whatever happens
@@ -39,6 +40,8 @@ class Workload:
             raise ValueError(f"long_prompt_tokens must be >= 1, got {self.long_prompt_tokens}")
         if any(t < 0 for t in self.inject_at):
             raise ValueError(f"inject_at times must be >= 0 s, got {self.inject_at}")
+        if self.inject_after_tokens < 0:
+            raise ValueError(f"inject_after_tokens must be >= 0, got {self.inject_after_tokens}")
 
     @property
     def chat_load(self) -> ChatLoad:
@@ -62,6 +65,9 @@ def run_interference(target: Target, workload: Workload, label: str) -> RunResul
     longs = []
     for at in sorted(workload.inject_at):
         _sleep_until(generator.started + at, deadline)
+        # A busy machine streams slowly: wait until every user streams, so that there is a "before".
+        _wait_until_streaming(generator, workload.users, workload.inject_after_tokens,
+                              generator.started + workload.time_limit_s / 2)
         sent = generator.inject(workload.long_prompt_tokens, output_tokens=workload.long_output_tokens)
         if sent:
             longs.append(sent.stream)
@@ -80,6 +86,18 @@ def collect_result(generator: LoadGenerator, label: str, slo: SLO) -> RunResult:
                   "tokens": t.tokens, "copies": t.copies, "send_s": t.send_seconds, "receive_s": t.receive_seconds,
                   "total_s": t.total_seconds, "gbps": t.gbps} for t in generator.target.finished_transfers()]
     return RunResult(label, generator.started, requests, injections, transfers, slo)
+
+
+def _wait_until_streaming(generator: LoadGenerator, users: int, tokens: int, give_up: float) -> None:
+    """Until each of `users` has received `tokens` tokens (or `give_up`, so that a run always ends)."""
+    while tokens and time.perf_counter() < give_up:
+        received = {}
+        for sent in generator.snapshot():
+            if sent.kind == RequestKind.SHORT:
+                received[sent.user] = received.get(sent.user, 0) + len(sent.stream.token_times)
+        if len(received) >= users and min(received.values()) >= tokens:
+            return
+        time.sleep(0.05)
 
 
 def _sleep_until(when: float, deadline: float) -> None:
@@ -130,6 +148,9 @@ def summarize_run(result: RunResult) -> dict:
             elif any(start <= b and a <= end for start, end in windows):  # the gap overlaps a long prefill
                 during.append(b - a)
     all_gaps = [gap for s in shorts for gap in s.timing.itls]
+    # Output rate while nothing long ran: from the first token of the run to the first injection.
+    early = sorted(t for s in shorts for t in s.token_times if t < first_injection)
+    rate_before = (len(early) - 1) / (early[-1] - early[0]) if len(early) > 1 and early[-1] > early[0] else float("nan")
     ms = lambda d: {k: round(1000 * v, 1) for k, v in d.items()}  # noqa: E731
     slo = result.slo
     # Requests cancelled when the run ended have no end to measure: left out, as the streams' own timing does.
@@ -150,6 +171,7 @@ def summarize_run(result: RunResult) -> dict:
         "slo_attainment": round(overall.slo_attainment, 3),
         "slo": {"ttft_s": slo.ttft, "tpot_s": slo.tpot},
         "output_tok_per_s": round(overall.output_throughput, 1),
+        "output_tok_per_s_before": round(rate_before, 1),
     }
 
 

@@ -20,24 +20,25 @@ class ModelShape:
 
 # From each model's published config.json.
 MODELS = {
-    "SmolLM2-135M (this lab)": ModelShape(30, 3, 64),
+    "SmolLM2-135M": ModelShape(30, 3, 64),
     "Llama-3.1-8B": ModelShape(32, 8, 128),
     "Llama-3.1-70B": ModelShape(80, 8, 128),
     "Qwen2.5-7B": ModelShape(28, 4, 128),
     "Qwen2.5-72B": ModelShape(80, 8, 128),
     "Mistral-7B": ModelShape(32, 8, 128),
-    "DeepSeek-V3 (MLA: 512 + 64 latent)": ModelShape(61, 1, 576, latent=True),
+    "DeepSeek-V3 (MLA 512+64)": ModelShape(61, 1, 576, latent=True),
 }
 
-# Bandwidth in GB/s. Vendor figures, or line rates where said so.
+# Bandwidth in GB/s, one direction (a KV copy uses one): vendor figures, line rates, or measurements,
+# as each link's name in lab/texts (link_<key>) says.
 LINKS = {
-    "NVLink 4 (H100/H200, total per GPU)": 900.0,
-    "RDMA 8x400 Gb/s (Mooncake measured)": 190.0,
-    "RDMA 4x200 Gb/s (Mooncake measured)": 87.0,
-    "PCIe Gen5 x16 (per direction)": 64.0,
-    "RDMA NIC 400 Gb/s (line rate)": 50.0,
-    "NVMe SSD (one fast drive, ~7 GB/s)": 7.0,
-    "TCP over 10 GbE (line rate)": 1.25,
+    "nvlink4": 450.0,       # NVLink 4 (H100/H200): 900 GB/s per GPU is both directions together
+    "rdma_8x400": 190.0,    # Mooncake Transfer Engine, measured over 8x400 Gb/s RoCE
+    "rdma_4x200": 87.0,     # ... and over 4x200 Gb/s
+    "pcie5": 64.0,          # PCIe Gen5 x16
+    "rdma_400": 50.0,       # one 400 Gb/s NIC, line rate
+    "nvme": 7.0,            # one fast NVMe SSD
+    "tcp_10g": 1.25,        # 10 GbE, line rate
 }
 
 
@@ -51,9 +52,11 @@ def transfer_seconds(nbytes: int, gb_per_s: float) -> float:
     return nbytes / (gb_per_s * 1e9)
 
 
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+def human_bytes(n: float, units: str = "B KB MB GB TB") -> str:
+    """`n` bytes in decimal units; `units` names them in the learner's language (texts: byte_units)."""
+    names = units.split()
+    for unit in names:
+        if n < 1000 or unit == names[-1]:
+            return f"{n:,.0f} {unit}" if unit == names[0] else f"{n:,.1f} {unit}"
         n /= 1000
-    return f"{n} B"
+    return f"{n} {names[0]}"

@@ -20,9 +20,14 @@ from engine.core.llm_engine import LLMEngine
 from engine.core.sequence import StepKind
 from engine.metrics import summarize
 
+from .engine_trace import timeline_bars, ttft_split
 from .interference import Workload, relative_injections, run_interference, summarize_run, token_table
+from .load_generator import RequestKind
+from .machine_load import CpuWatch
 from .prompts import chat_question
 
+MEASURED_PROMPT_TOKENS = 1500   # page 6 moves this prompt's KV over each transport
+INJECT_AFTER_TOKENS = 8   # every chat user has streamed this many tokens before the long prompt arrives
 SYSTEM_PROMPT = ("You are the assistant of an online course on LLM serving. Answer briefly, in plain words, "
                  "and say when you are not sure. ") * 6
 
@@ -114,20 +119,38 @@ def chat_timeline(loop: EngineLoop, question: str) -> dict:
 
 
 def interference(mode: Mode, users: int = 8, long_tokens: int = 2000, transport: str = "shm") -> dict:
-    """The lecture's scenario, small enough for a page: chat users, one long prompt at 5 s."""
+    """The lecture's scenario, small enough for a page: chat users stream, one long prompt arrives.
+
+    Besides the streams' timings it keeps what explains them: each worker's steps and KV transfers
+    (the engine timeline), the long prompt's TTFT split, each worker's cores, and how busy the rest
+    of the machine was."""
     topology = Topology(mode)
-    # Users barely pause, so streams are mid-answer when the long prompt lands.
-    workload = Workload(users=users, short_output_tokens=32, long_prompt_tokens=long_tokens, inject_at=(5.0,),
-                        tail_s=3.0, think_s=0.1, time_limit_s=120.0)
+    # Users barely pause, so streams are mid-answer when the long prompt lands; it lands once every
+    # user has streamed a few tokens, however slow the machine.
+    workload = Workload(users=users, short_output_tokens=32, long_prompt_tokens=long_tokens, inject_at=(2.0,),
+                        inject_after_tokens=INJECT_AFTER_TOKENS, tail_s=3.0, think_s=0.1, time_limit_s=120.0)
     with Cluster(topology, EngineConfig(kv_cache_tokens=8192), transport=transport,
                  conditional_threshold=1000 if topology.mode == Mode.DISAGGREGATED else None) as cluster:
+        watch = CpuWatch([w.pid for w in cluster.status()])
         result = run_interference(cluster, workload, topology.label)
-    tokens = token_table(result)
-    return {"summary": summarize_run(result), "tokens": tokens.to_dict("list"),
-            "injections": relative_injections(result)}
+        machine = watch.stop()
+        ended = time.perf_counter()
+    steps, transfers = list(cluster.steps), dict(cluster.transfers)   # complete once the cluster has stopped
+    workers = [{"name": spec.name, "role": str(spec.role), "device": spec.engine.device,
+               "cores": list(spec.engine.cpu_cores or ())} for spec in cluster.specs]
+    longs = [r.stream for r in result.requests if r.kind == RequestKind.LONG]
+    splits = [ttft_split(s.request_id, s.sent, s.token_times[0] if s.token_times else None, steps,
+                         transfers.get(s.request_id)) for s in longs]
+    return {"summary": summarize_run(result), "tokens": token_table(result).to_dict("list"),
+            "injections": relative_injections(result), "workers": workers,
+            "users": users, "long_tokens": long_tokens, "ttft_split": [s for s in splits if s],
+            "timeline": timeline_bars(steps, transfers.values(), result.started, ended,
+                                      {s.request_id for s in longs}),
+            "machine": {"cores": machine.cores, "other_cores": round(machine.other_cores, 2),
+                        "busy": machine.busy}}
 
 
-def measure_transports(prompt_tokens: int = 1500, transports=tuple(TRANSPORTS)) -> list[dict]:
+def measure_transports(prompt_tokens: int = MEASURED_PROMPT_TOKENS, transports=tuple(TRANSPORTS)) -> list[dict]:
     """One prompt's KV moved prefill -> decode over each transport on this machine."""
     rows = []
     for name in transports:

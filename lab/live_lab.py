@@ -12,15 +12,18 @@ from pathlib import Path
 
 import pandas as pd
 
+from engine.cluster.cluster import Cluster
 from engine.cluster.records import WorkerStatus
 from engine.metrics import SLO
 
+from .engine_trace import timeline_bars
 from .interference import RunResult, collect_result
-from .load_generator import ChatLoad, LoadGenerator
+from .load_generator import ChatLoad, LoadGenerator, RequestKind
 from .run_store import RunStore
 from .target import Target, TargetSpec, open_target
 
 SAMPLE_EVERY_S = 0.5
+TIMELINE_WINDOW_S = 20.0   # the dashboard's engine timeline shows this much of the recent past
 
 
 class LabStatus(StrEnum):
@@ -132,6 +135,18 @@ class LiveLab:
         if self.generator is not None and self.generator.started:
             frame["t"] = frame["t"] - self.generator.started
         return frame
+
+    def timeline(self, result: RunResult, window_s: float = TIMELINE_WINDOW_S) -> list[dict]:
+        """The engine timeline's bars of the last `window_s` seconds, in seconds since the run started.
+        Only a local cluster reports its steps here; a remote server's clock is not this machine's."""
+        target = self.target
+        if not isinstance(target, Cluster):
+            return []
+        now = time.perf_counter()
+        longs = {s.stream.request_id for s in result.requests if s.kind == RequestKind.LONG}
+        steps = [s for s in target.steps if s.start >= now - window_s]
+        transfers = [t for t in list(target.transfers.values()) if t.send_started >= now - window_s]
+        return timeline_bars(steps, transfers, result.started, now, longs)
 
     def record(self, name: str = "") -> Path | None:
         """Save the current run in the run store; None if nothing ran yet."""

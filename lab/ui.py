@@ -18,8 +18,10 @@ from engine.core.config import EngineConfig
 from engine.core.engine_loop import EngineLoop
 from engine.core.llm_engine import LLMEngine
 
-from .figures import itl_timeline
+from .figures import engine_timeline, itl_timeline, ttft_split_bars
 from .i18n import LANGUAGES, t
+from .lesson_experiments import INJECT_AFTER_TOKENS
+from .lesson_reasoning import Said, Tone, machine_note
 from .live_lab import LiveLab
 
 DEFAULT_LANGUAGE = "en"
@@ -30,7 +32,7 @@ MENU = [
                ("pages/learn_3_chat.py", "l3_title"), ("pages/learn_4_problem.py", "l4_title"),
                ("pages/learn_5_fix.py", "l5_title"), ("pages/learn_6_travel.py", "l6_title"),
                ("pages/learn_7_lifetime.py", "l7_title"), ("pages/learn_8_summary.py", "l8_title"),
-               ("pages/quiz.py", "quiz"), ("pages/planner.py", "plan_title")]),
+               ("pages/planner.py", "plan_title"), ("pages/quiz.py", "quiz")]),
 ]
 
 
@@ -98,17 +100,76 @@ def run_button(lang: str, page: int, name: str, run: Callable[[], object]):
     if st.button(t(lang, f"l{page}_button"), key="run", type="primary"):
         with st.spinner(t(lang, "running")):
             results[name] = run()
+        earlier_runs(name).append(results[name])
     return results.get(name)
 
 
-def show_interference(lang: str, result: dict, title: str, key: str) -> None:
-    s = result["summary"]
-    st.plotly_chart(itl_timeline(pd.DataFrame(result["tokens"]), result["injections"], title, lang), key=key)
-    c1, c2, c3 = st.columns(3)
-    c1.metric(t(lang, "metric_itl_before_during"),
-              f"{s['itl_before_ms']['p50']:.0f} / {s['itl_during_ms']['p50']:.0f} ms")
-    c2.metric(t(lang, "metric_longest_stall"), f"{s['longest_stall_ms'] / 1000:.2f} s")
-    c3.metric(t(lang, "metric_long_ttft"), f"{s['long_ttft_s'][0]:.1f} s" if s["long_ttft_s"] else "-")
+def earlier_runs(name: str, kept: int = 5) -> list:
+    """This session's last runs of one experiment, newest last: how much it varies from run to run."""
+    runs = st.session_state.setdefault("earlier_runs", {}).setdefault(name, [])
+    del runs[:-kept]
+    return runs
+
+
+def say(lang: str, items: list[Said]) -> None:
+    """Computed sentences, each in the box its tone calls for."""
+    boxes = {Tone.FINDING: st.success, Tone.NOTE: st.info, Tone.WARNING: st.warning}
+    for item in items:
+        boxes[item.tone](t(lang, item.key, **item.values))
+
+
+def show_run(lang: str, run: dict, key: str) -> None:
+    """One interference run: its workload and cores, the streams' ITL and the engine timeline around
+    the long prompt, and a warning if other programs took cores meanwhile."""
+    st.caption(t(lang, "l5_workload", users=run["users"], tokens=run["long_tokens"], after=INJECT_AFTER_TOKENS))
+    st.caption(" · ".join(_worker_place(lang, w) for w in run["workers"]))
+    st.plotly_chart(itl_timeline(pd.DataFrame(run["tokens"]), run["injections"], t(lang, "chart_itl"), lang),
+                    key=f"itl-{key}")
+    st.plotly_chart(engine_timeline(run["timeline"], t(lang, "fig_timeline"), lang, _around_long_prompt(run)),
+                    key=f"timeline-{key}")
+    note = machine_note(run)
+    if note:
+        say(lang, [note])
+
+
+def _worker_place(lang: str, worker: dict) -> str:
+    role = t(lang, f"role_{worker['role']}")
+    if worker["cores"]:
+        return t(lang, "worker_cores", name=worker["name"], role=role, cores=", ".join(map(str, worker["cores"])))
+    return t(lang, "worker_gpu", name=worker["name"], role=role, device=worker["device"])
+
+
+def _around_long_prompt(run: dict, margin_s: float = 1.5) -> tuple[float, float] | None:
+    """The time window of the first long prompt, from its arrival to its first token, with a margin."""
+    if not run["injections"]:
+        return None
+    sent, first = run["injections"][0]
+    return sent - margin_s, (first if first is not None else sent) + margin_s
+
+
+def runs_table(lang: str, runs: list[tuple[str, dict]], predicted: dict | None = None) -> None:
+    """The runs' key figures side by side (a static table: values wrap, never cut), with a prediction
+    column when one was made."""
+    ms, sec = t(lang, "unit_ms"), t(lang, "unit_s")
+    rows = {"row_itl_before": lambda s: f"{s['itl_before_ms']['p50']:.0f} {ms}",
+            "row_itl_during": lambda s: f"{s['itl_during_ms']['p50']:.0f} {ms}",
+            "row_longest_stall": lambda s: f"{s['longest_stall_ms'] / 1000:.2f} {sec}",
+            "row_long_ttft": lambda s: f"{s['long_ttft_s'][0]:.2f} {sec}" if s["long_ttft_s"] and s["long_ttft_s"][0]
+            else "-",
+            "row_throughput_before": lambda s: f"{s['output_tok_per_s_before']:.1f}",
+            "row_throughput": lambda s: f"{s['output_tok_per_s']:.1f}"}
+    frame = pd.DataFrame({t(lang, "col_metric"): [t(lang, key) for key in rows]} |
+                         {name: [show(run["summary"]) for show in rows.values()] for name, run in runs})
+    if predicted is not None:
+        guess = {"row_longest_stall": predicted.get("stall_s"), "row_long_ttft": predicted.get("ttft_s")}
+        frame[t(lang, "prediction")] = [f"≈ {guess[k]:.2f} {sec}" if guess.get(k) is not None else "" for k in rows]
+    st.table(frame.set_index(t(lang, "col_metric")))
+
+
+def show_ttft_split(lang: str, runs: list[tuple[str, dict]], key: str) -> None:
+    splits = [(name, run["ttft_split"][0]) for name, run in runs if run["ttft_split"]]
+    if splits:
+        st.plotly_chart(ttft_split_bars(splits, t(lang, "fig_ttft_split"), lang), key=key)
 
 
 def show_table(lang: str, rows: list[dict]) -> None:

@@ -6,11 +6,11 @@ from engine.cluster.topology import Mode
 from engine.cluster.transports import TRANSPORTS
 from engine.metrics import stats
 from lab.device_stats import cpu_stats, gpu_stats
-from lab.figures import compare_itl, itl_timeline, rolling_itl, server_chart, throughput_chart, transfer_chart, \
-    ttft_chart
+from lab.figures import (compare_itl, engine_timeline, itl_timeline, rolling_itl, server_chart, throughput_chart,
+                          transfer_chart, ttft_chart)
 from lab.i18n import t
 from lab.interference import relative_injections, request_table, summarize_run, token_table
-from lab.live_lab import LabStatus
+from lab.live_lab import TIMELINE_WINDOW_S, LabStatus
 from lab.load_generator import ChatLoad, RequestKind
 from lab.target import TargetKind, TargetSpec
 from lab.ui import page_frame, shared_live_lab
@@ -104,6 +104,10 @@ def live_view():
                          ttft=f"{ttft:.0f}" if ttft == ttft else "-", n=len(requests)) + "**")
     now = time.perf_counter() - result.started  # a long prefill still running is shaded up to now
     st.plotly_chart(itl_timeline(tokens, relative_injections(result), t(lang, "chart_itl"), lang, now=now), key="itl")
+    bars = lab.timeline(result)
+    if bars:
+        window = (max(0.0, now - TIMELINE_WINDOW_S), now)
+        st.plotly_chart(engine_timeline(bars, t(lang, "fig_timeline"), lang, window), key="timeline")
     c1, c2 = st.columns(2)
     c1.plotly_chart(rolling_itl(tokens, t(lang, "chart_rolling"), lang), key="rolling")
     c2.plotly_chart(ttft_chart(requests, t(lang, "chart_ttft"), lang), key="ttft")

@@ -3,7 +3,8 @@ import streamlit as st
 from lab.i18n import t
 from lab.lesson_experiments import measure_stages
 from lab.lesson_figures import decode_steps, prefill_speed, roofline
-from lab.ui import page_frame, run_button, shared_engine_loop
+from lab.lesson_reasoning import stages_takeaway
+from lab.ui import page_frame, run_button, say, shared_engine_loop
 
 lang = page_frame("l1_title")
 st.markdown(t(lang, "l1_text"))
@@ -15,4 +16,5 @@ if r:
     st.plotly_chart(roofline(r, t(lang, "l1_fig_roofline"), lang), key="roofline")
     st.caption(t(lang, "l1_limits", peak=f"{r['peak_gflops']:.0f}", bandwidth=f"{r['bandwidth_gbs']:.1f}",
                  params=f"{r['params'] / 1e6:.0f}"))
-    st.success(t(lang, "l1_takeaway"))
+    st.subheader(t(lang, "takeaway"))
+    say(lang, stages_takeaway(r))

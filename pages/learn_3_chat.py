@@ -14,9 +14,10 @@ if r:
     st.plotly_chart(request_timeline(r, t(lang, "l3_fig"), lang), key="timeline")
     st.text(r["text"])   # plain text: a model's Markdown (links, images) is not rendered
     st.info(t(lang, "l3_kv", tokens=r["prompt_tokens"] + r["output_tokens"], per_token=f"{r['kv_bytes_per_token']:,}",
-              total=human_bytes(r["kv_bytes"])))
+              total=human_bytes(r["kv_bytes"], t(lang, "byte_units"))))
     c1, c2, c3 = st.columns(3)
-    c1.metric("TTFT", f"{1000 * (r['first_token'] - r['sent']):.0f} ms")
-    c2.metric(t(lang, "phase_prefill"), f"{1000 * r['prefill_s']:.0f} ms")
-    c3.metric("tokens", r["output_tokens"])
+    ms = t(lang, "unit_ms")
+    c1.metric("TTFT", f"{1000 * (r['first_token'] - r['sent']):.0f} {ms}")
+    c2.metric(t(lang, "phase_prefill"), f"{1000 * r['prefill_s']:.0f} {ms}")
+    c3.metric(t(lang, "tokens"), r["output_tokens"])
     st.success(t(lang, "l3_takeaway"))

@@ -3,7 +3,9 @@ import streamlit as st
 from engine.cluster.topology import Mode
 from lab.i18n import t
 from lab.lesson_experiments import interference
-from lab.ui import lesson_results, page_frame, run_button, show_interference, workload_controls
+from lab.lesson_reasoning import fix_prediction, fix_takeaway, spread_note
+from lab.ui import (earlier_runs, lesson_results, page_frame, run_button, runs_table, say, show_run, show_ttft_split,
+                    workload_controls)
 
 FIXES = [Mode.DISAGGREGATED, Mode.CHUNKED]   # the two answers to page 4's problem
 
@@ -13,18 +15,24 @@ st.markdown(t(lang, "l5_text"))
 mode = st.radio(t(lang, "l5_mode"), FIXES, key="mode", horizontal=True,
                 format_func=lambda m: t(lang, f"mode_{m}"))
 users, long_tokens = workload_controls(lang)
-run_button(lang, 5, f"fix_{mode}", lambda: interference(mode, users, long_tokens))
-runs = [(m, results[f"fix_{m}"]) for m in FIXES if f"fix_{m}" in results]
-if runs:
-    columns = st.columns(2)
-    with columns[0]:
-        if "problem" in results:
-            st.subheader(t(lang, "mode_colocated"))
-            show_interference(lang, results["problem"], t(lang, "chart_itl"), Mode.COLOCATED)
-        else:
-            st.info(t(lang, "l5_need_page4"))
-    with columns[1]:
-        for m, result in runs:
-            st.subheader(t(lang, f"mode_{m}"))
-            show_interference(lang, result, t(lang, "chart_itl"), m)
-    st.success(t(lang, "l5_takeaway"))
+colocated = results.get("problem")
+if colocated is None:
+    st.info(t(lang, "l5_need_page4"))
+st.subheader(t(lang, "prediction"))
+say(lang, [fix_prediction(mode, colocated, results.get("stages"), long_tokens)[0]])
+fixed = run_button(lang, 5, f"fix_{mode}", lambda: interference(mode, users, long_tokens))
+if fixed:
+    st.subheader(t(lang, "measured_result"))
+    runs = ([(t(lang, "mode_colocated"), colocated)] if colocated else []) + [(t(lang, f"mode_{mode}"), fixed)]
+    _, predicted = fix_prediction(mode, colocated, results.get("stages"), fixed["long_tokens"])
+    runs_table(lang, runs, predicted or None)
+    show_ttft_split(lang, runs, "split")
+    columns = st.columns(len(runs))
+    for column, (name, run) in zip(columns, runs):
+        with column:
+            st.markdown(f"**{name}**")
+            show_run(lang, run, name)
+    if colocated:
+        st.subheader(t(lang, "takeaway"))
+        say(lang, fix_takeaway(mode, fixed, colocated))
+    say(lang, [note for note in [spread_note(earlier_runs(f"fix_{mode}"))] if note])

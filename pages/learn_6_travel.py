@@ -1,23 +1,35 @@
 import streamlit as st
 
 from lab.i18n import t
-from lab.kv_calculator import DTYPE_BYTES, LINKS, MODELS, human_bytes, kv_bytes
-from lab.lesson_experiments import measure_transports
+from lab.kv_calculator import DTYPE_BYTES, LINKS, MODELS, human_bytes, kv_bytes, transfer_seconds
+from lab.lesson_experiments import MEASURED_PROMPT_TOKENS, measure_transports
 from lab.lesson_figures import link_times
 from lab.ui import page_frame, run_button, show_table
 
+LAB_MODEL = "SmolLM2-135M"   # the bundled model
+
 lang = page_frame("l6_title")
+units = t(lang, "byte_units")
 st.markdown(t(lang, "l6_text"))
 c1, c2, c3 = st.columns(3)
-model = c1.selectbox(t(lang, "l6_model"), list(MODELS), index=2, key="model")
+model = c1.selectbox(t(lang, "l6_model"), list(MODELS), index=2, key="model",
+                     format_func=lambda m: t(lang, "this_lab", model=m) if m == LAB_MODEL else m)
 dtype = c2.selectbox(t(lang, "l6_dtype"), list(DTYPE_BYTES), index=1, key="dtype")
 tokens = c3.number_input(t(lang, "l6_tokens"), 1, 1_000_000, 4096, step=1024, key="tokens")
 nbytes = kv_bytes(MODELS[model], DTYPE_BYTES[dtype], int(tokens))
-st.info(t(lang, "l6_size", size=human_bytes(nbytes),
-          per_token=human_bytes(MODELS[model].bytes_per_token(DTYPE_BYTES[dtype]))))
+st.info(t(lang, "l6_size", size=human_bytes(nbytes, units),
+          per_token=human_bytes(MODELS[model].bytes_per_token(DTYPE_BYTES[dtype]), units)))
 measured = run_button(lang, 6, "transports", measure_transports) or []
-st.plotly_chart(link_times(nbytes, LINKS, measured, t(lang, "l6_links"), lang), key="links")
+links = {t(lang, f"link_{key}"): gbps for key, gbps in LINKS.items()}
+st.plotly_chart(link_times(nbytes, links, measured, t(lang, "l6_links"), lang), key="links")
+fast, slow = max(LINKS, key=LINKS.get), min(LINKS, key=LINKS.get)
+st.success(t(lang, "l6_take", size=human_bytes(nbytes, units), fast=t(lang, f"link_{fast}"),
+             slow=t(lang, f"link_{slow}"),
+             fast_ms=f"{1000 * transfer_seconds(nbytes, LINKS[fast]):.1f}",
+             slow_s=f"{transfer_seconds(nbytes, LINKS[slow]):.1f}"))
 if measured:
-    st.caption(t(lang, "l6_measured", tokens=1500))
+    st.caption(t(lang, "l6_measured", tokens=MEASURED_PROMPT_TOKENS))
     show_table(lang, measured)
-st.success(t(lang, "l6_takeaway"))
+    best = max(measured, key=lambda m: m["gbps"])
+    st.info(t(lang, "l6_take_measured", transport=best["transport"], tokens=MEASURED_PROMPT_TOKENS,
+              size=human_bytes(best["bytes"], units), gbps=f"{best['gbps']:.2f}", ms=f"{best['total_ms']:.0f}"))

@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import streamlit as st
@@ -10,6 +11,15 @@ from lab.planner.search import attainment_curve, crossovers, plan, prompt_sweep
 from lab.planner.scenario import SLO, Hardware, Workload
 from lab.ui import page_frame, show_table
 
+
+def calibration_row(lang: str, row: dict) -> dict:
+    """A row of the calibration results, its step and size named in the learner's language."""
+    numbers = [int(n) for n in re.findall(r"\d+", row["size"])]
+    size = {"decode": "size_batch", "prefill": "size_tokens", "mixed": "size_mixed"}[row["step"]]
+    names = dict(zip(("a", "b"), numbers))
+    return {**row, "step": t(lang, f"phase_{row['step']}"), "size": t(lang, size, **names)}
+
+
 CALIBRATION = Path(__file__).resolve().parents[1] / "results" / "planner_calibration.json"
 SWEEP_PROMPTS = [64, 128, 256, 512, 1024, 2048, 4096, 8192]
 ATTAINMENT_LINES = 5   # the best placements only: a large budget has dozens
@@ -19,7 +29,8 @@ st.markdown(t(lang, "plan_text"))
 c1, c2, c3, c4 = st.columns(4)
 model = c1.selectbox(t(lang, "plan_model"), list(MODELS), index=0, key="plan_model")
 gpu = c2.selectbox(t(lang, "plan_gpu"), list(GPUS), index=0, key="plan_gpu")
-link = c3.selectbox(t(lang, "plan_link"), list(LINKS), key="plan_link")
+link = c3.selectbox(t(lang, "plan_link"), list(LINKS), key="plan_link",
+                    format_func=lambda name: name.replace("Gb/s", t(lang, "unit_gbit_s")))
 gpus = c4.number_input(t(lang, "plan_gpus"), 1, 8, 3, key="plan_gpus")   # one node: TP and splits in seconds
 c1, c2, c3, c4, c5 = st.columns(5)
 prompt = c1.number_input(t(lang, "plan_prompt"), 1, 131072, 512, key="plan_prompt")
@@ -74,15 +85,16 @@ st.subheader(t(lang, "plan_calibration"))
 st.markdown(t(lang, "plan_calibration_text"))
 if CALIBRATION.exists():
     calibration = json.loads(CALIBRATION.read_text())
+    rows = [calibration_row(lang, row) for row in calibration["rows"]]
     st.caption(t(lang, "plan_calibration_summary", machine=calibration["machine"], peak=calibration["peak_gflops"],
                  bandwidth=calibration["bandwidth_gbs"], step=calibration["layer_overhead_us"],
                  token=calibration["token_overhead_us"], sequence=calibration["sequence_overhead_us"],
                  target=calibration["target_pct"],
                  verdict=t(lang, "plan_within" if calibration["within_target"] else "plan_outside")))
     left, right = st.columns(2)
-    left.plotly_chart(figures.calibration_scatter(calibration["rows"], calibration["target_pct"],
+    left.plotly_chart(figures.calibration_scatter(rows, calibration["target_pct"],
                                                   t(lang, "plan_fig_calibration"), lang), key="calibration")
     right.plotly_chart(figures.efficiency_lines(calibration, t(lang, "plan_fig_efficiency"), lang), key="efficiency")
-    show_table(lang, calibration["rows"])
+    show_table(lang, rows)
 else:
     st.info(t(lang, "plan_calibration_missing"))

@@ -29,7 +29,8 @@ if st.button(t(lang, "generate"), key="generate", type="primary"):
                 answer.text(stream.text)
         timing = stream.timing
         c1, c2, c3, c4 = st.columns(4)
-        c1.metric(t(lang, "ttft"), f"{1000 * timing.ttft:.0f} ms" if timing.ttft is not None else "-")
-        c2.metric(t(lang, "itl_p50"), f"{1000 * statistics.median(timing.itls):.0f} ms" if timing.itls else "-")
+        ms = t(lang, "unit_ms")
+        c1.metric(t(lang, "ttft"), f"{1000 * timing.ttft:.0f} {ms}" if timing.ttft is not None else "-")
+        c2.metric(t(lang, "itl_p50"), f"{1000 * statistics.median(timing.itls):.0f} {ms}" if timing.itls else "-")
         c3.metric(t(lang, "tokens"), timing.output_tokens)
         c4.metric(t(lang, "finish"), stream.finish_reason or "-")

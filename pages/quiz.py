@@ -22,8 +22,8 @@ for n, q in enumerate(questions, 1):
         st.markdown(f"**{n}. {q.prompt(lang, lesson_results())}**")
         labels = {o["id"]: o[lang] for o in q.options}
         if q.kind == "single":
-            choice = st.radio(q.id, list(labels), format_func=labels.get, key=f"q-{q.id}", index=None,
-                              label_visibility="collapsed")
+            choice = st.radio(q.prompt(lang, lesson_results()), list(labels), format_func=labels.get, key=f"q-{q.id}",
+                              index=None, label_visibility="collapsed")
             chosen = {choice} if choice else set()
         else:
             st.caption(t(lang, "quiz_pick_all"))

@@ -34,7 +34,7 @@ def app(tmp_path, monkeypatch):
     at.button(key="stop_target").click().run()
 
 
-@pytest.mark.parametrize("lang,title", [("en", "Live dashboard"), ("ru", "Живая панель")])
+@pytest.mark.parametrize("lang,title", [("en", "Live dashboard"), ("ru", "Панель в реальном времени")])
 def test_dashboard_renders_in_both_languages(app, lang, title):
     app.session_state["lang"] = lang
     app.run()

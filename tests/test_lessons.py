@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.labels import foreign_words, visible_texts
+
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGES = ["learn_1_stages", "learn_2_metrics", "learn_3_chat", "learn_4_problem", "learn_5_fix", "learn_6_travel",
          "learn_7_lifetime", "learn_8_summary", "quiz", "planner"]
@@ -45,13 +47,41 @@ def test_every_experiment_runs_on_the_real_engine_and_feeds_the_summary_and_quiz
             at.slider(key="long_tokens").set_value(1000)
         at.button(key="run").click().run()
         assert not at.exception, (name, at.exception)
+        if name == "learn_4_problem":   # page 1's prefill speed gives the prediction
+            rate = f"{min(stages['prefill'], key=lambda r: abs(r['tokens'] - 1000))['tok_s']:.0f} tokens/s"
+            assert rate in at.info[0].value
+        if name == "learn_5_fix":   # compared with page 4 in a table; both long prompts' TTFT split
+            assert at.table and len(at.get("plotly_chart")) == 5   # the split + each run's ITL and timeline
         assert at.success, f"{name} shows its takeaway after the experiment"
 
     results = at.session_state["lesson_results"]
     assert results["colocated_stall_s"] > 0
+    problem, fixed = results["problem"], results["fix_disaggregated"]
+    for run in (problem, fixed):
+        split, = run["ttft_split"]
+        parts = split["queue_s"] + split["prefill_s"] + split["transfer_s"] + split["first_token_s"]
+        assert parts == pytest.approx(run["summary"]["long_ttft_s"][0], abs=0.02)
+    # The timeline: colocated, one long prefill bar on the only worker, as long as the stall it caused;
+    # disaggregated, the long prefill on the prefill worker, its KV sent and imported, the decode lane stepping on.
+    long_bars = [b for b in problem["timeline"] if b["long"]]
+    assert [b["kind"] for b in long_bars] == ["prefill"]
+    assert long_bars[0]["seconds"] <= problem["summary"]["longest_stall_ms"] / 1000 + 0.05
+    long_bars = {b["kind"]: b for b in fixed["timeline"] if b["long"]}
+    assert set(long_bars) == {"prefill", "kv_send", "kv_import"} and long_bars["prefill"]["lane"] == "prefill-0"
+    decode_steps = [b for b in fixed["timeline"] if b["lane"] == "decode-0"]
+    assert decode_steps and max(b["seconds"] for b in decode_steps) < long_bars["prefill"]["seconds"] / 3
+    assert [w["role"] for w in fixed["workers"]] == ["prefill", "decode"]
     assert {m["transport"] for m in results["transports"]} == {"shm", "disk", "tcp"}
     cold, warm, expired = results["lifetime"]
     assert warm["cached_tokens"] > 0 and cold["cached_tokens"] == expired["cached_tokens"] == 0
+
+    # In Russian, every page, charts and tables of these real runs included, shows no English label.
+    at.session_state["lang"] = "ru"
+    for name in PAGES:
+        at.switch_page(f"pages/{name}.py")
+        at.run()
+        assert not at.exception and foreign_words(visible_texts(at)) == set(), name
+    at.session_state["lang"] = "en"
 
     at.switch_page("pages/learn_8_summary.py")
     at.run()

@@ -17,7 +17,7 @@ from ..core.request_stream import RequestStream
 from ..core.sequence import RequestRecord, StepRecord
 from .history import History
 from .messages import WorkerFailed
-from .placement import plan_workers
+from .placement import WorkerSpec, plan_workers
 from .records import TransferRecord, WorkerStatus
 from .router import Router
 from .topology import Topology
@@ -100,6 +100,11 @@ class Cluster:
     def status(self) -> list[WorkerStatus]:
         with self._lock:
             return self.router.status()
+
+    @property
+    def specs(self) -> list[WorkerSpec]:
+        """What each worker was started with: its role, device, cores."""
+        return [w.spec for w in self.pool.workers.values()]
 
     @property
     def active_requests(self) -> int:

@@ -80,6 +80,8 @@ class WorkerPool:
         worker = self.workers[name]
         worker.alive, worker.last_error = False, error
         worker.process.join(1)
+        if self.closing:   # asked to stop: its exit is expected, and it is not started again
+            return
         delay = min(MAX_RESTART_DELAY_S, 2.0 ** worker.restarts)
         worker.restart_at = time.monotonic() + delay
         log.warning("worker %s died (%s); restarting it in %.0f s", name, error, delay)

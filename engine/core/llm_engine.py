@@ -132,12 +132,14 @@ class LLMEngine:
         scheduled = self.scheduler.schedule()
         if scheduled is None:
             return []
+        prompting = tuple(seq.request_id for seq, _ in scheduled.work if seq.num_computed < len(seq.prompt_ids))
         start = time.perf_counter()
         sampling, logits = self.runner.run(scheduled.work)
         tokens = sample(logits, sampling, self.eos_ids) if sampling else []
         now = time.perf_counter()
         self.steps.append(StepRecord(start, now - start, scheduled.kind,
-                                     sum(n for _, n in scheduled.work), len(scheduled.work), self.name))
+                                     sum(n for _, n in scheduled.work), len(scheduled.work), self.name,
+                                     prompting))
         return [self.abort(seq.request_id, FinishReason.ERROR, str(token)) if isinstance(token, SamplingError)
                 else self._append(seq, token, now) for seq, token in zip(sampling, tokens)]
 

@@ -52,6 +52,7 @@ class StepRecord:
     num_tokens: int      # tokens fed to the model
     batch_size: int      # sequences in the step
     worker: str = ""
+    prompt_requests: tuple[str, ...] = ()   # requests whose prompt tokens this step computed
 
 
 @dataclass

@@ -1,0 +1,205 @@
+"""What the guided pages tell the learner, computed from what the learner measured.
+
+Each function reads experiment results (the plain dicts of lab.lesson_experiments) and returns
+`Said` items: a text key of lab/texts and the measured values it quotes. The branch is chosen by
+the numbers, so a sentence never contradicts the figure it sits under: a flat decode curve and a
+steep one get different explanations, a prediction that missed says by how much and why.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from engine.cluster.topology import Mode
+
+CLEAR_STALL = 5.0        # a stall this many times the usual ITL is unmistakable
+PREDICTION_TOLERANCE = 0.3
+SAME = 0.15              # closer than this, two measurements are the same for a lesson
+CHUNK_TOKENS = 256       # engine.core.config.EngineConfig.chunk_size, the lessons' chunked budget
+
+
+class Tone(StrEnum):
+    FINDING = "finding"   # the lesson's conclusion
+    NOTE = "note"         # context: a prediction, how to read a figure
+    WARNING = "warning"   # the run cannot support a conclusion as it stands
+
+
+@dataclass(frozen=True)
+class Said:
+    key: str
+    values: dict = field(default_factory=dict)
+    tone: Tone = Tone.FINDING
+
+
+def _r(x: float, digits: int = 1) -> str:
+    return f"{x:.{digits}f}"
+
+
+# ---- page 1: two stages ----------------------------------------------------------------------------
+
+def stages_takeaway(stages: dict) -> list[Said]:
+    decode, prefill = stages["decode"], stages["prefill"]
+    one, many = decode[0], decode[-1]
+    if any(math.isnan(d["step_ms"]) for d in (one, many)):
+        return [Said("l1_take_missing", tone=Tone.WARNING)]
+    ratio = many["step_ms"] / one["step_ms"]
+    values = {"batch": many["batch"], "ms1": _r(one["step_ms"], 0), "msn": _r(many["step_ms"], 0),
+              "ratio": _r(ratio), "cheaper": _r(many["batch"] / ratio)}
+    if ratio < 1.5:
+        said = [Said("l1_take_flat", values)]
+    elif ratio < many["batch"] / 2:
+        said = [Said("l1_take_fixed_cost", values)]
+    else:
+        said = [Said("l1_take_linear", values, Tone.WARNING)]
+    longest = prefill[-1]
+    decode_tok_s = 1000 / one["step_ms"]
+    said.append(Said("l1_take_prefill", {"tokens": longest["tokens"], "tok_s": _r(longest["tok_s"], 0),
+                                         "decode_tok_s": _r(decode_tok_s), "x": _r(longest["tok_s"] / decode_tok_s, 0),
+                                         "prefill_share": _r(100 * longest["gflops"] / stages["peak_gflops"], 0),
+                                         "decode_share": _r(100 * one["gflops"] / stages["peak_gflops"], 1)}))
+    return said
+
+
+def prefill_rate(stages: dict, tokens: int) -> tuple[float, int]:
+    """Page 1's prefill speed (tokens/s) at the measured length closest to `tokens`, and that length."""
+    row = min(stages["prefill"], key=lambda r: abs(r["tokens"] - tokens))
+    return row["tok_s"], row["tokens"]
+
+
+# ---- page 4: the problem ---------------------------------------------------------------------------
+
+def stall_prediction(stages: dict | None, long_tokens: int, users: int) -> tuple[Said, float | None]:
+    """What page 4 should show, from page 1's prefill speed: the stall is the long prompt's prefill."""
+    if not stages:
+        return Said("l4_predict_unknown", {"tokens": long_tokens}, Tone.NOTE), None
+    rate, at = prefill_rate(stages, long_tokens)
+    seconds = long_tokens / rate
+    return Said("l4_predict", {"rate": _r(rate, 0), "at": at, "tokens": long_tokens, "seconds": _r(seconds),
+                               "users": users}, Tone.NOTE), seconds
+
+
+def problem_takeaway(run: dict, predicted_s: float | None) -> list[Said]:
+    s = run["summary"]
+    before = s["itl_before_ms"]["p50"]
+    if math.isnan(before):
+        return [Said("l4_no_before", tone=Tone.WARNING)]
+    stall_s = s["longest_stall_ms"] / 1000
+    split = run["ttft_split"][0] if run["ttft_split"] else None
+    values = {"tokens": run["long_tokens"], "users": run["users"], "stall": _r(stall_s, 2), "before": _r(before, 0),
+              "x": _r(1000 * stall_s / before, 0), "prefill": _r(split["prefill_s"], 2) if split else "?"}
+    said = [Said("l4_take_stall" if 1000 * stall_s >= CLEAR_STALL * before else "l4_take_no_stall", values,
+                 Tone.FINDING if 1000 * stall_s >= CLEAR_STALL * before else Tone.WARNING)]
+    if predicted_s is not None and split:
+        measured = split["prefill_s"]
+        off = measured / predicted_s - 1
+        key = "l4_take_predicted" if abs(off) <= PREDICTION_TOLERANCE else (
+            "l4_take_slower_than_predicted" if off > 0 else "l4_take_faster_than_predicted")
+        said.append(Said(key, {"predicted": _r(predicted_s), "measured": _r(measured),
+                               "pct": _r(100 * abs(off), 0)}, Tone.NOTE))
+    return said
+
+
+# ---- page 5: the fix -------------------------------------------------------------------------------
+
+def cores_available() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def fix_prediction(mode: Mode, colocated: dict | None, stages: dict | None, long_tokens: int) -> tuple[Said, dict]:
+    """What the chosen fix should do to page 4's run, before it runs: the text, and the predicted
+    longest stall and long-prompt TTFT (seconds) where page 4's run gives the numbers."""
+    split = colocated["ttft_split"][0] if colocated and colocated["ttft_split"] else None
+    if split is None and not stages:
+        return Said(f"l5_predict_{mode}_unknown", tone=Tone.NOTE), {}
+    prefill_s = split["prefill_s"] if split else long_tokens / prefill_rate(stages, long_tokens)[0]
+    itl_s = colocated["summary"]["itl_before_ms"]["p50"] / 1000 if colocated else float("nan")
+    if mode == Mode.DISAGGREGATED:
+        cores = cores_available()
+        prefill_cores = max(1, cores // 2)
+        slower = prefill_s * cores / prefill_cores
+        # The decode worker keeps stepping: its longest gap is about one step on its share of the cores.
+        predicted = {"stall_s": itl_s * cores / max(1, cores - prefill_cores), "ttft_s": slower}
+        return Said("l5_predict_disaggregated", {
+            "prefill": _r(prefill_s), "cores": cores, "prefill_cores": prefill_cores,
+            "slower_prefill": _r(slower), "decode_cores": cores - prefill_cores}, Tone.NOTE), predicted
+    chunk_s = CHUNK_TOKENS / (long_tokens / prefill_s)
+    predicted = {"stall_s": chunk_s + (0 if math.isnan(itl_s) else itl_s), "ttft_s": prefill_s}
+    return Said("l5_predict_chunked", {"prefill": _r(prefill_s), "chunk": CHUNK_TOKENS,
+                                       "chunks": math.ceil(long_tokens / CHUNK_TOKENS), "chunk_s": _r(chunk_s, 2)},
+                Tone.NOTE), {k: v for k, v in predicted.items() if not math.isnan(v)}
+
+
+def fix_takeaway(mode: Mode, fixed: dict, colocated: dict) -> list[Said]:
+    a, b = colocated["summary"], fixed["summary"]
+    said = []
+    stall_a, stall_b = a["longest_stall_ms"] / 1000, b["longest_stall_ms"] / 1000
+    x = stall_a / stall_b if stall_b > 0 else float("inf")
+    said.append(Said("l5_take_stall" if x >= 2 else "l5_take_stall_same",
+                     {"colocated": _r(stall_a, 2), "fixed": _r(stall_b, 2), "x": _r(x, 0)},
+                     Tone.FINDING if x >= 2 else Tone.WARNING))
+    itl_a, itl_b = a["itl_before_ms"]["p50"], b["itl_before_ms"]["p50"]
+    if not (math.isnan(itl_a) or math.isnan(itl_b)):
+        decode = next((w for w in fixed["workers"] if w["role"] == "decode"), None)
+        values = {"colocated": _r(itl_a, 0), "fixed": _r(itl_b, 0), "cores": _cores(decode),
+                  "all_cores": sum(len(w["cores"]) for w in fixed["workers"])}
+        if itl_b > (1 + SAME) * itl_a:
+            said.append(Said("l5_take_itl_slower_decode_cores" if decode and decode["cores"] else
+                             "l5_take_itl_slower", values))
+        else:
+            said.append(Said("l5_take_itl_same", values))
+    split_a = colocated["ttft_split"][0] if colocated["ttft_split"] else None
+    split_b = fixed["ttft_split"][0] if fixed["ttft_split"] else None
+    if split_a and split_b:
+        said.append(_ttft_reason(mode, split_a, split_b, fixed))
+    said.append(Said("l5_take_throughput_not_higher"
+                     if b["output_tok_per_s_before"] <= (1 + SAME) * a["output_tok_per_s_before"]
+                     else "l5_take_throughput_higher",
+                     {"colocated_before": _r(a["output_tok_per_s_before"]),
+                      "fixed_before": _r(b["output_tok_per_s_before"]),
+                      "colocated": _r(a["output_tok_per_s"]), "fixed": _r(b["output_tok_per_s"]),
+                      "stall": _r(stall_a, 1)}))
+    return said
+
+
+def _cores(worker: dict | None) -> str:
+    return str(len(worker["cores"])) if worker and worker["cores"] else "?"
+
+
+def _ttft_reason(mode: Mode, a: dict, b: dict, fixed: dict) -> Said:
+    values = {"colocated": _r(a["ttft_s"]), "fixed": _r(b["ttft_s"]), "queue": _r(b["queue_s"], 2),
+              "prefill": _r(b["prefill_s"], 2), "transfer": _r(b["transfer_s"], 2),
+              "first": _r(b["first_token_s"], 2), "prefill_colocated": _r(a["prefill_s"], 2)}
+    rise = b["ttft_s"] - a["ttft_s"]
+    if rise <= SAME * a["ttft_s"]:
+        return Said("l5_take_ttft_same", values)
+    if mode == Mode.DISAGGREGATED:
+        prefill = next((w for w in fixed["workers"] if w["role"] == "prefill"), None)
+        values.update(cores=_cores(prefill), all_cores=sum(len(w["cores"]) for w in fixed["workers"]))
+        if b["prefill_s"] - a["prefill_s"] >= b["transfer_s"]:
+            return Said("l5_take_ttft_prefill_cores", values)
+        return Said("l5_take_ttft_transfer", values)
+    return Said("l5_take_ttft_chunks", values)
+
+
+# ---- every experiment --------------------------------------------------------------------------
+
+def spread_note(runs: list[dict]) -> Said | None:
+    """When the same experiment ran more than once: how far its ITL p50 moved between runs, so that a
+    smaller difference between two modes is not read as an effect."""
+    itls = [r["summary"]["itl_before_ms"]["p50"] for r in runs if not math.isnan(r["summary"]["itl_before_ms"]["p50"])]
+    if len(itls) < 2:
+        return None
+    low, high = min(itls), max(itls)
+    return Said("run_spread", {"runs": len(itls), "low": _r(low, 0), "high": _r(high, 0),
+                               "pct": _r(100 * (high - low) / low, 0)}, Tone.WARNING if high > (1 + SAME) * low
+                else Tone.NOTE)
+
+
+def machine_note(run: dict) -> Said | None:
+    """A warning when other programs took cores while the run measured."""
+    machine = run.get("machine")
+    if not machine or not machine["busy"]:
+        return None
+    return Said("busy_machine", {"other": _r(machine["other_cores"], 2), "cores": machine["cores"]}, Tone.WARNING)

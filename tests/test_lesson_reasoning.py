@@ -1,0 +1,108 @@
+"""The guided pages' conclusions follow the numbers: each branch is picked by the measurement, and a
+sentence quotes the measured values it rests on."""
+import math
+
+import pytest
+
+from engine.cluster.topology import Mode
+from lab.i18n import t
+from lab.lesson_reasoning import (Tone, fix_prediction, fix_takeaway, machine_note, problem_takeaway, spread_note,
+                                  stages_takeaway, stall_prediction)
+
+
+def stages(decode_ms=(50.0, 55.0, 60.0, 70.0, 80.0), prefill_tok_s=(300.0, 400.0, 420.0, 400.0)):
+    return {"decode": [{"batch": b, "step_ms": ms, "gflops": 0.3 * b} for b, ms in zip((1, 2, 4, 8, 16), decode_ms)],
+            "prefill": [{"tokens": n, "tok_s": r, "gflops": 100.0}
+                        for n, r in zip((128, 512, 1024, 2048), prefill_tok_s)],
+            "peak_gflops": 200.0}
+
+
+def run(stall_ms=5000.0, itl_before=80.0, prefill_s=4.9, transfer_s=0.0, ttft_s=5.0, cores=((0, 1),),
+        roles=("colocated",), tput_before=90.0, tput=40.0, busy=False):
+    return {"summary": {"itl_before_ms": {"p50": itl_before}, "itl_during_ms": {"p50": stall_ms / 2},
+                        "longest_stall_ms": stall_ms, "long_ttft_s": [ttft_s], "output_tok_per_s": tput,
+                        "output_tok_per_s_before": tput_before},
+            "ttft_split": [{"queue_s": 0.05, "prefill_s": prefill_s, "transfer_s": transfer_s,
+                            "first_token_s": ttft_s - 0.05 - prefill_s - transfer_s, "ttft_s": ttft_s}],
+            "workers": [{"name": f"w{i}", "role": r, "device": "cpu", "cores": list(c)}
+                        for i, (r, c) in enumerate(zip(roles, cores))],
+            "users": 8, "long_tokens": 2000, "machine": {"cores": 2, "other_cores": 0.6 if busy else 0.0, "busy": busy}}
+
+
+def keys(said):
+    return [s.key for s in said]
+
+
+@pytest.mark.parametrize("decode_ms,expected", [((50, 52, 55, 60, 70), "l1_take_flat"),
+                                                ((50, 60, 70, 90, 120), "l1_take_fixed_cost"),
+                                                ((50, 100, 200, 400, 750), "l1_take_linear")])
+def test_page1_explains_the_decode_curve_it_sits_under(decode_ms, expected):
+    said = stages_takeaway(stages(decode_ms=decode_ms))
+    assert keys(said) == [expected, "l1_take_prefill"]
+    ratio = decode_ms[-1] / decode_ms[0]
+    assert said[0].values["ratio"] == f"{ratio:.1f}" and said[0].values["msn"] == f"{decode_ms[-1]:.0f}"
+    assert (said[0].tone == Tone.WARNING) == (expected == "l1_take_linear")
+    text = t("en", said[0].key, **said[0].values)
+    assert f"{ratio:.1f}x" in text
+
+
+def test_page4_predicts_the_stall_from_page1s_prefill_speed_and_compares():
+    prediction, seconds = stall_prediction(stages(), 2000, 8)
+    assert prediction.key == "l4_predict" and seconds == pytest.approx(2000 / 400.0)   # the 2048-token rate
+    assert stall_prediction(None, 2000, 8)[1] is None
+    close = problem_takeaway(run(prefill_s=5.2), seconds)
+    assert keys(close) == ["l4_take_stall", "l4_take_predicted"]
+    assert close[0].values["x"] == f"{5000 / 80:.0f}"
+    assert keys(problem_takeaway(run(prefill_s=8.0), seconds))[1] == "l4_take_slower_than_predicted"
+    assert keys(problem_takeaway(run(prefill_s=3.0), seconds))[1] == "l4_take_faster_than_predicted"
+
+
+def test_page4_says_when_there_is_no_clear_stall_or_no_before():
+    assert keys(problem_takeaway(run(stall_ms=200.0), None)) == ["l4_take_no_stall"]
+    assert keys(problem_takeaway(run(itl_before=math.nan), None)) == ["l4_no_before"]
+
+
+def test_page5_predictions_come_from_page4s_run():
+    colocated = run()
+    said, predicted = fix_prediction(Mode.CHUNKED, colocated, None, 2000)
+    assert said.key == "l5_predict_chunked" and said.values["chunks"] == 8
+    assert predicted["stall_s"] == pytest.approx(256 / (2000 / 4.9) + 0.08)
+    said, predicted = fix_prediction(Mode.DISAGGREGATED, colocated, None, 2000)
+    assert said.key == "l5_predict_disaggregated" and predicted["ttft_s"] >= 4.9
+    assert fix_prediction(Mode.DISAGGREGATED, None, None, 2000)[0].key == "l5_predict_disaggregated_unknown"
+
+
+def test_page5_blames_the_decode_workers_share_of_cores_and_the_prefill_cores_when_the_numbers_say_so():
+    colocated = run()
+    fixed = run(stall_ms=200.0, itl_before=118.0, prefill_s=8.8, transfer_s=0.6, ttft_s=9.5,
+                cores=((0,), (1,)), roles=("prefill", "decode"), tput_before=70.0, tput=46.0)
+    said = fix_takeaway(Mode.DISAGGREGATED, fixed, colocated)
+    assert keys(said) == ["l5_take_stall", "l5_take_itl_slower_decode_cores", "l5_take_ttft_prefill_cores",
+                          "l5_take_throughput_not_higher"]
+    assert said[0].values == {"colocated": "5.00", "fixed": "0.20", "x": "25"}
+    assert said[1].values["cores"] == "1" and said[1].values["all_cores"] == 2
+    for item in said:   # every sentence renders in both languages with its measured values
+        assert t("en", item.key, **item.values) and t("ru", item.key, **item.values)
+
+
+def test_page5_other_branches():
+    colocated = run()
+    slow_link = run(stall_ms=200.0, prefill_s=5.0, transfer_s=3.0, ttft_s=8.1, cores=((0,), (1,)),
+                    roles=("prefill", "decode"))
+    assert "l5_take_ttft_transfer" in keys(fix_takeaway(Mode.DISAGGREGATED, slow_link, colocated))
+    chunked = run(stall_ms=4000.0, prefill_s=7.0, ttft_s=7.1, tput_before=130.0)
+    said = keys(fix_takeaway(Mode.CHUNKED, chunked, colocated))
+    assert said[0] == "l5_take_stall_same" and "l5_take_ttft_chunks" in said and said[-1] == "l5_take_throughput_higher"
+
+
+def test_a_busy_machine_is_named_next_to_the_result():
+    assert machine_note(run()) is None
+    note = machine_note(run(busy=True))
+    assert note.tone == Tone.WARNING and note.values == {"other": "0.60", "cores": 2}
+
+
+def test_run_to_run_spread_is_shown_once_an_experiment_ran_twice():
+    assert spread_note([run()]) is None
+    note = spread_note([run(itl_before=80.0), run(itl_before=120.0)])
+    assert note.tone == Tone.WARNING and note.values == {"runs": 2, "low": "80", "high": "120", "pct": "50"}
+    assert spread_note([run(itl_before=80.0), run(itl_before=84.0)]).tone == Tone.NOTE

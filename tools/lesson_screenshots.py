@@ -1,0 +1,78 @@
+"""Walk the guided pages 1, 4 and 5 in a real browser as a learner would, in English and then in
+Russian, and save the screenshots the README shows (docs/lesson-*.png).
+
+Starts its own lab on a free port, drives Debian's Chromium with Playwright, stops the lab after.
+Takes about five minutes on 2 cores: each page runs its experiment on the real engine.
+
+    .venv/bin/python tools/lesson_screenshots.py
+"""
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from playwright.sync_api import expect, sync_playwright
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+CHROMIUM = "/usr/bin/chromium"
+PAGES = [("learn_1_stages", "Measure prefill and decode"), ("learn_4_problem", "Run colocated"),
+         ("learn_5_fix", "Run it")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_lab(port: int, runs: str) -> subprocess.Popen:
+    lab = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+                            "--server.headless", "true"], cwd=ROOT, env={"PDLAB_RUNS": runs, "PATH": "/usr/bin:/bin"},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(120):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).status_code == 200:
+                return lab
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    lab.kill()
+    raise RuntimeError("the lab did not start")
+
+
+def main() -> None:
+    port = free_port()
+    with tempfile.TemporaryDirectory() as runs:
+        lab = start_lab(port, runs)
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM)
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.goto(f"http://127.0.0.1:{port}/")
+                page.wait_for_timeout(3000)
+                for name, button in PAGES:   # one session: page 4 predicts from page 1, page 5 compares with 4
+                    page.get_by_role("link", name=name.split("_")[1] + ".", exact=False).first.click()
+                    page.get_by_role("button", name=button).click()
+                    expect(page.get_by_text("What your run shows").first).to_be_visible(timeout=300_000)
+                    page.wait_for_timeout(2000)
+                    page.screenshot(path=str(DOCS / f"lesson-{name}.png"), full_page=True)
+                page.get_by_text("Русский").first.click()
+                page.wait_for_timeout(3000)
+                for name in ("learn_4_problem", "learn_5_fix"):
+                    page.get_by_role("link", name=name.split("_")[1] + ".", exact=False).first.click()
+                    expect(page.get_by_text("Что показывает ваш прогон").first).to_be_visible(timeout=60_000)
+                    page.wait_for_timeout(2000)
+                    page.screenshot(path=str(DOCS / f"lesson-{name}-ru.png"), full_page=True)
+                browser.close()
+        finally:
+            lab.terminate()
+            lab.wait(60)
+
+
+if __name__ == "__main__":
+    main()
