@@ -41,7 +41,7 @@ def itl_timeline(tokens: pd.DataFrame, injections, title: str, lang: str, now: f
         fig.add_trace(go.Scatter(x=rows["t"], y=rows["gap_ms"], mode="markers", marker=dict(size=4),
                                  name=t(lang, "legend_user", user=user) if user >= 0 else t(lang, "legend_requests")))
     mark_injections(fig, injections, t(lang, "legend_long_prompt"), now)
-    fig.update_yaxes(type="log")
+    fig.update_yaxes(type="log", dtick=1)   # 1, 10, 100, 1000 ms: no unlabeled in-between ticks
     return _layout(fig, title, t(lang, "axis_time_s"), t(lang, "axis_itl_ms"))
 
 
@@ -139,8 +139,9 @@ def engine_timeline(bars: list[dict], title: str, lang: str, window: tuple[float
     fig.update_yaxes(categoryorder="array", categoryarray=lanes)
     if window:
         fig.update_xaxes(range=list(window))
-    return layout(fig, title, t(lang, "axis_time_s"), "", height=140 + 45 * len(lanes)).update_layout(
-        legend=dict(orientation="h", y=-0.35))
+    # The legend goes below the axis title, in a margin of its own, so that neither covers the other.
+    return layout(fig, title, t(lang, "axis_time_s"), "", height=230 + 40 * len(lanes)).update_layout(
+        legend=dict(orientation="h", yanchor="top", y=-0.25 - 0.3 / len(lanes)), margin=dict(b=110))
 
 
 SPLIT_PARTS = ("queue_s", "prefill_s", "transfer_s", "first_token_s")

@@ -115,7 +115,8 @@ def chat_timeline(loop: EngineLoop, question: str) -> dict:
             "token_times": stream.token_times,
             "prefill_s": next((s.duration for s in steps if s.kind == StepKind.PREFILL), 0),
             "kv_bytes_per_token": engine.cache.bytes_per_token,
-            "kv_bytes": engine.cache.bytes_per_token * (len(ids) + len(stream.token_times))}
+            "kv_bytes": engine.cache.bytes_per_token * (len(ids) + len(stream.token_times)),
+            "timeline": timeline_bars(steps, [], stream.sent, stream.token_times[-1], {stream.request_id})}
 
 
 def interference(mode: Mode, users: int = 8, long_tokens: int = 2000, transport: str = "shm") -> dict:

@@ -134,6 +134,10 @@ def fix_prediction(mode: Mode, colocated: dict | None, stages: dict | None, long
 def fix_takeaway(mode: Mode, fixed: dict, colocated: dict) -> list[Said]:
     a, b = colocated["summary"], fixed["summary"]
     said = []
+    if (fixed["users"], fixed["long_tokens"]) != (colocated["users"], colocated["long_tokens"]):
+        said.append(Said("l5_not_same_workload", {"users": colocated["users"], "tokens": colocated["long_tokens"],
+                                                  "fixed_users": fixed["users"], "fixed_tokens": fixed["long_tokens"]},
+                         Tone.WARNING))
     stall_a, stall_b = a["longest_stall_ms"] / 1000, b["longest_stall_ms"] / 1000
     x = stall_a / stall_b if stall_b > 0 else float("inf")
     said.append(Said("l5_take_stall" if x >= 2 else "l5_take_stall_same",
@@ -153,11 +157,10 @@ def fix_takeaway(mode: Mode, fixed: dict, colocated: dict) -> list[Said]:
     split_b = fixed["ttft_split"][0] if fixed["ttft_split"] else None
     if split_a and split_b:
         said.append(_ttft_reason(mode, split_a, split_b, fixed))
-    said.append(Said("l5_take_throughput_not_higher"
-                     if b["output_tok_per_s_before"] <= (1 + SAME) * a["output_tok_per_s_before"]
-                     else "l5_take_throughput_higher",
-                     {"colocated_before": _r(a["output_tok_per_s_before"]),
-                      "fixed_before": _r(b["output_tok_per_s_before"]),
+    before_a, before_b = a["output_tok_per_s_before"], b["output_tok_per_s_before"]
+    change = "same" if abs(before_b - before_a) <= SAME * before_a else ("higher" if before_b > before_a else "lower")
+    said.append(Said(f"l5_take_throughput_{change}",
+                     {"colocated_before": _r(before_a), "fixed_before": _r(before_b),
                       "colocated": _r(a["output_tok_per_s"]), "fixed": _r(b["output_tok_per_s"]),
                       "stall": _r(stall_a, 1)}))
     return said

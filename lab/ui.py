@@ -151,19 +151,23 @@ def runs_table(lang: str, runs: list[tuple[str, dict]], predicted: dict | None =
     """The runs' key figures side by side (a static table: values wrap, never cut), with a prediction
     column when one was made."""
     ms, sec = t(lang, "unit_ms"), t(lang, "unit_s")
-    rows = {"row_itl_before": lambda s: f"{s['itl_before_ms']['p50']:.0f} {ms}",
-            "row_itl_during": lambda s: f"{s['itl_during_ms']['p50']:.0f} {ms}",
-            "row_longest_stall": lambda s: f"{s['longest_stall_ms'] / 1000:.2f} {sec}",
-            "row_long_ttft": lambda s: f"{s['long_ttft_s'][0]:.2f} {sec}" if s["long_ttft_s"] and s["long_ttft_s"][0]
-            else "-",
-            "row_throughput_before": lambda s: f"{s['output_tok_per_s_before']:.1f}",
-            "row_throughput": lambda s: f"{s['output_tok_per_s']:.1f}"}
+    rows = {"row_itl_before": lambda s: _value(s["itl_before_ms"]["p50"], "{:.0f} " + ms),
+            "row_itl_during": lambda s: _value(s["itl_during_ms"]["p50"], "{:.0f} " + ms),
+            "row_longest_stall": lambda s: _value(s["longest_stall_ms"] / 1000, "{:.2f} " + sec),
+            "row_long_ttft": lambda s: _value(s["long_ttft_s"][0] if s["long_ttft_s"] else None, "{:.2f} " + sec),
+            "row_throughput_before": lambda s: _value(s["output_tok_per_s_before"], "{:.1f}"),
+            "row_throughput": lambda s: _value(s["output_tok_per_s"], "{:.1f}")}
     frame = pd.DataFrame({t(lang, "col_metric"): [t(lang, key) for key in rows]} |
                          {name: [show(run["summary"]) for show in rows.values()] for name, run in runs})
     if predicted is not None:
         guess = {"row_longest_stall": predicted.get("stall_s"), "row_long_ttft": predicted.get("ttft_s")}
         frame[t(lang, "prediction")] = [f"≈ {guess[k]:.2f} {sec}" if guess.get(k) is not None else "" for k in rows]
     st.table(frame.set_index(t(lang, "col_metric")))
+
+
+def _value(x: float | None, form: str) -> str:
+    """A measured value, or a dash where nothing was measured (never "nan")."""
+    return "-" if x is None or x != x else form.format(x)
 
 
 def show_ttft_split(lang: str, runs: list[tuple[str, dict]], key: str) -> None:

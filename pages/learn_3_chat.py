@@ -1,5 +1,6 @@
 import streamlit as st
 
+from lab.figures import engine_timeline
 from lab.i18n import t
 from lab.kv_calculator import human_bytes
 from lab.lesson_experiments import chat_timeline
@@ -12,6 +13,7 @@ question = st.text_input(t(lang, "l3_question"), "What is a KV cache?", key="que
 r = run_button(lang, 3, "chat", lambda: chat_timeline(shared_engine_loop(), question))
 if r:
     st.plotly_chart(request_timeline(r, t(lang, "l3_fig"), lang), key="timeline")
+    st.plotly_chart(engine_timeline(r["timeline"], t(lang, "fig_timeline"), lang), key="engine_timeline")
     st.text(r["text"])   # plain text: a model's Markdown (links, images) is not rendered
     st.info(t(lang, "l3_kv", tokens=r["prompt_tokens"] + r["output_tokens"], per_token=f"{r['kv_bytes_per_token']:,}",
               total=human_bytes(r["kv_bytes"], t(lang, "byte_units"))))

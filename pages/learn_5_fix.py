@@ -27,11 +27,9 @@ if fixed:
     _, predicted = fix_prediction(mode, colocated, results.get("stages"), fixed["long_tokens"])
     runs_table(lang, runs, predicted or None)
     show_ttft_split(lang, runs, "split")
-    columns = st.columns(len(runs))
-    for column, (name, run) in zip(columns, runs):
-        with column:
-            st.markdown(f"**{name}**")
-            show_run(lang, run, name)
+    for name, run in runs:   # one under the other: each chart keeps the page's width and its whole title
+        st.markdown(f"**{name}**")
+        show_run(lang, run, name)
     if colocated:
         st.subheader(t(lang, "takeaway"))
         say(lang, fix_takeaway(mode, fixed, colocated))

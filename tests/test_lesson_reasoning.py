@@ -78,7 +78,7 @@ def test_page5_blames_the_decode_workers_share_of_cores_and_the_prefill_cores_wh
                 cores=((0,), (1,)), roles=("prefill", "decode"), tput_before=70.0, tput=46.0)
     said = fix_takeaway(Mode.DISAGGREGATED, fixed, colocated)
     assert keys(said) == ["l5_take_stall", "l5_take_itl_slower_decode_cores", "l5_take_ttft_prefill_cores",
-                          "l5_take_throughput_not_higher"]
+                          "l5_take_throughput_lower"]
     assert said[0].values == {"colocated": "5.00", "fixed": "0.20", "x": "25"}
     assert said[1].values["cores"] == "1" and said[1].values["all_cores"] == 2
     for item in said:   # every sentence renders in both languages with its measured values
@@ -89,7 +89,10 @@ def test_page5_other_branches():
     colocated = run()
     slow_link = run(stall_ms=200.0, prefill_s=5.0, transfer_s=3.0, ttft_s=8.1, cores=((0,), (1,)),
                     roles=("prefill", "decode"))
-    assert "l5_take_ttft_transfer" in keys(fix_takeaway(Mode.DISAGGREGATED, slow_link, colocated))
+    said = keys(fix_takeaway(Mode.DISAGGREGATED, slow_link, colocated))
+    assert "l5_take_ttft_transfer" in said and said[-1] == "l5_take_throughput_same"
+    one_core = run(stall_ms=200.0, cores=((0,), (1,)), roles=("prefill", "decode"), tput_before=60.0)
+    assert keys(fix_takeaway(Mode.DISAGGREGATED, one_core, colocated))[-1] == "l5_take_throughput_lower"
     chunked = run(stall_ms=4000.0, prefill_s=7.0, ttft_s=7.1, tput_before=130.0)
     said = keys(fix_takeaway(Mode.CHUNKED, chunked, colocated))
     assert said[0] == "l5_take_stall_same" and "l5_take_ttft_chunks" in said and said[-1] == "l5_take_throughput_higher"
@@ -106,3 +109,11 @@ def test_run_to_run_spread_is_shown_once_an_experiment_ran_twice():
     note = spread_note([run(itl_before=80.0), run(itl_before=120.0)])
     assert note.tone == Tone.WARNING and note.values == {"runs": 2, "low": "80", "high": "120", "pct": "50"}
     assert spread_note([run(itl_before=80.0), run(itl_before=84.0)]).tone == Tone.NOTE
+
+
+def test_page5_warns_when_the_workload_differs_from_page4s():
+    colocated, fixed = run(), run(stall_ms=200.0)
+    assert "l5_not_same_workload" not in keys(fix_takeaway(Mode.CHUNKED, fixed, colocated))
+    fixed["long_tokens"] = 4000
+    said = fix_takeaway(Mode.CHUNKED, fixed, colocated)
+    assert said[0].key == "l5_not_same_workload" and said[0].tone == Tone.WARNING

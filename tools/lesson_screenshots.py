@@ -21,8 +21,10 @@ from playwright.sync_api import expect, sync_playwright
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 CHROMIUM = "/usr/bin/chromium"
-PAGES = [("learn_1_stages", "Measure prefill and decode"), ("learn_4_problem", "Run colocated"),
-         ("learn_5_fix", "Run it")]
+PAGES = [("learn_1_stages", "1. Two stages", "Measure prefill and decode"),
+         ("learn_4_problem", "4. The problem", "Run colocated"),
+         ("learn_5_fix", "5. The fix: disaggregated prefill", "Run it")]
+RUSSIAN_TITLES = {"learn_4_problem": "4. Проблема", "learn_5_fix": "5. Решение: disaggregated prefill"}
 
 
 def free_port() -> int:
@@ -52,22 +54,25 @@ def main() -> None:
         try:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM)
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                # Streamlit scrolls inside the page, so a full-page shot shows one screen: use a tall window.
+                page = browser.new_page(viewport={"width": 1400, "height": 3400})
                 page.goto(f"http://127.0.0.1:{port}/")
                 page.wait_for_timeout(3000)
-                for name, button in PAGES:   # one session: page 4 predicts from page 1, page 5 compares with 4
-                    page.get_by_role("link", name=name.split("_")[1] + ".", exact=False).first.click()
+                for name, title, button in PAGES:   # one session: page 4 predicts from page 1, 5 compares with 4
+                    page.get_by_role("link", name=title).first.click()
+                    expect(page.get_by_role("heading", name=title).first).to_be_visible(timeout=60_000)
                     page.get_by_role("button", name=button).click()
                     expect(page.get_by_text("What your run shows").first).to_be_visible(timeout=300_000)
                     page.wait_for_timeout(2000)
-                    page.screenshot(path=str(DOCS / f"lesson-{name}.png"), full_page=True)
+                    page.screenshot(path=str(DOCS / f"lesson-{name}.png"))
                 page.get_by_text("Русский").first.click()
                 page.wait_for_timeout(3000)
-                for name in ("learn_4_problem", "learn_5_fix"):
-                    page.get_by_role("link", name=name.split("_")[1] + ".", exact=False).first.click()
+                for name, title in RUSSIAN_TITLES.items():
+                    page.get_by_role("link", name=title).first.click()
+                    expect(page.get_by_role("heading", name=title).first).to_be_visible(timeout=60_000)
                     expect(page.get_by_text("Что показывает ваш прогон").first).to_be_visible(timeout=60_000)
                     page.wait_for_timeout(2000)
-                    page.screenshot(path=str(DOCS / f"lesson-{name}-ru.png"), full_page=True)
+                    page.screenshot(path=str(DOCS / f"lesson-{name}-ru.png"))
                 browser.close()
         finally:
             lab.terminate()
