@@ -19,16 +19,16 @@ _STEP_KINDS = {"prefill": PREFILL, "mixed": CHUNK, "decode": DECODE}
 
 def timeline_bars(steps: Iterable, transfers: Iterable, started: float, ended: float,
                   long_ids: set[str]) -> list[dict]:
-    """One bar per engine step and per KV send / import between `started` and `ended`, in seconds since
+    """One bar per engine step and per KV send / import that overlaps `started`..`ended`, in seconds since
     `started`; `long` marks the bars that worked on one of the long prompts."""
     bars = []
     for s in steps:
-        if started <= s.start <= ended:
+        if s.start <= ended and s.start + s.duration >= started:
             bars.append({"lane": s.worker, "kind": _STEP_KINDS[str(s.kind)], "start": s.start - started,
                          "seconds": s.duration, "tokens": s.num_tokens, "batch": s.batch_size,
                          "long": bool(long_ids & set(s.prompt_requests))})
     for t in transfers:
-        if not started <= t.send_started <= ended:
+        if t.send_started > ended or (t.finished_at or ended) < started:
             continue
         long = t.request_id in long_ids
         bars.append({"lane": t.source, "kind": KV_SEND, "start": t.send_started - started,

@@ -151,6 +151,8 @@ def fix_takeaway(mode: Mode, fixed: dict, colocated: dict) -> list[Said]:
         if itl_b > (1 + SAME) * itl_a:
             said.append(Said("l5_take_itl_slower_decode_cores" if decode and decode["cores"] else
                              "l5_take_itl_slower", values))
+        elif itl_b < (1 - SAME) * itl_a:
+            said.append(Said("l5_take_itl_faster", values))
         else:
             said.append(Said("l5_take_itl_same", values))
     split_a = colocated["ttft_split"][0] if colocated["ttft_split"] else None

@@ -144,8 +144,9 @@ class LiveLab:
             return []
         now = time.perf_counter()
         longs = {s.stream.request_id for s in result.requests if s.kind == RequestKind.LONG}
-        steps = [s for s in target.steps if s.start >= now - window_s]
-        transfers = [t for t in list(target.transfers.values()) if t.send_started >= now - window_s]
+        since = now - window_s   # a step that ended in the window is drawn, however long ago it began
+        steps = [s for s in target.steps if s.start + s.duration >= since]
+        transfers = [t for t in list(target.transfers.values()) if (t.finished_at or now) >= since]
         return timeline_bars(steps, transfers, result.started, now, longs)
 
     def record(self, name: str = "") -> Path | None:

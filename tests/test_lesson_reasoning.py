@@ -98,6 +98,13 @@ def test_page5_other_branches():
     assert said[0] == "l5_take_stall_same" and "l5_take_ttft_chunks" in said and said[-1] == "l5_take_throughput_higher"
 
 
+def test_page5_says_when_itl_before_fell():
+    said = keys(fix_takeaway(Mode.CHUNKED, run(stall_ms=700.0, itl_before=60.0), run(itl_before=100.0)))
+    assert said[1] == "l5_take_itl_faster"
+    said = keys(fix_takeaway(Mode.CHUNKED, run(stall_ms=700.0, itl_before=95.0), run(itl_before=100.0)))
+    assert said[1] == "l5_take_itl_same"
+
+
 def test_a_busy_machine_is_named_next_to_the_result():
     assert machine_note(run()) is None
     note = machine_note(run(busy=True))
