@@ -30,8 +30,8 @@ def roofline(result: dict, title: str, lang: str) -> go.Figure:
     fig.add_trace(go.Scatter(x=[r["intensity"] for r in result["decode"]], y=[r["gflops"] for r in result["decode"]],
                              mode="markers+text", name="decode", text=[f"b{r['batch']}" for r in result["decode"]],
                              textposition="bottom center", marker=dict(size=10)))
-    fig.update_xaxes(type="log")
-    fig.update_yaxes(type="log")
+    fig.update_xaxes(type="log", dtick=1)   # powers of ten only: minor labels would overlap
+    fig.update_yaxes(type="log", dtick=1)
     return layout(fig, title, t(lang, "axis_intensity"), "GFLOP/s")
 
 
