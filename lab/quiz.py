@@ -9,7 +9,7 @@ import yaml
 from .i18n import LANGUAGES
 
 QUESTIONS = Path(__file__).resolve().parents[1] / "quiz" / "questions.yaml"
-PAGES = ("stages", "metrics", "chat", "problem", "fix", "travel", "lifetime", "summary")
+PAGES = ("stages", "metrics", "chat", "problem", "fix", "travel", "lifetime", "summary", "planner")
 KINDS = ("single", "multiple")
 
 
@@ -79,3 +79,18 @@ def load_questions(path: Path = QUESTIONS) -> list[Question]:
 
 def score(questions: list[Question], answers: dict[str, set[str]]) -> int:
     return sum(q.grade(answers[q.id]) for q in questions if q.id in answers)
+
+
+def encode_answers(answers: dict[str, set[str]]) -> str:
+    """Answers as one URL query value: "question:option+option,question:option"."""
+    return ",".join(f"{qid}:{'+'.join(sorted(chosen))}" for qid, chosen in answers.items())
+
+
+def decode_answers(text: str) -> dict[str, set[str]]:
+    """encode_answers' inverse; whatever does not parse (an edited URL) is left out."""
+    answers = {}
+    for item in filter(None, text.split(",")):
+        qid, _, chosen = item.partition(":")
+        if qid and chosen:
+            answers[qid] = set(chosen.split("+"))
+    return answers

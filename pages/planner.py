@@ -20,11 +20,35 @@ def calibration_row(lang: str, row: dict) -> dict:
     return {**row, "step": t(lang, f"phase_{row['step']}"), "size": t(lang, size, **names)}
 
 
+PRESET_CHOICES = {"model": MODELS, "gpu": GPUS, "link": LINKS}
+PRESET_NUMBERS = {"gpus": (int, 1, 8), "prompt": (int, 1, 131072), "output": (int, 1, 16384),
+                  "ttft": (float, 0.01, 60.0), "tpot": (float, 0.001, 5.0)}
+
+
+def apply_preset(query: dict) -> None:
+    """A link from the quiz fills the inputs in (?model=...&gpus=...); once per distinct link, so the
+    learner can change them afterwards. Values out of range or unknown are ignored."""
+    if not query or st.session_state.get("plan_preset") == query:
+        return
+    st.session_state["plan_preset"] = query
+    for name, options in PRESET_CHOICES.items():
+        if query.get(name) in options:
+            st.session_state[f"plan_{name}"] = query[name]
+    for name, (kind, low, high) in PRESET_NUMBERS.items():
+        try:
+            value = kind(query[name])
+        except (KeyError, ValueError):
+            continue
+        if low <= value <= high:
+            st.session_state[f"plan_{name}"] = value
+
+
 CALIBRATION = Path(__file__).resolve().parents[1] / "results" / "planner_calibration.json"
 SWEEP_PROMPTS = [64, 128, 256, 512, 1024, 2048, 4096, 8192]
 ATTAINMENT_LINES = 5   # the best placements only: a large budget has dozens
 
 lang = page_frame("plan_title")
+apply_preset(st.query_params.to_dict())
 st.markdown(t(lang, "plan_text"))
 c1, c2, c3, c4 = st.columns(4)
 model = c1.selectbox(t(lang, "plan_model"), list(MODELS), index=0, key="plan_model")

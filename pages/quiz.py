@@ -1,43 +1,85 @@
 import streamlit as st
 
 from lab.i18n import t
-from lab.quiz import load_questions, score
+from lab.quiz import Question, decode_answers, encode_answers, load_questions, score
+from lab.quiz_measured import learner_figures, measured_questions
+from lab.quiz_planner import SCENARIOS, best_by_mode, planner_question
 from lab.ui import lesson_results, page_frame
 
 PAGE_TITLES = {"stages": "l1_title", "metrics": "l2_title", "chat": "l3_title", "problem": "l4_title",
-               "fix": "l5_title", "travel": "l6_title", "lifetime": "l7_title", "summary": "l8_title"}
+               "fix": "l5_title", "travel": "l6_title", "lifetime": "l7_title", "summary": "l8_title",
+               "planner": "plan_title"}
 PAGE_FILES = {"stages": "pages/learn_1_stages.py", "metrics": "pages/learn_2_metrics.py",
               "chat": "pages/learn_3_chat.py", "problem": "pages/learn_4_problem.py", "fix": "pages/learn_5_fix.py",
               "travel": "pages/learn_6_travel.py", "lifetime": "pages/learn_7_lifetime.py",
-              "summary": "pages/learn_8_summary.py"}
+              "summary": "pages/learn_8_summary.py", "planner": "pages/planner.py"}
+
+
+@st.cache_data(show_spinner=False)
+def planner_answers() -> list[dict]:
+    """The planner's verdict on each scenario: the same for every learner, so computed once per server."""
+    return [best_by_mode(s) for s in SCENARIOS]
+
 
 lang = page_frame("quiz")
-questions = load_questions()
-answers: dict = st.session_state.setdefault("quiz_answers", {})
+fixed = load_questions()
+measured = measured_questions(learner_figures(lesson_results()))
+with st.spinner(t(lang, "quiz_planning")):
+    planned = [planner_question(s, best) for s, best in zip(SCENARIOS, planner_answers())]
+questions = fixed + measured + planned
+# Answers live in the session and in the page's URL, so a reload of the page keeps them.
+answers: dict = st.session_state.setdefault("quiz_answers", decode_answers(st.query_params.get("answers", "")))
 st.caption(t(lang, "quiz_intro"))
 st.metric(t(lang, "quiz_score", score=score(questions, answers), total=len(questions)), "")
 
-for n, q in enumerate(questions, 1):
+
+def ask(n: int, q: Question) -> None:
     with st.container(border=True):
-        st.markdown(f"**{n}. {q.prompt(lang, lesson_results())}**")
+        prompt = q.prompt(lang, lesson_results())
+        st.markdown(f"**{n}. {prompt}**")
         labels = {o["id"]: o[lang] for o in q.options}
         if q.kind == "single":
-            choice = st.radio(q.prompt(lang, lesson_results()), list(labels), format_func=labels.get, key=f"q-{q.id}",
-                              index=None, label_visibility="collapsed")
+            kept = next(iter(answers.get(q.id, ())), None)
+            choice = st.radio(prompt, list(labels), format_func=labels.get, key=f"q-{q.id}",
+                              index=list(labels).index(kept) if kept in labels else None, label_visibility="collapsed")
             chosen = {choice} if choice else set()
         else:
             st.caption(t(lang, "quiz_pick_all"))
-            chosen = {oid for oid, label in labels.items() if st.checkbox(label, key=f"q-{q.id}-{oid}")}
+            chosen = {oid for oid, label in labels.items()
+                      if st.checkbox(label, value=oid in answers.get(q.id, ()), key=f"q-{q.id}-{oid}")}
         if st.button(t(lang, "quiz_check"), key=f"check-{q.id}", disabled=not chosen):
             answers[q.id] = chosen
+            st.query_params["answers"] = encode_answers(answers)
         if q.id in answers:
             right = q.grade(answers[q.id])
             (st.success if right else st.error)(t(lang, "quiz_correct" if right else "quiz_wrong"))
             st.markdown(q.explanation[lang])
             st.page_link(PAGE_FILES[q.page], label=t(lang, "quiz_see", page=t(lang, PAGE_TITLES[q.page])))
+        if q.page == "planner":
+            scenario = next(s for s in SCENARIOS if s.id == q.id)
+            st.page_link(PAGE_FILES["planner"], label=t(lang, "qp_open"), query_params=scenario.query)
+
+
+for n, q in enumerate(fixed, 1):
+    ask(n, q)
+st.subheader(t(lang, "quiz_measured_intro"))
+for n, q in enumerate(measured, len(fixed) + 1):
+    ask(n, q)
+st.subheader(t(lang, "quiz_planner_intro"))
+for n, q in enumerate(planned, len(fixed) + len(measured) + 1):
+    ask(n, q)
+
+st.subheader(t(lang, "quiz_review"))
+wrong = [(n, q) for n, q in enumerate(questions, 1) if q.id in answers and not q.grade(answers[q.id])]
+for n, q in wrong:
+    st.page_link(PAGE_FILES[q.page], label=f"{n}. {q.prompt(lang, lesson_results())[:90]}… → "
+                 + t(lang, PAGE_TITLES[q.page]))
+if not wrong:
+    st.caption(t(lang, "quiz_review_none"))
 
 if st.button(t(lang, "quiz_retry"), key="retry"):
     answers.clear()
+    st.query_params.pop("answers", None)
     for key in [k for k in st.session_state if str(k).startswith(("q-", "check-"))]:
         del st.session_state[key]
     st.rerun()

@@ -100,9 +100,9 @@ def test_quiz_gives_feedback_and_score_and_can_be_retried():
     at.radio(key="q-compute-bound").set_value("decode").run()
     at.button(key="check-compute-bound").click().run()
     assert at.error[0].value == "Not quite."
-    assert at.metric[0].label == "Score: 1 of 15"
+    assert at.metric[0].label == "Score: 1 of 23"
     at.button(key="retry").click().run()
-    assert at.metric[0].label == "Score: 0 of 15"
+    assert at.metric[0].label == "Score: 0 of 23"
 
 
 def test_planner_page_plans_and_recommends():
