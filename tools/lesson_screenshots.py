@@ -1,5 +1,5 @@
-"""Walk the guided pages 1, 4 and 5 in a real browser as a learner would, in English and then in
-Russian, and save the screenshots the README shows (docs/lesson-*.png).
+"""Walk the guided pages 1, 4, 5 and 6 and the quiz in a real browser as a learner would, in English and
+then in Russian, and save the screenshots the README shows (docs/lesson-*.png, docs/quiz*.png).
 
 Starts its own lab on a free port, drives Debian's Chromium with Playwright, stops the lab after.
 Takes about five minutes on 2 cores: each page runs its experiment on the real engine.
@@ -23,7 +23,8 @@ DOCS = ROOT / "docs"
 CHROMIUM = "/usr/bin/chromium"
 PAGES = [("learn_1_stages", "1. Two stages", "Measure prefill and decode"),
          ("learn_4_problem", "4. The problem", "Run colocated"),
-         ("learn_5_fix", "5. The fix: disaggregated prefill", "Run it")]
+         ("learn_5_fix", "5. The fix: disaggregated prefill", "Run it"),
+         ("learn_6_travel", "6. How the KV cache travels", "Measure the transports of this machine")]
 RUSSIAN_TITLES = {"learn_4_problem": "4. Проблема", "learn_5_fix": "5. Решение: disaggregated prefill"}
 
 
@@ -47,6 +48,22 @@ def start_lab(port: int, runs: str) -> subprocess.Popen:
     raise RuntimeError("the lab did not start")
 
 
+def quiz(page, title: str, mine: str, screenshot: str) -> None:
+    """Open the quiz, check that the questions quote this session's runs, answer one and see it graded."""
+    page.get_by_role("link", name=title).first.click()
+    expect(page.get_by_role("heading", name=title).first).to_be_visible(timeout=120_000)
+    expect(page.get_by_text(mine).first).to_be_visible(timeout=120_000)
+    quoting = page.get_by_text(mine).count()
+    if quoting < 5:
+        raise AssertionError(f"only {quoting} quiz questions quote the learner's own runs")
+    question = page.locator("[data-testid='stVerticalBlockBorderWrapper']").filter(has_text=mine).first
+    question.locator("label").first.click()
+    question.get_by_role("button").first.click()
+    expect(question.locator("[data-testid='stAlert']").first).to_be_visible(timeout=30_000)
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(DOCS / screenshot))
+
+
 def main() -> None:
     port = free_port()
     with tempfile.TemporaryDirectory() as runs:
@@ -62,9 +79,11 @@ def main() -> None:
                     page.get_by_role("link", name=title).first.click()
                     expect(page.get_by_role("heading", name=title).first).to_be_visible(timeout=60_000)
                     page.get_by_role("button", name=button).click()
-                    expect(page.get_by_text("What your run shows").first).to_be_visible(timeout=300_000)
+                    done = "Measured here" if name == "learn_6_travel" else "What your run shows"
+                    expect(page.get_by_text(done).first).to_be_visible(timeout=300_000)
                     page.wait_for_timeout(2000)
                     page.screenshot(path=str(DOCS / f"lesson-{name}.png"))
+                quiz(page, "10. Quiz", "Your own measurements", "quiz.png")
                 page.get_by_text("Русский").first.click()
                 page.wait_for_timeout(3000)
                 for name, title in RUSSIAN_TITLES.items():
@@ -73,6 +92,7 @@ def main() -> None:
                     expect(page.get_by_text("Что показывает ваш прогон").first).to_be_visible(timeout=60_000)
                     page.wait_for_timeout(2000)
                     page.screenshot(path=str(DOCS / f"lesson-{name}-ru.png"))
+                quiz(page, "10. Квиз", "Ваши собственные измерения", "quiz-ru.png")
                 browser.close()
         finally:
             lab.terminate()
