@@ -56,8 +56,9 @@ def quiz(page, title: str, mine: str, screenshot: str) -> None:
     quoting = page.get_by_text(mine).count()
     if quoting < 5:
         raise AssertionError(f"only {quoting} quiz questions quote the learner's own runs")
-    question = page.locator("[data-testid='stVerticalBlockBorderWrapper']").filter(has_text=mine).first
-    question.locator("label").first.click()
+    options = page.get_by_role("radiogroup", name=mine).first   # a measured question's options
+    options.locator("label").first.click()
+    question = options.locator("xpath=ancestor::div[@data-testid='stVerticalBlock'][1]")
     question.get_by_role("button").first.click()
     expect(question.locator("[data-testid='stAlert']").first).to_be_visible(timeout=30_000)
     page.wait_for_timeout(1500)
