@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import random
 import sys
@@ -90,7 +91,7 @@ def serve(a: argparse.Namespace) -> None:
             print(f"{w.name}: {w.role} on {w.device} ({w.detail})", file=sys.stderr)
         if cluster.note:
             print(f"note: {cluster.note}", file=sys.stderr)
-        run_server(cluster, a.host, a.port, a.max_body_bytes)
+        run_server(cluster, a.host, a.port, a.max_body_bytes, a.api_key or None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES,
                    help="larger request bodies get 413 before they are read (default 4 MiB)")
+    s.add_argument("--api-key", default=os.environ.get("PDLAB_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' on /v1 requests, as vLLM's --api-key "
+                        "(default: $PDLAB_API_KEY; none: open)")
     model_args(s)
     a = parser.parse_args(argv)
     try:

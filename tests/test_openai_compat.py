@@ -72,3 +72,20 @@ def test_without_max_tokens_the_answer_may_use_the_rest_of_the_context(server): 
     r = httpx.post(f"{base}/v1/chat/completions", timeout=120,
                    json={"messages": [{"role": "user", "content": "Say hello."}]})
     assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] == "stop"
+
+
+def test_with_an_api_key_only_clients_that_send_it_are_served(server):  # noqa: F811
+    from fastapi.testclient import TestClient
+
+    from engine.server.app import create_app
+    _, cluster = server
+    app = create_app(cluster, api_key="s3cret")
+    for key, error in (("wrong", "the API key is wrong"), ("", "no API key was sent")):
+        sdk = openai.OpenAI(base_url="http://testserver/v1", api_key=key or "unused", max_retries=0,
+                            http_client=TestClient(app), default_headers={} if key else {"Authorization": ""})
+        with pytest.raises(openai.AuthenticationError) as refused:
+            sdk.completions.create(model=MODEL, prompt="Hi", max_tokens=2)
+        assert error in str(refused.value)
+    sdk = openai.OpenAI(base_url="http://testserver/v1", api_key="s3cret", max_retries=0, http_client=TestClient(app))
+    assert sdk.completions.create(model=MODEL, prompt="Hi", max_tokens=2).usage.completion_tokens == 2
+    assert TestClient(app).get("/health").status_code == 200   # open to load balancers, as in vLLM

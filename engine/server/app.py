@@ -20,6 +20,7 @@ from ..core.config import RequestError
 from ..core.events import FinishReason
 from ..core.request_stream import RequestStream
 from . import openai_api as api
+from .api_key import ApiKey
 from .body_limit import BodyLimit
 from .prometheus_metrics import ServerMetrics
 
@@ -28,9 +29,12 @@ DISCONNECT_POLL_S = 0.25   # how often a non-streamed request checks that its cl
 SHUTDOWN_GRACE_S = 5   # open streams get this long to finish when the server is told to stop
 
 
-def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes: int = MAX_BODY_BYTES,
+               api_key: str | None = None) -> FastAPI:
     app = FastAPI(title="pd-lab engine", version="0.1.0")
     app.add_middleware(BodyLimit, limit=max_body_bytes)
+    if api_key is not None:
+        app.add_middleware(ApiKey, key=api_key)   # added last: runs first, before a body is read
     metrics = ServerMetrics()
     counted_transfers: set[str] = set()
     model = cluster.model_name
@@ -206,8 +210,9 @@ def _sse(payload: dict) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
-def serve(cluster: Cluster, host: str = "127.0.0.1", port: int = 8000, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+def serve(cluster: Cluster, host: str = "127.0.0.1", port: int = 8000, max_body_bytes: int = MAX_BODY_BYTES,
+          api_key: str | None = None) -> None:
     """Serve until SIGTERM or SIGINT; open streams get SHUTDOWN_GRACE_S to finish, then are cut."""
-    config = uvicorn.Config(create_app(cluster, max_body_bytes=max_body_bytes), host=host, port=port, log_level="info",
-                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+    config = uvicorn.Config(create_app(cluster, max_body_bytes=max_body_bytes, api_key=api_key), host=host, port=port,
+                            log_level="info", timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
     uvicorn.Server(config).run()
