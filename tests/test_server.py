@@ -4,6 +4,7 @@ import re
 import socket
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -186,9 +187,10 @@ def test_client_disconnect_mid_stream_frees_its_kv(server):
             if i > 10:
                 break  # leave mid-stream
     deadline = time.time() + 20
-    while time.time() < deadline and (metric(base, "pdlab:kv_cache_blocks_used") > 0 or cluster.active_requests):
+    used = f'pdlab:kv_cache_blocks_used{{model_name="{MODEL}"}}'
+    while time.time() < deadline and (metric(base, used) > 0 or cluster.active_requests):
         time.sleep(0.2)
-    assert metric(base, "pdlab:kv_cache_blocks_used") == 0
+    assert metric(base, used) == 0
     assert cluster.active_requests == 0
 
 
@@ -198,10 +200,20 @@ def test_metrics_expose_latency_histograms_and_kv_transfers(server):
     r = httpx.post(f"{base}/v1/completions", json={"prompt": long_prompt, "max_tokens": 3}, timeout=60)
     assert r.status_code == 200
     text = httpx.get(f"{base}/metrics").text
-    for name in ("pdlab:time_to_first_token_seconds_bucket", "pdlab:inter_token_latency_seconds_count",
-                 "pdlab:num_requests_running", "pdlab:kv_cache_usage_perc", "pdlab:generation_tokens_total"):
-        assert name in text
-    assert metric(base, "pdlab:kv_transfer_bytes_total") > 0
+    label = f'model_name="{MODEL}"'
+    for name in ("vllm:time_to_first_token_seconds_bucket", "vllm:inter_token_latency_seconds_count",
+                 "vllm:num_requests_running", "vllm:kv_cache_usage_perc", "vllm:generation_tokens_total",
+                 "vllm:request_queue_time_seconds_bucket", "vllm:prefix_cache_queries_total",
+                 "vllm:iteration_tokens_total_bucket", "vllm:num_preemptions_total"):
+        assert re.search(rf"^{re.escape(name)}{{.*{label}", text, re.M), name   # vLLM's names, by model_name
+    assert 'le="2560.0"' in text   # TTFT buckets reach what a long prompt on a busy CPU takes
+    assert metric(base, f"pdlab:kv_transfer_bytes_total{{{label}}}") > 0
+    # Every metric that the shipped Grafana dashboard queries is served.
+    dashboard = json.loads((Path(__file__).resolve().parents[1] / "docs/grafana/pd-lab-dashboard.json").read_text())
+    queried = {name for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"(?:vllm|pdlab):\w+", target["expr"])}
+    served = set(re.findall(r"^((?:vllm|pdlab):\w+)[{ ]", text, re.M))
+    assert len(queried) >= 15 and queried <= served, queried - served
     events = httpx.get(f"{base}/events").json()
     assert events["transfers"] and events["steps"] and "prefill-0" in events["workers"]
 

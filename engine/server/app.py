@@ -35,9 +35,11 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     if api_key is not None:
         app.add_middleware(ApiKey, key=api_key)   # added last: runs first, before a body is read
-    metrics = ServerMetrics()
-    counted_transfers: set[str] = set()
     model = cluster.model_name
+    config = cluster.specs[0].engine
+    metrics = ServerMetrics(model, config.block_size, config.num_blocks)
+    counted_transfers: set[str] = set()
+    read_from = {"requests": 0, "steps": 0}   # positions in the cluster's histories already counted
 
     def fail(status: int, message: str, kind: str = "invalid_request_error", headers: dict | None = None,
              param: str | None = None):
@@ -91,7 +93,9 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
     async def prometheus():
         new = [t for t in cluster.finished_transfers() if t.request_id not in counted_transfers]
         counted_transfers.update(t.request_id for t in new)
-        metrics.update_state(cluster.status(), new)
+        records, read_from["requests"] = cluster.requests.since(read_from["requests"])
+        steps, read_from["steps"] = cluster.steps.since(read_from["steps"])
+        metrics.update_state(cluster.status(), new, records, steps)
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/events")
