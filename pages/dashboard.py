@@ -13,7 +13,7 @@ from lab.interference import relative_injections, request_table, summarize_run, 
 from lab.live_lab import TIMELINE_WINDOW_S, LabStatus
 from lab.load_generator import ChatLoad, RequestKind
 from lab.target import TargetKind, TargetSpec
-from lab.ui import page_frame, shared_live_lab
+from lab.ui import page_frame, shared_live_lab, worker_place
 
 lang = page_frame("dashboard")
 lab = shared_live_lab()
@@ -80,8 +80,7 @@ def live_view():
         st.info(t(lang, "no_target"))
     workers = lab.workers()
     if workers:
-        st.caption(t(lang, "workers") + ": " + " · ".join(
-            f"{w.name} ({t(lang, f'role_{w.role}')}, {w.device}, {w.detail})" for w in workers))
+        st.caption(t(lang, "workers") + ": " + " · ".join(worker_place(lang, w) for w in workers))
         for w in workers:
             if not w.alive and w.last_error:
                 st.warning(t(lang, "worker_down", name=w.name, error=w.last_error))

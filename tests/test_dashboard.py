@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.labels import foreign_words, visible_texts
+
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 
@@ -57,6 +59,11 @@ def test_start_users_inject_and_record_on_the_real_engine(app, tmp_path):
         charts = [c for c in at.get("plotly_chart")]
         return charts and '"vrect"' not in charts[0].proto.spec and '"rect"' in charts[0].proto.spec
     wait_for(app, injected, timeout=90)
+    app.session_state["lang"] = "ru"   # the live view in Russian, with an engine and data: no English label
+    app.run()
+    assert not app.exception and foreign_words(visible_texts(app)) == set()
+    app.session_state["lang"] = "en"
+    app.run()
     app.text_input(key="run_name").set_value("colocated test")
     app.button(key="record").click().run()
     assert not app.exception

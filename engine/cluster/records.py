@@ -19,6 +19,7 @@ class WorkerStatus:
     outstanding: int             # requests the router has placed on it and not seen end
     restarts: int = 0            # times it died and was started again
     last_error: str = ""         # why it last died
+    cores: tuple[int, ...] = ()  # the CPU cores it is pinned to (none on a GPU)
 
     @property
     def state(self) -> str:

@@ -161,5 +161,6 @@ class Router:
 
     def status(self) -> list[WorkerStatus]:
         return [WorkerStatus(name, w.spec.role, w.process.pid, w.alive, w.device, w.detail, self._load[name],
-                             len(self._outstanding[name]), w.restarts, w.last_error)
+                             len(self._outstanding[name]), w.restarts, w.last_error,
+                             tuple(w.spec.engine.cpu_cores or ()))
                 for name, w in self.pool.workers.items()]
