@@ -89,3 +89,17 @@ def test_with_an_api_key_only_clients_that_send_it_are_served(server):  # noqa: 
     sdk = openai.OpenAI(base_url="http://testserver/v1", api_key="s3cret", max_retries=0, http_client=TestClient(app))
     assert sdk.completions.create(model=MODEL, prompt="Hi", max_tokens=2).usage.completion_tokens == 2
     assert TestClient(app).get("/health").status_code == 200   # open to load balancers, as in vLLM
+
+
+def test_echo_returns_the_prompt_before_the_answer_streamed_or_not(client):
+    done = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=3, echo=True,
+                                     extra_body={"ignore_eos": True})
+    assert done.choices[0].text.startswith("The capital of France is") and done.usage.completion_tokens == 3
+    chunks = list(client.completions.create(model=MODEL, prompt="One, two,", max_tokens=3, echo=True, stream=True,
+                                            extra_body={"ignore_eos": True}))
+    assert chunks[0].choices[0].text == "One, two," and chunks[0].choices[0].finish_reason is None
+    assert len(chunks) == 4 and chunks[-1].choices[0].finish_reason == "length"
+    with pytest.raises(openai.BadRequestError) as refused:   # chat has no echo here
+        client.chat.completions.create(model=MODEL, max_tokens=2, messages=[{"role": "user", "content": "Hi"}],
+                                       extra_body={"echo": True})
+    assert refused.value.body["param"] == "echo"

@@ -141,12 +141,14 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
         if isinstance(stream, JSONResponse):
             return stream
         rid = api.new_id("cmpl")
+        echo = (prompt if isinstance(prompt, str) else cluster.prompts.decode(prompt)) if body.echo else ""
         if body.stream:
             return sse(stream, body.include_usage, lambda text, fin: api.completion_chunk(rid, model, text, fin),
-                       lambda p, n: api.usage_chunk(rid, model, "text_completion", p, n))
+                       lambda p, n: api.usage_chunk(rid, model, "text_completion", p, n),
+                       first=api.completion_chunk(rid, model, echo, None) if echo else None)
         await until_done(stream, request)
         return finished_or_error(stream, lambda: api.completion_body(
-            rid, model, stream.text, stream.finish_reason, stream.prompt_tokens, len(stream.token_ids)))
+            rid, model, echo + stream.text, stream.finish_reason, stream.prompt_tokens, len(stream.token_ids)))
 
     @app.post("/v1/chat/completions")
     async def chat(body: api.ChatRequest, request: Request):
@@ -186,9 +188,12 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
             return fail(500, stream.error or "request failed", "server_error")
         return body()
 
-    def sse(stream: RequestStream, include_usage: bool, chunk, usage) -> StreamingResponse:
+    def sse(stream: RequestStream, include_usage: bool, chunk, usage, first: dict | None = None) -> StreamingResponse:
+        """The request's events as server-sent events; `first` (an echoed prompt) goes out before them."""
         async def body():
             try:
+                if first is not None:
+                    yield _sse(first)
                 async for event in stream.aevents():
                     if event.finish_reason == FinishReason.ERROR:
                         yield _sse(api.error_body(event.error or "request failed", "server_error", 500))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
 
@@ -35,11 +35,15 @@ class _Common(BaseModel):
     ignore_eos: StrictBool = False       # vLLM extension
     min_tokens: StrictInt = 0            # vLLM extension
 
+    implemented: ClassVar[frozenset[str]] = frozenset()   # names of NOT_IMPLEMENTED that this endpoint serves
+
     @model_validator(mode="before")
     @classmethod
     def _refuse_what_is_not_implemented(cls, data):
         if isinstance(data, dict):
             for name, neutral in NOT_IMPLEMENTED.items():
+                if name in cls.implemented:
+                    continue
                 value = data.get(name, neutral)
                 if value not in (neutral, None) and not (value is False and neutral is None):
                     raise NotImplementedParameter(name, value, neutral)
@@ -65,11 +69,13 @@ class NotImplementedParameter(ValueError):
         self.param = name
         super().__init__(f"parameter {name}={value!r} is not supported by this server (leave it out, or send "
                          f"{neutral!r}); supported: model, max_tokens, max_completion_tokens, temperature, top_p, "
-                         "seed, stop, stream, stream_options, ignore_eos, min_tokens")
+                         "seed, stop, stream, stream_options, ignore_eos, min_tokens, echo (completions)")
 
 
 class CompletionRequest(_Common):
+    implemented: ClassVar[frozenset[str]] = frozenset({"echo"})
     prompt: StrictStr | list[StrictInt] | list[StrictStr]
+    echo: StrictBool = False   # the answer starts with the prompt, as OpenAI's and vLLM's completions do
 
     @property
     def single_prompt(self) -> str | list[int]:
