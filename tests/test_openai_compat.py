@@ -1,5 +1,7 @@
 """What a client written for vLLM or OpenAI sends works, or is refused by name: the `openai` package
 itself drives the server, and raw bodies check what it cannot send."""
+import time
+
 import httpx
 import openai
 import pytest
@@ -37,7 +39,7 @@ def test_what_is_not_implemented_is_refused_by_name_as_the_sdk_expects(client):
 @pytest.mark.parametrize("body,param,message", [
     ({"prompt": "Hi", "max_tokens": True}, "max_tokens", "valid integer"),
     ({"prompt": "Hi", "max_tokens": 4, "temperature": True}, "temperature", "valid number"),
-    ({"prompt": ["1", "2"], "max_tokens": 4}, "prompt", "a batch of 2 prompts"),
+    ({"prompt": ["Hi", "word " * 9000], "max_tokens": 4}, None, "prompt 1 of the batch: "),
     ({"prompt": "Hi", "max_completion_tokens": 0}, None, "max_tokens must be between 1 and 16384, got 0"),
     ({"prompt": "Hi", "max_tokens": 4, "logprobs": 2}, "logprobs", "parameter logprobs=2 is not supported"),
     ({"prompt": "Hi", "max_tokens": 4, "presence_penalty": 0.5}, "presence_penalty", "is not supported"),
@@ -103,3 +105,25 @@ def test_echo_returns_the_prompt_before_the_answer_streamed_or_not(client):
         client.chat.completions.create(model=MODEL, max_tokens=2, messages=[{"role": "user", "content": "Hi"}],
                                        extra_body={"echo": True})
     assert refused.value.body["param"] == "echo"
+
+
+
+def test_a_batch_of_prompts_gets_one_choice_each_streamed_or_not(client, server):  # noqa: F811
+    _, cluster = server
+    done = client.completions.create(model=MODEL, prompt=["One, two,", "The sky is"], max_tokens=3,
+                                     extra_body={"ignore_eos": True})
+    assert [c.index for c in done.choices] == [0, 1] and done.usage.completion_tokens == 6
+    by_ids = client.completions.create(model=MODEL, prompt=[[504, 28, 827, 28], [504, 28]], max_tokens=2)
+    assert len(by_ids.choices) == 2
+    chunks = list(client.completions.create(model=MODEL, prompt=["A", "B", "C"], max_tokens=4, stream=True,
+                                            extra_body={"ignore_eos": True}))
+    for index in (0, 1, 2):
+        mine = [c.choices[0] for c in chunks if c.choices[0].index == index]
+        assert len(mine) == 4 and mine[-1].finish_reason == "length"
+    # A batch with a prompt that cannot be served is refused whole, and nothing of it keeps running.
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model=MODEL, prompt=["Fine", "word " * 9000], max_tokens=2)
+    deadline = time.time() + 20   # the first prompt, already started, is cancelled: its worker confirms
+    while cluster.active_requests and time.time() < deadline:
+        time.sleep(0.1)
+    assert cluster.active_requests == 0

@@ -116,7 +116,7 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
             max_tokens = max(1, cluster.room_for_answer(len(ids)))
         return cluster.submit(ids, body.sampling(max_tokens))
 
-    async def start(body: api._Common, prompt) -> RequestStream | JSONResponse:
+    async def start(body: api._Common, prompt, where: str = "") -> RequestStream | JSONResponse:
         if body.model not in (None, model):
             return fail(404, f"model {body.model!r} is not served here; this server serves {model!r}",
                         "not_found_error")
@@ -127,28 +127,31 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
             # Tokenizing a long prompt takes a while: in a thread, so other requests are served meanwhile.
             return await asyncio.to_thread(submit, body, prompt)
         except RequestError as exc:
-            return fail(400, str(exc))
+            return fail(400, f"{where}{exc}")
         except ClusterError as exc:
             return fail(503, str(exc), "service_unavailable", headers={"Retry-After": "5"})
 
     @app.post("/v1/completions")
     async def completions(body: api.CompletionRequest, request: Request):
-        try:
-            prompt = body.single_prompt
-        except api.NotImplementedParameter as exc:
-            return fail(400, str(exc), param=exc.param)
-        stream = await start(body, prompt)
-        if isinstance(stream, JSONResponse):
-            return stream
+        prompts = body.prompts
+        streams = []
+        for i, prompt in enumerate(prompts):
+            stream = await start(body, prompt, f"prompt {i} of the batch: " if len(prompts) > 1 else "")
+            if isinstance(stream, JSONResponse):   # one refused prompt refuses the batch: nothing is left running
+                for started in streams:
+                    started.cancel()
+                return stream
+            streams.append(stream)
+        echoes = [(p if isinstance(p, str) else cluster.prompts.decode(p)) if body.echo else "" for p in prompts]
         rid = api.new_id("cmpl")
-        echo = (prompt if isinstance(prompt, str) else cluster.prompts.decode(prompt)) if body.echo else ""
         if body.stream:
-            return sse(stream, body.include_usage, lambda text, fin: api.completion_chunk(rid, model, text, fin),
+            return sse(streams, body.include_usage, lambda text, fin, i: api.completion_chunk(rid, model, text, fin, i),
                        lambda p, n: api.usage_chunk(rid, model, "text_completion", p, n),
-                       first=api.completion_chunk(rid, model, echo, None) if echo else None)
-        await until_done(stream, request)
-        return finished_or_error(stream, lambda: api.completion_body(
-            rid, model, echo + stream.text, stream.finish_reason, stream.prompt_tokens, len(stream.token_ids)))
+                       first=[api.completion_chunk(rid, model, e, None, i) for i, e in enumerate(echoes) if e])
+        await asyncio.gather(*(until_done(s, request) for s in streams))
+        return finished_or_error(streams, lambda: api.completion_body(
+            rid, model, [(e + s.text, s.finish_reason) for e, s in zip(echoes, streams)],
+            sum(s.prompt_tokens for s in streams), sum(len(s.token_ids) for s in streams)))
 
     @app.post("/v1/chat/completions")
     async def chat(body: api.ChatRequest, request: Request):
@@ -163,10 +166,10 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
                 delta = {"role": "assistant", "content": text} if first[0] else ({"content": text} if text else {})
                 first[0] = False
                 return api.chat_chunk(rid, model, delta, fin)
-            return sse(stream, body.include_usage, chunk,
+            return sse([stream], body.include_usage, lambda text, fin, _: chunk(text, fin),
                        lambda p, n: api.usage_chunk(rid, model, "chat.completion.chunk", p, n))
         await until_done(stream, request)
-        return finished_or_error(stream, lambda: api.chat_body(
+        return finished_or_error([stream], lambda: api.chat_body(
             rid, model, stream.text, stream.finish_reason, stream.prompt_tokens, len(stream.token_ids)))
 
     async def until_done(stream: RequestStream, request: Request) -> None:
@@ -182,34 +185,54 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
                 await done
         await done
 
-    def finished_or_error(stream: RequestStream, body):
-        metrics.observe_request(stream.prompt_tokens, stream.timing, stream.finish_reason)
-        if stream.finish_reason == FinishReason.ERROR:
-            return fail(500, stream.error or "request failed", "server_error")
+    def finished_or_error(streams: list[RequestStream], body):
+        for stream in streams:
+            metrics.observe_request(stream.prompt_tokens, stream.timing, stream.finish_reason)
+        failed = next((s for s in streams if s.finish_reason == FinishReason.ERROR), None)
+        if failed is not None:
+            return fail(500, failed.error or "request failed", "server_error")
         return body()
 
-    def sse(stream: RequestStream, include_usage: bool, chunk, usage, first: dict | None = None) -> StreamingResponse:
-        """The request's events as server-sent events; `first` (an echoed prompt) goes out before them."""
+    def sse(streams: list[RequestStream], include_usage: bool, chunk, usage,
+            first: list[dict] | None = None) -> StreamingResponse:
+        """The streams' events as server-sent events, interleaved as they come, each chunk with its
+        stream's index; `first` goes out before them (an echoed prompt)."""
         async def body():
+            arrived: asyncio.Queue = asyncio.Queue()
+
+            async def pump(index: int, stream: RequestStream) -> None:
+                try:
+                    async for event in stream.aevents():
+                        arrived.put_nowait((index, event))
+                finally:
+                    arrived.put_nowait((index, None))   # this stream has ended
+            pumps = [asyncio.ensure_future(pump(i, s)) for i, s in enumerate(streams)]
             try:
-                if first is not None:
-                    yield _sse(first)
-                async for event in stream.aevents():
-                    if event.finish_reason == FinishReason.ERROR:
+                for payload in first or []:
+                    yield _sse(payload)
+                running = len(streams)
+                while running:
+                    index, event = await arrived.get()
+                    if event is None:
+                        running -= 1
+                    elif event.finish_reason == FinishReason.ERROR:
                         yield _sse(api.error_body(event.error or "request failed", "server_error", 500))
                         break
-                    if event.token_id is not None:   # the last token's chunk carries the finish reason
-                        yield _sse(chunk(event.text, event.finish_reason))
+                    elif event.token_id is not None:   # the last token's chunk carries the finish reason
+                        yield _sse(chunk(event.text, event.finish_reason, index))
                     elif event.finish_reason is not None:   # ended without a token (an abort)
-                        yield _sse(chunk("", event.finish_reason))
+                        yield _sse(chunk("", event.finish_reason, index))
                 if include_usage:
-                    yield _sse(usage(stream.prompt_tokens, len(stream.token_ids)))
+                    yield _sse(usage(sum(s.prompt_tokens for s in streams), sum(len(s.token_ids) for s in streams)))
                 yield "data: [DONE]\n\n"
             finally:
-                if not stream.done:
-                    stream.cancel()  # the client went away: free the request and its KV
-                else:
-                    metrics.observe_request(stream.prompt_tokens, stream.timing, stream.finish_reason)
+                for task in pumps:
+                    task.cancel()
+                for stream in streams:
+                    if not stream.done:
+                        stream.cancel()  # the client went away (or a sibling failed): free the request and its KV
+                    else:
+                        metrics.observe_request(stream.prompt_tokens, stream.timing, stream.finish_reason)
         return StreamingResponse(body(), media_type="text/event-stream")
 
     return app

@@ -74,17 +74,17 @@ class NotImplementedParameter(ValueError):
 
 class CompletionRequest(_Common):
     implemented: ClassVar[frozenset[str]] = frozenset({"echo"})
-    prompt: StrictStr | list[StrictInt] | list[StrictStr]
+    # One prompt (text or token ids) or a batch of them, as OpenAI's completions API defines it.
+    prompt: StrictStr | list[StrictInt] | list[StrictStr] | list[list[StrictInt]]
     echo: StrictBool = False   # the answer starts with the prompt, as OpenAI's and vLLM's completions do
 
     @property
-    def single_prompt(self) -> str | list[int]:
-        """The prompt; a batch of several strings is not served (one prompt per request)."""
-        if isinstance(self.prompt, list) and self.prompt and all(isinstance(p, str) for p in self.prompt):
-            if len(self.prompt) != 1:
-                raise NotImplementedParameter("prompt", f"<a batch of {len(self.prompt)} prompts>", "one prompt")
-            return self.prompt[0]
-        return self.prompt
+    def prompts(self) -> list[str | list[int]]:
+        """The batch: one entry per choice of the answer, in order."""
+        p = self.prompt
+        if isinstance(p, str) or not p or isinstance(p[0], int):
+            return [p]
+        return list(p)
 
 
 class TextPart(BaseModel):
@@ -114,15 +114,18 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def completion_body(rid: str, model: str, text: str, finish: str | None, prompt_tokens: int, tokens: int) -> dict:
+def completion_body(rid: str, model: str, choices: list[tuple[str, str | None]], prompt_tokens: int,
+                    tokens: int) -> dict:
+    """`choices`: (text, finish reason) per prompt of the batch, in order."""
     return {"id": rid, "object": "text_completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
+            "choices": [{"index": i, "text": text, "logprobs": None, "finish_reason": finish}
+                        for i, (text, finish) in enumerate(choices)],
             "usage": usage(prompt_tokens, tokens)}
 
 
-def completion_chunk(rid: str, model: str, text: str, finish: str | None) -> dict:
+def completion_chunk(rid: str, model: str, text: str, finish: str | None, index: int = 0) -> dict:
     return {"id": rid, "object": "text_completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
+            "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": finish}]}
 
 
 def chat_body(rid: str, model: str, text: str, finish: str | None, prompt_tokens: int, tokens: int) -> dict:
