@@ -151,11 +151,11 @@ SPLIT_COLORS = ("#7f7f7f", "#1f77b4", "#9467bd", "#2ca02c")
 def ttft_split_bars(runs: list[tuple[str, dict]], title: str, lang: str) -> go.Figure:
     """Each run's long-prompt TTFT as consecutive parts: queue, prefill, KV transfer, first token out."""
     fig = go.Figure()
-    names = [name for name, _ in runs]
+    names, sec = [name for name, _ in runs], t(lang, "unit_s")
     for part, color in zip(SPLIT_PARTS, SPLIT_COLORS):
         values = [split[part] for _, split in runs]
         fig.add_trace(go.Bar(y=names, x=values, orientation="h", name=t(lang, f"split_{part.removesuffix('_s')}"),
-                             marker_color=color, text=[f"{v:.2f} s" if v >= 0.05 else "" for v in values],
+                             marker_color=color, text=[f"{v:.2f} {sec}" if v >= 0.05 else "" for v in values],
                              textposition="inside"))
     fig.update_layout(barmode="stack")
     return layout(fig, title, t(lang, "axis_ttft_s"), "", height=150 + 50 * len(runs)).update_layout(

@@ -144,7 +144,8 @@ def interference(mode: Mode, users: int = 8, long_tokens: int = 2000, transport:
                          transfers.get(s.request_id)) for s in longs]
     return {"summary": summarize_run(result), "tokens": token_table(result).to_dict("list"),
             "injections": relative_injections(result), "workers": workers,
-            "users": users, "long_tokens": long_tokens, "ttft_split": [s for s in splits if s],
+            "users": users, "long_tokens": long_tokens, "inject_after_tokens": workload.inject_after_tokens,
+            "ttft_split": [s for s in splits if s],
             "timeline": timeline_bars(steps, transfers.values(), result.started, ended,
                                       {s.request_id for s in longs}),
             "machine": {"cores": machine.cores, "other_cores": round(machine.other_cores, 2),

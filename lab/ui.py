@@ -20,7 +20,6 @@ from engine.core.llm_engine import LLMEngine
 
 from .figures import engine_timeline, itl_timeline, ttft_split_bars
 from .i18n import LANGUAGES, t
-from .lesson_experiments import INJECT_AFTER_TOKENS
 from .lesson_reasoning import Said, Tone, machine_note
 from .live_lab import LiveLab
 
@@ -121,8 +120,8 @@ def say(lang: str, items: list[Said]) -> None:
 def show_run(lang: str, run: dict, key: str) -> None:
     """One interference run: its workload and cores, the streams' ITL and the engine timeline around
     the long prompt, and a warning if other programs took cores meanwhile."""
-    st.caption(t(lang, "l5_workload", users=run["users"], tokens=run["long_tokens"], after=INJECT_AFTER_TOKENS))
-    st.caption(" · ".join(worker_place(lang, w) for w in run["workers"]))
+    st.caption(t(lang, "l5_workload", users=run["users"], tokens=run["long_tokens"], after=run["inject_after_tokens"]))
+    st.caption(" · ".join(worker_place(lang, **w) for w in run["workers"]))
     st.plotly_chart(itl_timeline(pd.DataFrame(run["tokens"]), run["injections"], t(lang, "chart_itl"), lang),
                     key=f"itl-{key}")
     st.plotly_chart(engine_timeline(run["timeline"], t(lang, "fig_timeline"), lang, _around_long_prompt(run)),
@@ -132,15 +131,11 @@ def show_run(lang: str, run: dict, key: str) -> None:
         say(lang, [note])
 
 
-def worker_place(lang: str, worker) -> str:
-    """Where a worker runs, in the learner's language: its cores, or its GPU. `worker` is a
-    WorkerStatus or a lesson run's worker dict."""
-    w = worker if isinstance(worker, dict) else {"name": worker.name, "role": worker.role, "cores": worker.cores,
-                                                 "device": f"{worker.device}, {worker.detail}"}
-    role = t(lang, f"role_{w['role']}")
-    if w["cores"]:
-        return t(lang, "worker_cores", name=w["name"], role=role, cores=", ".join(map(str, w["cores"])))
-    return t(lang, "worker_gpu", name=w["name"], role=role, device=w["device"])
+def worker_place(lang: str, name: str, role: str, cores, device: str) -> str:
+    """Where a worker runs, in the learner's language: its CPU cores, or its GPU."""
+    if cores:
+        return t(lang, "worker_cores", name=name, role=t(lang, f"role_{role}"), cores=", ".join(map(str, cores)))
+    return t(lang, "worker_gpu", name=name, role=t(lang, f"role_{role}"), device=device)
 
 
 def _around_long_prompt(run: dict, margin_s: float = 1.5) -> tuple[float, float] | None:

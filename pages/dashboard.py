@@ -80,7 +80,8 @@ def live_view():
         st.info(t(lang, "no_target"))
     workers = lab.workers()
     if workers:
-        st.caption(t(lang, "workers") + ": " + " · ".join(worker_place(lang, w) for w in workers))
+        st.caption(t(lang, "workers") + ": " + " · ".join(
+            worker_place(lang, w.name, w.role, w.cores, f"{w.device}, {w.detail}") for w in workers))
         for w in workers:
             if not w.alive and w.last_error:
                 st.warning(t(lang, "worker_down", name=w.name, error=w.last_error))

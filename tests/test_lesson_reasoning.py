@@ -26,7 +26,8 @@ def run(stall_ms=5000.0, itl_before=80.0, prefill_s=4.9, transfer_s=0.0, ttft_s=
                             "first_token_s": ttft_s - 0.05 - prefill_s - transfer_s, "ttft_s": ttft_s}],
             "workers": [{"name": f"w{i}", "role": r, "device": "cpu", "cores": list(c)}
                         for i, (r, c) in enumerate(zip(roles, cores))],
-            "users": 8, "long_tokens": 2000, "machine": {"cores": 2, "other_cores": 0.6 if busy else 0.0, "busy": busy}}
+            "users": 8, "long_tokens": 2000, "inject_after_tokens": 8,
+            "machine": {"cores": 2, "other_cores": 0.6 if busy else 0.0, "busy": busy}}
 
 
 def keys(said):

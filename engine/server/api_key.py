@@ -4,7 +4,6 @@ stay open for load balancers and Prometheus."""
 from __future__ import annotations
 
 import hmac
-import json
 
 from . import openai_api as api
 
@@ -27,9 +26,5 @@ class ApiKey:
         if hmac.compare_digest(sent, self.expected):
             return await self.app(scope, receive, send)
         reason = "no API key was sent" if not sent else "the API key is wrong"
-        body = json.dumps(api.error_body(f"{reason}: send the server's key as 'Authorization: Bearer <key>' "
-                                         "(the openai package's api_key)", "authentication_error", 401)).encode()
-        await send({"type": "http.response.start", "status": 401,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"www-authenticate", b"Bearer")]})
-        await send({"type": "http.response.body", "body": body})
+        await api.send_error(send, 401, f"{reason}: send the server's key as 'Authorization: Bearer <key>' (the "
+                             "openai package's api_key)", "authentication_error", ((b"www-authenticate", b"Bearer"),))

@@ -2,8 +2,6 @@
 Content-Length is counted as its body arrives)."""
 from __future__ import annotations
 
-import json
-
 from . import openai_api as api
 
 
@@ -35,8 +33,5 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send) -> None:
-        body = json.dumps(api.error_body(f"request body is larger than this server's limit of {self.limit} bytes; "
-                                         "send a shorter prompt", "invalid_request_error", 413)).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await api.send_error(send, 413, f"request body is larger than this server's limit of {self.limit} bytes; "
+                             "send a shorter prompt", "invalid_request_error")

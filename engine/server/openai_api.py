@@ -1,6 +1,7 @@
 """OpenAI-compatible request bodies (with vLLM's extensions) and response payloads."""
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import ClassVar, Literal
@@ -146,3 +147,12 @@ def usage_chunk(rid: str, model: str, obj: str, prompt_tokens: int, tokens: int)
 
 def error_body(message: str, kind: str = "invalid_request_error", code: int = 400, param: str | None = None) -> dict:
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+async def send_error(send, status: int, message: str, kind: str, headers: tuple = ()) -> None:
+    """An error in OpenAI's shape sent from ASGI middleware, which answers before the app is reached."""
+    body = json.dumps(error_body(message, kind, status)).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": body})

@@ -57,10 +57,9 @@ class ServerMetrics:
         self.prefix_hits = counter("vllm:prefix_cache_hits", "Prompt tokens found in the prefix cache")
         info = gauge("vllm:cache_config_info", "KV cache configuration", ["block_size", "num_gpu_blocks"])
         info.labels(model_name, str(block_size), str(blocks_per_worker)).set(1)
-        self.kv_blocks = Gauge("pdlab:kv_cache_blocks_used", "KV blocks in use, all workers", label, registry=r)
-        self.kv_transfer_bytes = Counter("pdlab:kv_transfer_bytes", "KV bytes moved prefill -> decode", label,
-                                         registry=r)
-        self.kv_transfer_seconds = Counter("pdlab:kv_transfer_seconds", "Time spent moving KV", label, registry=r)
+        self.kv_blocks = gauge("pdlab:kv_cache_blocks_used", "KV blocks in use, all workers")
+        self.kv_transfer_bytes = counter("pdlab:kv_transfer_bytes", "KV bytes moved prefill -> decode")
+        self.kv_transfer_seconds = counter("pdlab:kv_transfer_seconds", "Time spent moving KV")
 
     def observe_request(self, prompt_tokens: int, timing: Timing, finish_reason: str | None) -> None:
         """A request as its client saw it (latencies measured where the tokens arrive)."""
