@@ -30,8 +30,10 @@ def test_the_openai_package_completes_streams_and_chats_with_content_parts(clien
 
 def test_what_is_not_implemented_is_refused_by_name_as_the_sdk_expects(client):
     with pytest.raises(openai.BadRequestError) as refused:
-        client.completions.create(model=MODEL, prompt="Hi", max_tokens=4, n=2)
-    assert "parameter n=2 is not supported" in str(refused.value) and refused.value.body["param"] == "n"
+        client.chat.completions.create(model=MODEL, max_tokens=4, messages=[{"role": "user", "content": "Hi"}],
+                                       response_format={"type": "json_object"})
+    assert "parameter response_format={'type': 'json_object'} is not supported" in str(refused.value)
+    assert refused.value.body["param"] == "response_format"
     with pytest.raises(openai.NotFoundError):
         client.completions.create(model="another-model", prompt="Hi", max_tokens=4)
 
@@ -41,8 +43,11 @@ def test_what_is_not_implemented_is_refused_by_name_as_the_sdk_expects(client):
     ({"prompt": "Hi", "max_tokens": 4, "temperature": True}, "temperature", "valid number"),
     ({"prompt": ["Hi", "word " * 9000], "max_tokens": 4}, None, "prompt 1 of the batch: "),
     ({"prompt": "Hi", "max_completion_tokens": 0}, None, "max_tokens must be between 1 and 16384, got 0"),
-    ({"prompt": "Hi", "max_tokens": 4, "logprobs": 2}, "logprobs", "parameter logprobs=2 is not supported"),
-    ({"prompt": "Hi", "max_tokens": 4, "presence_penalty": 0.5}, "presence_penalty", "is not supported"),
+    ({"prompt": "Hi", "max_tokens": 4, "best_of": 2}, "best_of", "parameter best_of=2 is not supported"),
+    ({"prompt": "Hi", "max_tokens": 4, "logprobs": 21}, "logprobs", "less than or equal to 20"),
+    ({"prompt": "Hi", "max_tokens": 4, "logprobs": 2, "echo": True}, "logprobs", "send one of the two"),
+    ({"prompt": "Hi", "max_tokens": 4, "n": 0}, "n", "greater than or equal to 1"),
+    ({"prompt": "Hi", "max_tokens": 4, "presence_penalty": 3.0}, None, "presence_penalty must be between -2 and 2"),
 ])
 def test_strict_types_and_unsupported_values_get_400_naming_the_parameter(server, body, param, message):  # noqa: F811
     base, _ = server
@@ -53,8 +58,8 @@ def test_strict_types_and_unsupported_values_get_400_naming_the_parameter(server
 
 def test_neutral_values_of_unsupported_parameters_are_accepted(server):  # noqa: F811
     base, _ = server
-    body = {"prompt": "Hi", "max_tokens": 3, "n": 1, "best_of": 1, "logprobs": None, "echo": False,
-            "presence_penalty": 0, "frequency_penalty": 0.0}
+    body = {"prompt": "Hi", "max_tokens": 3, "n": 1, "best_of": 1, "logprobs": None, "echo": False, "top_k": -1,
+            "presence_penalty": 0, "frequency_penalty": 0.0, "logit_bias": None}
     assert httpx.post(f"{base}/v1/completions", json=body, timeout=60).status_code == 200
     one = httpx.post(f"{base}/v1/completions", json={"prompt": ["Hi"], "max_tokens": 3}, timeout=60)
     assert one.status_code == 200 and one.json()["usage"]["completion_tokens"] == 3
@@ -127,3 +132,75 @@ def test_a_batch_of_prompts_gets_one_choice_each_streamed_or_not(client, server)
     while cluster.active_requests and time.time() < deadline:
         time.sleep(0.1)
     assert cluster.active_requests == 0
+
+
+def test_n_gives_n_choices_per_prompt_each_seeded_on_its_own(client):
+    prompt = "Write a line about the sea."
+    three = client.completions.create(model=MODEL, prompt=prompt, max_tokens=8, n=3, temperature=1.0, seed=5,
+                                      extra_body={"ignore_eos": True})
+    texts = [c.text for c in three.choices]
+    assert [c.index for c in three.choices] == [0, 1, 2] and len(set(texts)) == 3
+    alone = client.completions.create(model=MODEL, prompt=prompt, max_tokens=8, temperature=1.0, seed=6,
+                                      extra_body={"ignore_eos": True})
+    assert alone.choices[0].text == texts[1]   # choice k samples with seed + k, as vLLM's n does
+    assert three.usage.prompt_tokens == alone.usage.prompt_tokens and three.usage.completion_tokens == 24
+    batch = client.completions.create(model=MODEL, prompt=["One, two,", "The sky is"], max_tokens=2, n=2,
+                                      temperature=0)
+    assert [c.index for c in batch.choices] == [0, 1, 2, 3]   # prompt i's choices are i*n .. i*n+n-1
+    assert batch.choices[0].text == batch.choices[1].text != batch.choices[2].text   # greedy: n equal answers
+    chunks = list(client.chat.completions.create(model=MODEL, max_tokens=3, n=2, stream=True, temperature=1.0,
+                                                 messages=[{"role": "user", "content": "Hi"}],
+                                                 extra_body={"ignore_eos": True}))
+    for index in (0, 1):
+        mine = [c.choices[0] for c in chunks if c.choices and c.choices[0].index == index]
+        assert mine[0].delta.role == "assistant" and len(mine) == 3 and mine[-1].finish_reason == "length"
+
+
+LONG = "Tell me about the history of the city of Paris. " * 12   # over the server's 100-token threshold
+
+
+@pytest.mark.parametrize("prompt", ["The capital of France is", LONG], ids=["colocated", "prefilled-elsewhere"])
+def test_completion_logprobs_name_the_chosen_token_and_its_alternatives(client, prompt):
+    done = client.completions.create(model=MODEL, prompt=prompt, max_tokens=5, logprobs=3, temperature=0,
+                                     extra_body={"ignore_eos": True})
+    lp = done.choices[0].logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == 5
+    assert "".join(lp.tokens) == done.choices[0].text
+    assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(5)]
+    for token, value, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs):
+        assert value <= 0 and top[token] == value and value == max(top.values()) and len(top) == 3  # greedy
+    streamed = list(client.completions.create(model=MODEL, prompt=prompt, max_tokens=5, logprobs=3, stream=True,
+                                              temperature=0, extra_body={"ignore_eos": True}))
+    assert [c.choices[0].logprobs.tokens[0] for c in streamed] == lp.tokens
+    assert [c.choices[0].logprobs.text_offset[0] for c in streamed] == lp.text_offset
+
+
+def test_chat_logprobs_and_top_logprobs_in_openais_shape(client):
+    messages = [{"role": "user", "content": "Name a colour."}]
+    done = client.chat.completions.create(model=MODEL, max_tokens=4, messages=messages, logprobs=True, top_logprobs=2,
+                                          temperature=0, extra_body={"ignore_eos": True})
+    content = done.choices[0].logprobs.content
+    assert len(content) == 4 and "".join(c.token for c in content) == done.choices[0].message.content
+    for c in content:
+        assert [t.token for t in c.top_logprobs][0] == c.token and len(c.top_logprobs) == 2
+        assert bytes(c.bytes).decode() == c.token
+    plain = client.chat.completions.create(model=MODEL, max_tokens=2, messages=messages)
+    assert plain.choices[0].logprobs is None
+    streamed = list(client.chat.completions.create(model=MODEL, max_tokens=4, messages=messages, logprobs=True,
+                                                   stream=True, temperature=0, extra_body={"ignore_eos": True}))
+    assert [c.choices[0].logprobs.content[0].token for c in streamed] == [c.token for c in content]
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model=MODEL, max_tokens=2, messages=messages, top_logprobs=2)
+    assert refused.value.body["param"] == "top_logprobs"
+
+
+def test_penalties_change_a_repetitive_answer(client):
+    prompt = "Repeat after me: the cat sat on the mat, the cat sat on the mat, the cat sat on the mat."
+    plain = client.completions.create(model=MODEL, prompt=prompt, max_tokens=24, temperature=0,
+                                      extra_body={"ignore_eos": True})
+    for penalty in ({"frequency_penalty": 1.5}, {"presence_penalty": 1.5}, {"extra_body": {"repetition_penalty": 1.5}}):
+        extra = penalty.pop("extra_body", {})
+        penalized = client.completions.create(model=MODEL, prompt=prompt, max_tokens=24, temperature=0, **penalty,
+                                              extra_body={"ignore_eos": True, **extra})
+        assert penalized.choices[0].text != plain.choices[0].text, penalty
+

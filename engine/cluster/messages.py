@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..core.config import SamplingParams
-from ..core.events import TokenEvent
+from ..core.events import TokenEvent, TokenLogprob
 from ..core.sequence import RequestRecord, StepRecord
 from .transports import KVHandle
 
@@ -24,6 +24,7 @@ class KVHandOff:
     nbytes: int
     send_started: float
     send_seconds: float
+    output_logprobs: tuple[TokenLogprob, ...] = ()   # the first token's, if the request asked for logprobs
 
 
 @dataclass(frozen=True)

@@ -210,7 +210,8 @@ class Worker:
         active.received.close()
         done = time.perf_counter()
         self.outbox.send(TransferDone(self.spec.name, active.hand_off.request_id, done - active.started, done))
-        report.events.extend(self.engine.finish_import(active.seq, active.hand_off.output_ids))
+        report.events.extend(self.engine.finish_import(active.seq, active.hand_off.output_ids,
+                                                         active.hand_off.output_logprobs))
 
     def _hand_off_prefilled(self, events: list[TokenEvent]) -> list[TokenEvent]:
         """On a prefill worker, a request's first token means its KV is complete: send it on.
@@ -231,7 +232,7 @@ class Worker:
             self.sent.append(sent.handle)
             self.outbox.send(KVReady(self.spec.name, KVHandOff(
                 rid, seq.prompt_ids, seq.output_ids, seq.params, seq.record.arrival, sent.handle, seq.num_computed,
-                sent.nbytes, sent.started, sent.seconds)))
+                sent.nbytes, sent.started, sent.seconds, tuple(seq.output_logprobs))))
         return forward
 
     def _error(self, request_id: str, message: str) -> TokenEvent:

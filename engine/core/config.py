@@ -13,6 +13,7 @@ class Policy(StrEnum):
 MAX_TOKENS_LIMIT = 16384  # a single request may not ask for more than this
 GREEDY_BELOW = 1e-5       # a temperature below this samples greedily, as in vLLM (_SAMPLING_EPS)
 SEED_RANGE = (-(2 ** 63), 2 ** 64 - 1)   # what torch.Generator.manual_seed accepts
+MAX_LOGPROBS = 20         # most alternatives per token a request may ask for (vLLM's max_logprobs default)
 
 
 class RequestError(ValueError):
@@ -61,6 +62,11 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False
     min_tokens: int = 0
+    presence_penalty: float = 0.0    # subtracted once from every token already in the output (OpenAI)
+    frequency_penalty: float = 0.0   # subtracted per occurrence in the output (OpenAI)
+    repetition_penalty: float = 1.0  # divides (positive) or multiplies (negative) the logits of every token
+                                     # seen in the prompt or the output (CTRL; transformers and vLLM)
+    logprobs: int | None = None      # report each chosen token's log-probability and this many alternatives
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -81,7 +87,18 @@ class SamplingParams:
                 f"min_tokens must be between 0 and max_tokens ({self.max_tokens}), got {self.min_tokens}")
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise RequestError("stop must be a list of non-empty strings")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -2.0 <= float(getattr(self, name)) <= 2.0:
+                raise RequestError(f"{name} must be between -2 and 2, got {getattr(self, name)}")
+        if not float(self.repetition_penalty) > 0.0:   # vLLM's bound; 1 means no penalty
+            raise RequestError(f"repetition_penalty must be greater than 0, got {self.repetition_penalty}")
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_LOGPROBS:
+            raise RequestError(f"logprobs must be between 0 and {MAX_LOGPROBS}, got {self.logprobs}")
 
     @property
     def greedy(self) -> bool:
         return self.temperature < GREEDY_BELOW
+
+    @property
+    def penalized(self) -> bool:
+        return bool(self.presence_penalty or self.frequency_penalty or self.repetition_penalty != 1.0)

@@ -14,6 +14,14 @@ class FinishReason(StrEnum):
     HANDED_OFF = "handed_off"  # a prefill worker sent its KV on: the request goes on elsewhere
 
 
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A chosen token's log-probability under the model (before penalties and temperature, as vLLM's
+    default "raw_logprobs") and the most likely alternatives, best first."""
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
 @dataclass
 class TokenEvent:
     """One streamed token (or the end of a request, when finish_reason is set)."""
@@ -23,6 +31,7 @@ class TokenEvent:
     time: float
     finish_reason: FinishReason | None = None
     error: str | None = None
+    logprob: TokenLogprob | None = None   # only for requests that asked for logprobs
 
     @classmethod
     def end(cls, request_id: str, reason: FinishReason, error: str | None = None,

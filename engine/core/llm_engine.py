@@ -13,13 +13,13 @@ import torch
 
 from .config import EngineConfig, RequestError, SamplingParams
 from .devices import place_on_cpu_cores
-from .events import FinishReason, TokenEvent
+from .events import FinishReason, TokenEvent, TokenLogprob
 from .kv_cache import PagedKVCache
 from .model_loader import LoadedModel, head_dim, load_model
 from .model_runner import ModelRunner
 from .prefix_store import PrefixStore
 from .prompts import PromptEncoder
-from .sampler import SamplingError, sample
+from .sampler import SamplingError, logprobs, sample
 from .scheduler import Scheduler
 from .sequence import RequestRecord, Sequence, StepRecord
 
@@ -136,17 +136,21 @@ class LLMEngine:
         start = time.perf_counter()
         sampling, logits = self.runner.run(scheduled.work)
         tokens = sample(logits, sampling, self.eos_ids) if sampling else []
+        probs = logprobs(logits, sampling, tokens) if any(s.params.logprobs is not None for s in sampling) \
+            else [None] * len(tokens)
         now = time.perf_counter()
         self.steps.append(StepRecord(start, now - start, scheduled.kind,
                                      sum(n for _, n in scheduled.work), len(scheduled.work), self.name,
                                      prompting))
         return [self.abort(seq.request_id, FinishReason.ERROR, str(token)) if isinstance(token, SamplingError)
-                else self._append(seq, token, now) for seq, token in zip(sampling, tokens)]
+                else self._append(seq, token, now, lp) for seq, token, lp in zip(sampling, tokens, probs)]
 
-    def _append(self, seq: Sequence, token: int, now: float) -> TokenEvent:
+    def _append(self, seq: Sequence, token: int, now: float, logprob: TokenLogprob | None = None) -> TokenEvent:
         """The token's event; it carries the finish reason when the token ends the request (as vLLM
         puts finish_reason on the last token's chunk)."""
         seq.output_ids.append(token)
+        if logprob is not None:
+            seq.output_logprobs.append(logprob)
         rec = seq.record
         rec.token_times.append(now)
         if rec.first_token is None:
@@ -167,7 +171,7 @@ class LLMEngine:
         delta = self._text_delta(seq, text, final=reason is not None)
         if reason:
             self._finish(seq, reason)
-        return TokenEvent(seq.request_id, token, delta, now, reason)
+        return TokenEvent(seq.request_id, token, delta, now, reason, logprob=logprob)
 
     @staticmethod
     def _text_delta(seq: Sequence, text: str, final: bool) -> str:
@@ -209,14 +213,16 @@ class LLMEngine:
         self.cache.grow(seq.block_table, num_kv_tokens + 1)
         return seq
 
-    def finish_import(self, seq: Sequence, output_ids: list[int]) -> list[TokenEvent]:
+    def finish_import(self, seq: Sequence, output_ids: list[int],
+                      output_logprobs: list[TokenLogprob] = ()) -> list[TokenEvent]:
         """Start decoding an imported request. Returns the events of the tokens it brought (the
         first token, which the client sees only now: the transfer is part of TTFT)."""
         seq.num_computed = len(seq.prompt_ids) + len(output_ids) - 1
         seq.record.scheduled = time.perf_counter()
         self.scheduler.add_running(seq)
         now = time.perf_counter()
-        return [self._append(seq, token, now) for token in output_ids]
+        brought = list(output_logprobs) or [None] * len(output_ids)
+        return [self._append(seq, token, now, lp) for token, lp in zip(output_ids, brought)]
 
     def cancel_import(self, seq: Sequence) -> None:
         self.cache.release(seq.block_table)

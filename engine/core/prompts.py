@@ -26,6 +26,11 @@ class PromptEncoder:
         with self._lock:
             return self.tokenizer.decode(ids, skip_special_tokens=True)
 
+    def token_strings(self, ids: list[int]) -> list[str]:
+        """Each token on its own, special tokens included (how logprobs name them)."""
+        with self._lock:
+            return [self.tokenizer.decode([i]) for i in ids]
+
     def encode(self, prompt: str | list[int] | list[dict]) -> list[int]:
         """Text, token ids, or chat messages (rendered with the tokenizer's chat template)."""
         if isinstance(prompt, str):

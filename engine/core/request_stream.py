@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
 from .client_stream import ClientStream
-from .events import TokenEvent
+from .events import TokenEvent, TokenLogprob
 
 
 class RequestStream(ClientStream):
@@ -18,6 +18,7 @@ class RequestStream(ClientStream):
         super().__init__(request_id, sent)
         self.prompt_tokens = prompt_tokens
         self.token_ids: list[int] = []
+        self.logprobs: list[TokenLogprob] = []   # one per token, if the request asked for them
         self._events: queue.Queue[TokenEvent] = queue.Queue()
         self._abort = abort
         self._lock = threading.Lock()
@@ -29,6 +30,8 @@ class RequestStream(ClientStream):
         if event.token_id is not None:
             self.token_times.append(time.perf_counter())
             self.token_ids.append(event.token_id)
+            if event.logprob is not None:
+                self.logprobs.append(event.logprob)
             self.text += event.text
         if event.finish_reason is not None:
             self.finish_reason, self.error = event.finish_reason, event.error

@@ -8,7 +8,7 @@ from enum import Enum, StrEnum
 import torch
 
 from .config import SamplingParams
-from .events import FinishReason
+from .events import FinishReason, TokenLogprob
 
 
 class Status(Enum):
@@ -62,6 +62,7 @@ class Sequence:
     params: SamplingParams
     record: RequestRecord
     output_ids: list[int] = field(default_factory=list)
+    output_logprobs: list[TokenLogprob] = field(default_factory=list)   # one per output token, if asked for
     block_table: list[int] = field(default_factory=list)
     num_computed: int = 0          # leading tokens whose KV is in the cache
     status: Status = Status.WAITING

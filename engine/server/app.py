@@ -22,6 +22,7 @@ from ..core.request_stream import RequestStream
 from . import openai_api as api
 from .api_key import ApiKey
 from .body_limit import BodyLimit
+from .logprobs import chat_logprobs, completion_logprobs
 from .prometheus_metrics import ServerMetrics
 
 MAX_BODY_BYTES = 4 * 2 ** 20   # a 128k-token prompt is well under 1 MiB as text or as token ids
@@ -108,69 +109,98 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
                 "next_step": next_step, "next_request": next_request,
                 "workers": {w.name: asdict(w) for w in cluster.status()}}
 
-    def submit(body: api._Common, prompt) -> RequestStream:
+    def submit(body: api._Common, prompt, choice: int) -> RequestStream:
         """Tokenize, then submit; without max_tokens the answer may use the rest of the context, as in vLLM."""
         ids = cluster.prompts.encode(prompt)
         max_tokens = body.asked_max_tokens
         if max_tokens is None:
             max_tokens = max(1, cluster.room_for_answer(len(ids)))
-        return cluster.submit(ids, body.sampling(max_tokens))
+        return cluster.submit(ids, body.sampling(max_tokens, choice))
 
-    async def start(body: api._Common, prompt, where: str = "") -> RequestStream | JSONResponse:
+    async def start(body: api._Common, prompts: list) -> list[RequestStream] | JSONResponse:
+        """One stream per choice: n for each prompt, in order. One refused prompt refuses them all, and
+        nothing is left running."""
         if body.model not in (None, model):
             return fail(404, f"model {body.model!r} is not served here; this server serves {model!r}",
                         "not_found_error")
-        if cluster.active_requests >= max_active_requests:
+        if cluster.active_requests + len(prompts) * body.n > max_active_requests:
             return fail(503, f"server is at its limit of {max_active_requests} active requests; retry shortly",
                         "service_unavailable", headers={"Retry-After": "1"})
+        streams: list[RequestStream] = []
         try:
-            # Tokenizing a long prompt takes a while: in a thread, so other requests are served meanwhile.
-            return await asyncio.to_thread(submit, body, prompt)
-        except RequestError as exc:
-            return fail(400, f"{where}{exc}")
-        except ClusterError as exc:
-            return fail(503, str(exc), "service_unavailable", headers={"Retry-After": "5"})
+            for i, prompt in enumerate(prompts):
+                where = f"prompt {i} of the batch: " if len(prompts) > 1 else ""
+                for choice in range(body.n):
+                    try:
+                        # Tokenizing a long prompt takes a while: in a thread, so others are served meanwhile.
+                        streams.append(await asyncio.to_thread(submit, body, prompt, choice))
+                    except RequestError as exc:
+                        return fail(400, f"{where}{exc}")
+                    except ClusterError as exc:
+                        return fail(503, str(exc), "service_unavailable", headers={"Retry-After": "5"})
+        finally:
+            if len(streams) < len(prompts) * body.n:
+                for started in streams:
+                    started.cancel()
+        return streams
+
+    def prompt_tokens(streams: list[RequestStream], n: int) -> int:
+        return sum(s.prompt_tokens for s in streams[::n])   # a prompt counts once, whatever its n
+
+    def names(ids: list[int]) -> list[str]:
+        return cluster.prompts.token_strings(ids)
 
     @app.post("/v1/completions")
     async def completions(body: api.CompletionRequest, request: Request):
         prompts = body.prompts
-        streams = []
-        for i, prompt in enumerate(prompts):
-            stream = await start(body, prompt, f"prompt {i} of the batch: " if len(prompts) > 1 else "")
-            if isinstance(stream, JSONResponse):   # one refused prompt refuses the batch: nothing is left running
-                for started in streams:
-                    started.cancel()
-                return stream
-            streams.append(stream)
-        echoes = [(p if isinstance(p, str) else cluster.prompts.decode(p)) if body.echo else "" for p in prompts]
+        streams = await start(body, prompts)
+        if isinstance(streams, JSONResponse):
+            return streams
+        echoes = [(p if isinstance(p, str) else cluster.prompts.decode(p)) if body.echo else ""
+                  for p in prompts for _ in range(body.n)]
         rid = api.new_id("cmpl")
         if body.stream:
-            return sse(streams, body.include_usage, lambda text, fin, i: api.completion_chunk(rid, model, text, fin, i),
-                       lambda p, n: api.usage_chunk(rid, model, "text_completion", p, n),
+            offsets = [0] * len(streams)   # where each choice's next token starts in its text
+
+            def chunk(index: int, event) -> dict:
+                lp = None
+                if event.logprob is not None:
+                    lp = completion_logprobs([event.token_id], [event.logprob], names, offsets[index])
+                    offsets[index] += len(lp["tokens"][0])
+                return api.completion_chunk(rid, model, event.text, event.finish_reason, index, lp)
+            return sse(streams, body.include_usage, chunk,
+                       lambda n: api.usage_chunk(rid, model, "text_completion", prompt_tokens(streams, body.n), n),
                        first=[api.completion_chunk(rid, model, e, None, i) for i, e in enumerate(echoes) if e])
         await asyncio.gather(*(until_done(s, request) for s in streams))
         return finished_or_error(streams, lambda: api.completion_body(
-            rid, model, [(e + s.text, s.finish_reason) for e, s in zip(echoes, streams)],
-            sum(s.prompt_tokens for s in streams), sum(len(s.token_ids) for s in streams)))
+            rid, model, [(e + s.text, s.finish_reason, completion_logprobs(s.token_ids, s.logprobs, names)
+                          if body.logprobs is not None else None) for e, s in zip(echoes, streams)],
+            prompt_tokens(streams, body.n), sum(len(s.token_ids) for s in streams)))
 
     @app.post("/v1/chat/completions")
     async def chat(body: api.ChatRequest, request: Request):
-        stream = await start(body, [m.as_template_input() for m in body.messages])
-        if isinstance(stream, JSONResponse):
-            return stream
+        streams = await start(body, [[m.as_template_input() for m in body.messages]])
+        if isinstance(streams, JSONResponse):
+            return streams
         rid = api.new_id("chatcmpl")
         if body.stream:
-            first = [True]
+            started: set[int] = set()
 
-            def chunk(text, fin):
-                delta = {"role": "assistant", "content": text} if first[0] else ({"content": text} if text else {})
-                first[0] = False
-                return api.chat_chunk(rid, model, delta, fin)
-            return sse([stream], body.include_usage, lambda text, fin, _: chunk(text, fin),
-                       lambda p, n: api.usage_chunk(rid, model, "chat.completion.chunk", p, n))
-        await until_done(stream, request)
-        return finished_or_error([stream], lambda: api.chat_body(
-            rid, model, stream.text, stream.finish_reason, stream.prompt_tokens, len(stream.token_ids)))
+            def chunk(index: int, event) -> dict:
+                text = event.text
+                delta = {"content": text} if text else {}
+                if index not in started:   # a choice's first chunk names the role
+                    started.add(index)
+                    delta = {"role": "assistant", "content": text}
+                lp = chat_logprobs([event.token_id], [event.logprob], names) if event.logprob is not None else None
+                return api.chat_chunk(rid, model, delta, event.finish_reason, index, lp)
+            return sse(streams, body.include_usage, chunk,
+                       lambda n: api.usage_chunk(rid, model, "chat.completion.chunk", prompt_tokens(streams, 1), n))
+        await asyncio.gather(*(until_done(s, request) for s in streams))
+        return finished_or_error(streams, lambda: api.chat_body(
+            rid, model, [(s.text, s.finish_reason, chat_logprobs(s.token_ids, s.logprobs, names)
+                          if body.logprobs else None) for s in streams],
+            prompt_tokens(streams, body.n), sum(len(s.token_ids) for s in streams)))
 
     async def until_done(stream: RequestStream, request: Request) -> None:
         """Wait for a non-streamed request to end; if its client leaves first, cancel it (frees its KV)."""
@@ -195,8 +225,8 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
 
     def sse(streams: list[RequestStream], include_usage: bool, chunk, usage,
             first: list[dict] | None = None) -> StreamingResponse:
-        """The streams' events as server-sent events, interleaved as they come, each chunk with its
-        stream's index; `first` goes out before them (an echoed prompt)."""
+        """The streams' events as server-sent events, interleaved as they come: `chunk(index, event)`
+        makes each stream's chunk; `first` goes out before them (an echoed prompt)."""
         async def body():
             arrived: asyncio.Queue = asyncio.Queue()
 
@@ -218,12 +248,11 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
                     elif event.finish_reason == FinishReason.ERROR:
                         yield _sse(api.error_body(event.error or "request failed", "server_error", 500))
                         break
-                    elif event.token_id is not None:   # the last token's chunk carries the finish reason
-                        yield _sse(chunk(event.text, event.finish_reason, index))
-                    elif event.finish_reason is not None:   # ended without a token (an abort)
-                        yield _sse(chunk("", event.finish_reason, index))
+                    elif event.token_id is not None or event.finish_reason is not None:
+                        # the last token's chunk carries the finish reason; an abort ends without a token
+                        yield _sse(chunk(index, event))
                 if include_usage:
-                    yield _sse(usage(sum(s.prompt_tokens for s in streams), sum(len(s.token_ids) for s in streams)))
+                    yield _sse(usage(sum(len(s.token_ids) for s in streams)))
                 yield "data: [DONE]\n\n"
             finally:
                 for task in pumps:
