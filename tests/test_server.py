@@ -194,6 +194,21 @@ def test_client_disconnect_mid_stream_frees_its_kv(server):
     assert cluster.active_requests == 0
 
 
+# What vLLM's own example dashboard queries (vllm-project/vllm, examples/online_serving/prometheus_grafana/
+# grafana.json, commit 004f771f), all by model_name; its older versions also ask for the swapped and CPU-cache
+# series of vLLM's V0 engine, which have no meaning here.
+VLLM_DASHBOARD_METRICS = {
+    "vllm:e2e_request_latency_seconds_bucket", "vllm:e2e_request_latency_seconds_sum",
+    "vllm:e2e_request_latency_seconds_count", "vllm:prompt_tokens_total", "vllm:generation_tokens_total",
+    "vllm:time_per_output_token_seconds_bucket", "vllm:time_per_output_token_seconds_sum",
+    "vllm:time_per_output_token_seconds_count", "vllm:num_requests_running", "vllm:num_requests_waiting",
+    "vllm:time_to_first_token_seconds_bucket", "vllm:time_to_first_token_seconds_sum",
+    "vllm:time_to_first_token_seconds_count", "vllm:gpu_cache_usage_perc", "vllm:request_prompt_tokens_bucket",
+    "vllm:request_generation_tokens_bucket", "vllm:request_success_total", "vllm:request_queue_time_seconds_sum",
+    "vllm:request_prefill_time_seconds_sum", "vllm:request_decode_time_seconds_sum",
+    "vllm:request_max_num_generation_tokens_sum"}
+
+
 def test_metrics_expose_latency_histograms_and_kv_transfers(server):
     base, _ = server
     long_prompt = "Summarise: " + "the cache moves between workers. " * 30
@@ -214,6 +229,7 @@ def test_metrics_expose_latency_histograms_and_kv_transfers(server):
                for name in re.findall(r"(?:vllm|pdlab):\w+", target["expr"])}
     served = set(re.findall(r"^((?:vllm|pdlab):\w+)[{ ]", text, re.M))
     assert len(queried) >= 15 and queried <= served, queried - served
+    assert VLLM_DASHBOARD_METRICS <= served, VLLM_DASHBOARD_METRICS - served
     events = httpx.get(f"{base}/events").json()
     assert events["transfers"] and events["steps"] and "prefill-0" in events["workers"]
 

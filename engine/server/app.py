@@ -168,11 +168,11 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
                     lp = completion_logprobs([event.token_id], [event.logprob], names, offsets[index])
                     offsets[index] += len(lp["tokens"][0])
                 return api.completion_chunk(rid, model, event.text, event.finish_reason, index, lp)
-            return sse(streams, body.include_usage, chunk,
+            return sse(streams, body.n, body.include_usage, chunk,
                        lambda n: api.usage_chunk(rid, model, "text_completion", prompt_tokens(streams, body.n), n),
                        first=[api.completion_chunk(rid, model, e, None, i) for i, e in enumerate(echoes) if e])
         await asyncio.gather(*(until_done(s, request) for s in streams))
-        return finished_or_error(streams, lambda: api.completion_body(
+        return finished_or_error(streams, body.n, lambda: api.completion_body(
             rid, model, [(e + s.text, s.finish_reason, completion_logprobs(s.token_ids, s.logprobs, names)
                           if body.logprobs is not None else None) for e, s in zip(echoes, streams)],
             prompt_tokens(streams, body.n), sum(len(s.token_ids) for s in streams)))
@@ -194,10 +194,11 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
                     delta = {"role": "assistant", "content": text}
                 lp = chat_logprobs([event.token_id], [event.logprob], names) if event.logprob is not None else None
                 return api.chat_chunk(rid, model, delta, event.finish_reason, index, lp)
-            return sse(streams, body.include_usage, chunk,
-                       lambda n: api.usage_chunk(rid, model, "chat.completion.chunk", prompt_tokens(streams, 1), n))
+            return sse(streams, body.n, body.include_usage, chunk,
+                       lambda n: api.usage_chunk(rid, model, "chat.completion.chunk",
+                                                 prompt_tokens(streams, body.n), n))
         await asyncio.gather(*(until_done(s, request) for s in streams))
-        return finished_or_error(streams, lambda: api.chat_body(
+        return finished_or_error(streams, body.n, lambda: api.chat_body(
             rid, model, [(s.text, s.finish_reason, chat_logprobs(s.token_ids, s.logprobs, names)
                           if body.logprobs else None) for s in streams],
             prompt_tokens(streams, body.n), sum(len(s.token_ids) for s in streams)))
@@ -215,15 +216,24 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
                 await done
         await done
 
-    def finished_or_error(streams: list[RequestStream], body):
+    def observe(streams: list[RequestStream], n: int) -> None:
+        """The requests that ended, each, and each prompt's choices together (n per prompt)."""
         for stream in streams:
-            metrics.observe_request(stream.prompt_tokens, stream.timing, stream.finish_reason)
+            if stream.done:
+                metrics.observe_request(stream.prompt_tokens, stream.timing, stream.finish_reason)
+        for first in range(0, len(streams), n):
+            ended = [len(s.token_ids) for s in streams[first:first + n] if s.done]
+            if ended:
+                metrics.observe_choices(ended)
+
+    def finished_or_error(streams: list[RequestStream], n: int, body):
+        observe(streams, n)
         failed = next((s for s in streams if s.finish_reason == FinishReason.ERROR), None)
         if failed is not None:
             return fail(500, failed.error or "request failed", "server_error")
         return body()
 
-    def sse(streams: list[RequestStream], include_usage: bool, chunk, usage,
+    def sse(streams: list[RequestStream], n: int, include_usage: bool, chunk, usage,
             first: list[dict] | None = None) -> StreamingResponse:
         """The streams' events as server-sent events, interleaved as they come: `chunk(index, event)`
         makes each stream's chunk; `first` goes out before them (an echoed prompt)."""
@@ -260,8 +270,7 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
                 for stream in streams:
                     if not stream.done:
                         stream.cancel()  # the client went away (or a sibling failed): free the request and its KV
-                    else:
-                        metrics.observe_request(stream.prompt_tokens, stream.timing, stream.finish_reason)
+                observe(streams, n)
         return StreamingResponse(body(), media_type="text/event-stream")
 
     return app

