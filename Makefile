@@ -6,7 +6,7 @@ PORT ?= 8501
 # The lab listens on this machine only; `make lab ADDRESS=0.0.0.0` opens it to the network.
 ADDRESS ?= 127.0.0.1
 
-.PHONY: lab test bench clean
+.PHONY: lab test bench bench-clients clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,5 +29,8 @@ bench: $(STAMP)  # every figure in the README's results, about 25 minutes on 2 c
 	$(PY) benchmarks/planner_calibration.py
 	$(PY) benchmarks/soak.py
 
+bench-clients: $(STAMP)  # vLLM's and guidellm's clients from their own venvs (.bench-venvs/, several GB)
+	$(PY) benchmarks/openai_clients.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .bench-venvs .pytest_cache

@@ -2,7 +2,7 @@ import streamlit as st
 
 from lab.i18n import t
 from lab.kv_calculator import DTYPE_BYTES, LINKS, MODELS, human_bytes, kv_bytes, transfer_seconds
-from lab.lesson_experiments import MEASURED_PROMPT_TOKENS, measure_transports
+from lab.lesson_experiments import MEASURED_PROMPT_TOKENS, available_transports, measure_transports
 from lab.lesson_figures import link_times
 from lab.ui import page_frame, run_button, show_table
 
@@ -33,3 +33,6 @@ if measured:
     best = max(measured, key=lambda m: m["gbps"])
     st.info(t(lang, "l6_take_measured", transport=best["transport"], tokens=MEASURED_PROMPT_TOKENS,
               size=human_bytes(best["bytes"], units), gbps=f"{best['gbps']:.2f}", ms=f"{best['total_ms']:.0f}"))
+    for name, reason in available_transports().items():
+        if reason:
+            st.caption(t(lang, "l6_unavailable", transport=name, reason=reason))

@@ -65,7 +65,7 @@ def foreign_words(texts: list[str]) -> set[str]:
     kept = {w.lower() for w in glossary()["latin"]}
     words = set()
     for text in texts:
-        text = re.sub(r"\S+\.(com|org|io)\S*|`[^`]*`|<[^>]*>", " ", text)   # URLs, code, HTML tags
+        text = re.sub(r"\S+\.(com|org|io|ai)\S*|`[^`]*`|<[^>]*>", " ", text)   # URLs, code, HTML tags
         chunks = [c for c in text.split() if not re.search(r"\d", c)]   # identifiers, versions, 80GB: not words
         words |= {w for c in chunks for w in re.findall(r"[A-Za-z]{2,}", c) if w.lower() not in kept}
     return words

@@ -52,7 +52,7 @@ def test_disaggregated_greedy_output_is_token_identical_and_nothing_leaks(chat, 
         assert len(transfers) == len(QUESTIONS)
         for t in transfers:
             assert t.source == "prefill-0" and t.target == "decode-0" and t.transport == transport
-            assert t.copies == {"shm": 2, "disk": 4, "tcp": 4}[transport]
+            assert t.copies == {"shm": 2, "disk": 4, "tcp": 4, "nixl": 1}[transport]
             assert t.nbytes == t.tokens * 2 * 30 * 3 * 64 * 4   # K and V, 30 layers, 3 KV heads, fp32
             assert 0 < t.send_seconds and 0 < t.receive_seconds and t.total_seconds >= t.send_seconds
         assert kv_blocks_in_use(cluster) == 0

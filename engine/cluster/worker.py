@@ -34,11 +34,20 @@ RECENT_HAND_OFFS = 64     # KV sent lately, freed by the worker itself if its pa
 
 @dataclass
 class ActiveImport:
+    """The KV import in progress: a payload loaded a few layers per iteration (`received`), or a read
+    straight into the request's blocks that the transport completes (`pending`)."""
     hand_off: KVHandOff
     seq: Sequence
-    received: Received
     started: float
+    received: Received | None = None
+    pending: object | None = None   # the transport's PendingRead
     next_layer: int = 0
+
+    def abandon(self) -> None:
+        if self.received is not None:
+            self.received.close()
+        if self.pending is not None:
+            self.pending.cancel()
 
 
 class Outbox:
@@ -109,6 +118,7 @@ class Worker:
         self.sent: deque[KVHandle] = deque(maxlen=RECENT_HAND_OFFS)
         self.engine = LLMEngine(spec.engine, name=spec.name)
         self.transport = make_transport(spec.transport)
+        self.transport.attach(self.engine.cache)
         self.prefill_only: set[str] = set()
         self.imports: deque[KVHandOff] = deque()
         self.active_import: ActiveImport | None = None
@@ -121,7 +131,7 @@ class Worker:
         for hand_off in self.imports:
             hand_off.handle.discard()
         if self.active_import:
-            self.active_import.received.close()
+            self.active_import.abandon()
         if os.getppid() != self.parent:   # no router is left to forward or free what this worker sent
             for handle in self.sent:
                 handle.discard()
@@ -137,6 +147,7 @@ class Worker:
         for message in drain(self.inbox, wait_s=IDLE_WAIT_S if wait_for_work else 0.0):
             self._handle(message)
         report = StepReport(self.spec.name)
+        pool_changed = self.transport.poll()
         self._advance_import(report)
         if self.engine.has_work:
             try:
@@ -144,7 +155,7 @@ class Worker:
             except Exception as exc:  # a broken step fails its requests; the worker keeps serving
                 events = self.engine.fail_all(f"{self.spec.name}: step failed: {exc}")
             report.events.extend(self._hand_off_prefilled(events))
-        self._send(report)
+        self._send(report, load_changed=pool_changed)
 
     def _handle(self, message) -> None:
         if isinstance(message, AddRequest):
@@ -165,7 +176,7 @@ class Worker:
         active = self.active_import
         if active and active.hand_off.request_id == request_id:
             self.active_import = None
-            active.received.close()
+            active.abandon()
             self.engine.cancel_import(active.seq)
             self._send(StepReport(self.spec.name, events=[TokenEvent.end(request_id, FinishReason.ABORT)]))
         for hand_off in list(self.imports):
@@ -179,39 +190,69 @@ class Worker:
             self._send(StepReport(self.spec.name, events=[event]))
 
     def _advance_import(self, report: StepReport) -> None:
-        """Load transferred KV a few layers per loop iteration, between decode steps, in arrival
-        order and only when this worker's pool has room for it."""
+        """Bring transferred KV in between decode steps, in arrival order and only when this worker's
+        pool has room for it: a few layers per loop iteration, or a read the transport completes."""
         if self.active_import is None:
             if not self.imports or not self.engine.can_import(self.imports[0].num_kv_tokens):
                 return
-            hand_off = self.imports.popleft()
-            start = time.perf_counter()
+            self.active_import = self._start_import(self.imports.popleft(), report)
+            if self.active_import is None:
+                return
+        active = self.active_import
+        try:
+            if not self._import_done(active):
+                return
+        except TransferError as exc:
+            self.active_import = None
+            self.engine.cancel_import(active.seq)
+            report.events.append(self._error(active.hand_off.request_id, f"KV transfer failed: {exc}"))
+            return
+        self.active_import = None
+        done = time.perf_counter()
+        self.outbox.send(TransferDone(self.spec.name, active.hand_off.request_id, done - active.started, done))
+        report.events.extend(self.engine.finish_import(active.seq, active.hand_off.output_ids,
+                                                         active.hand_off.output_logprobs))
+
+    def _start_import(self, hand_off: KVHandOff, report: StepReport) -> ActiveImport | None:
+        start = time.perf_counter()
+        received = None
+        if not self.transport.reads_into_blocks:
             try:
                 received = self.transport.open(hand_off.handle, self.engine.cache.key.dtype)
             except (TransferError, OSError) as exc:
                 hand_off.handle.discard()
                 report.events.append(self._error(hand_off.request_id, f"KV transfer failed: {exc}"))
-                return
-            try:
-                seq = self.engine.begin_import(hand_off.prompt_ids, hand_off.num_kv_tokens, hand_off.params,
-                                               hand_off.request_id, hand_off.arrival)
-            except ValueError as exc:
+                return None
+        try:
+            seq = self.engine.begin_import(hand_off.prompt_ids, hand_off.num_kv_tokens, hand_off.params,
+                                           hand_off.request_id, hand_off.arrival)
+        except ValueError as exc:
+            if received is not None:
                 received.close()
-                report.events.append(self._error(hand_off.request_id, f"KV import refused: {exc}"))
-                return
-            self.active_import = ActiveImport(hand_off, seq, received, start)
-        active = self.active_import
+            else:
+                hand_off.handle.discard()
+            report.events.append(self._error(hand_off.request_id, f"KV import refused: {exc}"))
+            return None
+        if received is not None:
+            return ActiveImport(hand_off, seq, start, received=received)
+        try:
+            return ActiveImport(hand_off, seq, start, pending=self.transport.start_read(
+                hand_off.handle, self.engine.cache, seq.block_table))
+        except TransferError as exc:
+            self.engine.cancel_import(seq)
+            report.events.append(self._error(hand_off.request_id, f"KV transfer failed: {exc}"))
+            return None
+
+    def _import_done(self, active: ActiveImport) -> bool:
+        if active.pending is not None:
+            return active.pending.poll()
         layers = slice(active.next_layer, active.next_layer + LAYERS_PER_ITERATION)
         self.engine.cache.load(active.seq.block_table, active.received.payload, layers)
         active.next_layer = layers.stop
         if active.next_layer < self.engine.cache.key.shape[0]:
-            return
-        self.active_import = None
+            return False
         active.received.close()
-        done = time.perf_counter()
-        self.outbox.send(TransferDone(self.spec.name, active.hand_off.request_id, done - active.started, done))
-        report.events.extend(self.engine.finish_import(active.seq, active.hand_off.output_ids,
-                                                         active.hand_off.output_logprobs))
+        return True
 
     def _hand_off_prefilled(self, events: list[TokenEvent]) -> list[TokenEvent]:
         """On a prefill worker, a request's first token means its KV is complete: send it on.
@@ -238,13 +279,13 @@ class Worker:
     def _error(self, request_id: str, message: str) -> TokenEvent:
         return TokenEvent.end(request_id, FinishReason.ERROR, message)
 
-    def _send(self, report: StepReport) -> None:
+    def _send(self, report: StepReport, load_changed: bool = False) -> None:
         engine = self.engine
         # Reported records leave the worker: the router keeps the history, bounded.
         report.steps, report.finished = list(engine.steps), list(engine.finished)
         engine.steps.clear()
         engine.finished.clear()
-        if not (report.events or report.steps or report.finished):
+        if not (report.events or report.steps or report.finished or load_changed):
             return
         alloc = engine.cache.allocator
         report.load = WorkerLoad(len(engine.scheduler.running), len(engine.scheduler.waiting) + len(self.imports),

@@ -5,6 +5,8 @@ the two pools (one module each):
   shm   shared memory, 2 copies: the "minimum copies" route (CUDA IPC / NVLink in one node)
   disk  safetensors files, optional fsync, 4 copies: the NVMe/SSD or 3FS route
   tcp   a loopback socket pulled by the decode side, 4 copies: the network (RDMA) route
+  nixl  NVIDIA's NIXL library, as vLLM, SGLang and Dynamo use it: the decode worker reads the prefill
+        worker's blocks straight into its own, 1 copy (UCX: CMA on one host, RDMA, NVLink)
 """
 from __future__ import annotations
 
@@ -13,10 +15,17 @@ from dataclasses import dataclass
 from .base import KVHandle, Received, SendResult, TransferError, Transport
 from .disk import DiskHandle, DiskTransport, leaked_kv_folders
 from .shm import ShmHandle, SharedMemoryTransport, leaked_shm_segments
+from .nixl import NixlHandle, NixlTransport, unavailable_reason
 from .tcp import TcpHandle, TcpTransport
 
 # The one registry: a transport's name -> its class (which knows its copies and its handle type).
-TRANSPORTS: dict[str, type[Transport]] = {t.name: t for t in (SharedMemoryTransport, DiskTransport, TcpTransport)}
+TRANSPORTS: dict[str, type[Transport]] = {t.name: t for t in (SharedMemoryTransport, DiskTransport, TcpTransport,
+                                                               NixlTransport)}
+
+
+def available_transports() -> dict[str, str | None]:
+    """Each transport's name -> None if it works here, else why not (nixl needs its library)."""
+    return {name: (unavailable_reason() if name == NixlTransport.name else None) for name in TRANSPORTS}
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,9 @@ class TransportSettings:
     def __post_init__(self):
         if self.name not in TRANSPORTS:
             raise ValueError(f"transport must be one of {list(TRANSPORTS)}, got {self.name!r}")
+        reason = unavailable_reason() if self.name == NixlTransport.name else None
+        if reason:
+            raise ValueError(f"transport {self.name!r} is unavailable here ({reason}); the others work")
 
     @property
     def copies(self) -> int:
@@ -39,6 +51,6 @@ def make_transport(settings: TransportSettings) -> Transport:
     return TRANSPORTS[settings.name](settings)
 
 
-__all__ = ["TRANSPORTS", "TransportSettings", "make_transport", "Transport", "TransferError", "SendResult",
-           "Received", "KVHandle", "ShmHandle", "DiskHandle", "TcpHandle", "leaked_shm_segments",
-           "leaked_kv_folders"]
+__all__ = ["TRANSPORTS", "available_transports", "TransportSettings", "make_transport", "Transport", "TransferError",
+           "SendResult", "Received", "KVHandle", "ShmHandle", "DiskHandle", "TcpHandle", "NixlHandle",
+           "leaked_shm_segments", "leaked_kv_folders"]

@@ -48,14 +48,29 @@ class Received:
 class Transport:
     name: ClassVar[str]
     copies: ClassVar[int]   # copies of the KV bytes between the two pools on this route
+    # False: the decode side open()s a payload and loads it into its blocks. True: it reserves the
+    # blocks and start_read()s straight into them (nixl).
+    reads_into_blocks: ClassVar[bool] = False
 
     def __init__(self, settings: TransportSettings | None = None):
         """`settings` carries the options some transports have (the disk's folder and fsync)."""
+
+    def attach(self, cache: PagedKVCache) -> None:
+        """The worker's KV pool, once, before any transfer (a transport may register it)."""
+
+    def poll(self) -> bool:
+        """Called every worker iteration: a transport may finish its own bookkeeping here. True if
+        that changed the worker's KV pool (blocks freed)."""
+        return False
 
     def send(self, cache: PagedKVCache, block_table: list[int], num_tokens: int) -> SendResult:
         raise NotImplementedError
 
     def open(self, handle: KVHandle, dtype: torch.dtype) -> Received:
+        raise NotImplementedError
+
+    def start_read(self, handle: KVHandle, cache: PagedKVCache, block_table: list[int]):
+        """For reads_into_blocks transports: begin reading into `block_table`; poll() the result."""
         raise NotImplementedError
 
     def close(self) -> None:
