@@ -28,6 +28,7 @@ RUNS = [  # (label, mode, transport, conditional threshold)
     ("disaggregated 1P1D shm, every prompt to P", "disaggregated", "shm", 0),
     ("disaggregated 1P1D disk", "disaggregated", "disk", 1000),
     ("disaggregated 1P1D tcp", "disaggregated", "tcp", 1000),
+    ("disaggregated 1P1D nixl", "disaggregated", "nixl", 1000),
 ]
 
 

@@ -11,6 +11,7 @@ frees its blocks; blocks that no reader claims within HOLD_TIMEOUT_S are freed a
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from ...core.kv_cache import PagedKVCache
 from .base import SendResult, TransferError, Transport
 
 HOLD_TIMEOUT_S = 30.0   # a prefill worker frees sent blocks that no reader claimed within this
+PROGRESS_S = 0.002      # how often this agent's own thread lets UCX progress (reads of our blocks, notifications)
 READ_TIMEOUT_S = 30.0   # a decode worker gives up on a read that has not completed within this
 DONE, DROP = b"done:", b"drop:"   # notification prefixes: the reader has the KV / will never read it
 
@@ -116,14 +118,29 @@ class NixlTransport(Transport):
             raise TransferError(f"the nixl transport is unavailable here ({reason}); use shm, disk or tcp")
         api = _api()
         self.name_here = f"pdlab-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        # No progress thread: on a CPU it would spin on a core the engine needs; the worker loop
-        # drives progress when it polls.
-        self.agent = api.nixl_agent(self.name_here, api.nixl_agent_config(enable_prog_thread=False, backends=["UCX"]))
+        # NIXL's own progress thread polls without pause (a whole core, which the engine needs on a
+        # CPU); ours sleeps PROGRESS_S between polls (about 3% of a core), so a peer's read of our
+        # blocks progresses even while a long prefill step holds the worker's loop.
+        config = api.nixl_agent_config(enable_prog_thread=False, backends=["UCX"],
+                                       sync_mode=api.nixl_thread_sync_t.NIXL_THREAD_SYNC_STRICT)
+        self.agent = api.nixl_agent(self.name_here, config)
         self.cache: PagedKVCache | None = None
         self.held: dict[str, _Held] = {}
         self.remotes: dict[str, str] = {}   # prefill agent name -> the name NIXL knows it by
+        self._arrived: list[bytes] = []     # notifications the progress thread collected
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._progress = threading.Thread(target=self._progress_loop, name="nixl-progress", daemon=True)
+        self._progress.start()
         global _local
         _local = self
+
+    def _progress_loop(self) -> None:
+        while not self._stop.wait(PROGRESS_S):
+            arrived = [m for messages in self.agent.get_new_notifs().values() for m in messages]
+            if arrived:
+                with self._lock:
+                    self._arrived += arrived
 
     def attach(self, cache: PagedKVCache) -> None:
         self.cache = cache
@@ -153,10 +170,11 @@ class NixlTransport(Transport):
     def poll(self) -> bool:
         """Free the blocks whose reader is done (or will never read), and those held too long."""
         freed = False
-        for messages in self.agent.get_new_notifs().values():
-            for message in messages:
-                if message.startswith((DONE, DROP)):
-                    freed |= self._free(message[len(DONE):].decode())
+        with self._lock:
+            arrived, self._arrived = self._arrived, []
+        for message in arrived:
+            if message.startswith((DONE, DROP)):
+                freed |= self._free(message[len(DONE):].decode())
         now = time.monotonic()
         for key in [k for k, held in self.held.items() if held.until < now]:
             freed |= self._free(key)
@@ -217,6 +235,8 @@ class NixlTransport(Transport):
         global _local
         if _local is self:
             _local = None
+        self._stop.set()
+        self._progress.join(5)
         if self.cache is not None:
             self.agent.deregister_memory(self._registered)
         self.held.clear()
