@@ -82,7 +82,11 @@ def test_engine_keeps_serving_after_refusals(make_engine, chat):
 
 
 def test_unknown_model_without_internet_is_a_clear_error(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    # The hub reads HF_HUB_OFFLINE once, at import: set the constant too, or the test waits out ~45 s
+    # of retries against a network this machine does not have.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ModelLoadError, match="neither a local folder with a causal LM nor a model id"):
         load_model(str(tmp_path / "no-such-model"), device="cpu")
     with pytest.raises(ModelLoadError, match="could not load model 'someone/not-a-real-model'"):
