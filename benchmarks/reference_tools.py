@@ -65,24 +65,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextlib.contextmanager
-def pdlab_server(*args: str, ready_s: float = 300) -> Iterator[str]:
-    """`python -m engine serve ARGS` on a free port; its base URL while the block runs, then SIGTERM
-    (the server stops its workers) and, should it hang, SIGKILL for its whole process group."""
+def pdlab_server(*args: str, ready_s: float = 300):
+    """`python -m engine serve ARGS` on a free port, as server() runs it."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--port", str(port), *args], cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return server([sys.executable, "-m", "engine", "serve", "--port", str(port), *args], port, ready_s=ready_s)
+
+
+def vllm_server(model_folder: Path, *args: str, ready_s: float = 900):
+    """vLLM's CPU build serving a local model folder (its first start compiles for minutes)."""
+    port = free_port()
+    env = {**os.environ, "VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "4"}
+    return server([vllm_bin() / "vllm", "serve", str(model_folder), "--port", str(port), *args], port, env,
+                  ready_s)
+
+
+@contextlib.contextmanager
+def server(command: list, port: int, env: dict | None = None, ready_s: float = 300) -> Iterator[str]:
+    """A server process on `port`: its base URL once /health answers, while the block runs; then
+    SIGTERM and, should it hang, SIGKILL for its whole process group."""
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + ready_s
         while True:
             if server.poll() is not None:
-                raise RuntimeError(f"the pd-lab server exited with code {server.returncode} before it was ready")
+                raise RuntimeError(f"{command[0]} exited with code {server.returncode} before it was ready")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{base}/health", timeout=2).status_code == 200:
                     break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the pd-lab server was not ready after {ready_s:.0f} s")
+                raise RuntimeError(f"{command[0]} was not ready after {ready_s:.0f} s")
             time.sleep(0.5)
         yield base
     finally:
