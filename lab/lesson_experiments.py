@@ -36,12 +36,6 @@ def _tokens(n: int, rng: random.Random) -> list[int]:
     return [rng.randrange(1000, 40000) for _ in range(n)]
 
 
-def _matmul_params(model: torch.nn.Module) -> int:
-    """Parameters that take part in a token's matrix multiplies (the embedding lookup does not)."""
-    embedding = model.get_input_embeddings().weight.numel()
-    return sum(p.numel() for p in model.parameters()) - embedding
-
-
 def machine_limits(seconds: float = 0.5) -> dict:
     """This machine's measured peak: fp32 matmul GFLOP/s and memory copy GB/s."""
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
@@ -65,7 +59,7 @@ def measure_stages(loop: EngineLoop, prompt_lengths=(128, 512, 1024, 2048), batc
     """Prefill time vs prompt length and decode step time vs batch size, from the engine's own step
     records, with the arithmetic intensity of each (the roofline lesson)."""
     engine, rng = loop.engine, random.Random(0)
-    params = _matmul_params(engine.loaded.model)
+    params = engine.loaded.matmul_params
     bytes_per_param = engine.loaded.model.dtype.itemsize
     prefill = []
     for n in prompt_lengths:

@@ -15,6 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from .devices import resolve_device, resolve_dtype
+from .packed_linear import can_pack, pack_linear_layers
 from .paged_attention import ATTENTION_NAME, register_paged_attention
 
 BUNDLED = "bundled"
@@ -39,6 +40,7 @@ class LoadedModel:
     tokenizer: PreTrainedTokenizerBase
     device: torch.device
     dtype: torch.dtype
+    matmul_params: int   # parameters that take part in a token's matrix multiplies
 
     @property
     def config(self):
@@ -105,5 +107,10 @@ def load_model(name: str = BUNDLED, device: str = "auto", dtype: str = "auto") -
     register_paged_attention()
     model.config._attn_implementation = ATTENTION_NAME
     model.to(torch_device).eval()
+    # Counted before packing moves the linear weights out of the parameters. The embedding lookup is
+    # no matrix multiply; a tied output layer shares its parameters and is left out with it.
+    matmul_params = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
+    if can_pack(torch_device, torch_dtype):
+        pack_linear_layers(model)
     display = BUNDLED_NAME if name == BUNDLED else name
-    return LoadedModel(display, model, tokenizer, torch_device, torch_dtype)
+    return LoadedModel(display, model, tokenizer, torch_device, torch_dtype, matmul_params)
