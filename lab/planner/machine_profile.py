@@ -13,20 +13,26 @@ import time
 import torch
 
 from engine.core.model_loader import head_dim
+from engine.core.packed_linear import PackedLinear
 
 from .hardware import Curve, Device, ModelSpec
 
 ROWS = tuple(2 ** k for k in range(12))   # 1 .. 2048 tokens per step
 
 
-def _block_linears(model: torch.nn.Module) -> list[torch.nn.Linear]:
-    return [m for m in model.model.layers.modules() if isinstance(m, torch.nn.Linear)]
+def _block_linears(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The blocks' matrix multiplies, as the engine runs them (plain, or on packed weights)."""
+    return [m for m in model.model.layers.modules() if isinstance(m, (torch.nn.Linear, PackedLinear))]
+
+
+def _params(linears: list[torch.nn.Module]) -> int:
+    return sum(m.in_features * m.out_features for m in linears)
 
 
 def model_spec(model: torch.nn.Module, name: str) -> ModelSpec:
     """The planner's description of a loaded transformers model (parameters counted, not typed)."""
     cfg = model.config
-    return ModelSpec(name, sum(m.weight.numel() for m in _block_linears(model)), cfg.num_hidden_layers,
+    return ModelSpec(name, _params(_block_linears(model)), cfg.num_hidden_layers,
                      cfg.hidden_size, cfg.num_key_value_heads, head_dim(cfg), cfg.vocab_size, model.dtype.itemsize)
 
 
@@ -40,14 +46,14 @@ def gemm_seconds(model: torch.nn.Module, rows: int, repeats: int = 5) -> float:
     for _ in range(repeats):
         start = time.perf_counter()
         for m in linears:
-            torch.nn.functional.linear(inputs[m.in_features], m.weight)
+            m(inputs[m.in_features])
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
 def gemm_curve(model: torch.nn.Module) -> Curve:
     """FLOP/s the model's block matrix multiplies reach at each power of two of rows."""
-    params = sum(m.weight.numel() for m in _block_linears(model))
+    params = _params(_block_linears(model))
     return tuple((rows, 2 * params * rows / gemm_seconds(model, rows, 5 if rows <= 256 else 3)) for rows in ROWS)
 
 
