@@ -21,7 +21,6 @@ import os
 import platform
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +34,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.reference_tools import free_port  # noqa: E402
 from engine.cluster.transports import leaked_kv_folders, leaked_shm_segments  # noqa: E402
 RESULTS = ROOT / "results"
 KILL_WINDOW_S = 30.0   # after a kill, errors of healthy requests are expected: their worker died
@@ -50,12 +50,6 @@ BAD_REQUESTS = [  # (what, path, body as bytes) each must get a clear 4xx
     ("invalid UTF-8", "/v1/completions", b'{"prompt": "\xff\xfe", "max_tokens": 4}'),
     ("oversized body", "/v1/completions", {"prompt": "Hi", "user": "x" * (5 * 2 ** 20)}),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def leftovers() -> dict[str, set[str]]:

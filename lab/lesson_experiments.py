@@ -13,7 +13,7 @@ import torch
 
 from engine.cluster.cluster import Cluster
 from engine.cluster.topology import Mode, Topology
-from engine.cluster.transports import available_transports
+from engine.cluster.transports import working_transports
 from engine.core.config import EngineConfig, SamplingParams
 from engine.core.engine_loop import EngineLoop
 from engine.core.llm_engine import LLMEngine
@@ -149,7 +149,7 @@ def interference(mode: Mode, users: int = 8, long_tokens: int = 2000, transport:
 def measure_transports(prompt_tokens: int = MEASURED_PROMPT_TOKENS, transports=None) -> list[dict]:
     """One prompt's KV moved prefill -> decode over each transport that works on this machine."""
     rows = []
-    for name in transports or [n for n, reason in available_transports().items() if reason is None]:
+    for name in transports or working_transports():
         with Cluster(Topology(Mode.DISAGGREGATED), EngineConfig(kv_cache_tokens=4096), transport=name) as cluster:
             ids = _tokens(prompt_tokens, random.Random(2))
             cluster.submit(ids, SamplingParams(max_tokens=2, ignore_eos=True)).result(timeout=300)

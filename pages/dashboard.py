@@ -3,7 +3,7 @@ import time
 import streamlit as st
 
 from engine.cluster.topology import Mode
-from engine.cluster.transports import available_transports
+from engine.cluster.transports import working_transports
 from engine.metrics import stats
 from lab.device_stats import cpu_stats, gpu_stats
 from lab.figures import (compare_itl, engine_timeline, itl_timeline, rolling_itl, server_chart, throughput_chart,
@@ -32,9 +32,7 @@ with st.sidebar:
             c1, c2 = st.columns(2)
             prefill_workers = c1.number_input(t(lang, "prefill_workers"), 1, 8, 1, key="prefill_workers")
             decode_workers = c2.number_input(t(lang, "decode_workers"), 1, 8, 1, key="decode_workers")
-            transport = st.selectbox(t(lang, "transport"),
-                                     [name for name, reason in available_transports().items() if reason is None],
-                                     key="transport")
+            transport = st.selectbox(t(lang, "transport"), working_transports(), key="transport")
             threshold = st.number_input(t(lang, "conditional"), 0, 8192, 1000, step=100, key="threshold")
         if mode == Mode.CHUNKED:
             chunk = st.select_slider(t(lang, "chunk_size"), [32, 64, 128, 256, 512, 1024], 256, key="chunk")

@@ -1,8 +1,9 @@
 import streamlit as st
 
+from engine.cluster.transports import available_transports
 from lab.i18n import t
 from lab.kv_calculator import DTYPE_BYTES, LINKS, MODELS, human_bytes, kv_bytes, transfer_seconds
-from lab.lesson_experiments import MEASURED_PROMPT_TOKENS, available_transports, measure_transports
+from lab.lesson_experiments import MEASURED_PROMPT_TOKENS, measure_transports
 from lab.lesson_figures import link_times
 from lab.ui import page_frame, run_button, show_table
 

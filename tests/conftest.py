@@ -1,10 +1,13 @@
-"""Shared fixtures: the bundled model is loaded once per test session, on CPU."""
+"""Shared fixtures (the bundled model is loaded once per test session, on CPU) and helpers."""
 from __future__ import annotations
+
+import socket
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from engine.cluster.messages import StepReport
 from engine.cluster.transports import leaked_kv_folders, leaked_shm_segments
 from engine.core.config import EngineConfig
 from engine.core.llm_engine import LLMEngine
@@ -66,3 +69,22 @@ def nothing_left_behind():
     yield
     left = kv_leftovers() - before
     assert not left, f"the tests left KV segments or folders behind: {sorted(left)}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Collected:
+    """Stands in for the pipe to the router: keeps what the worker sends."""
+
+    def __init__(self):
+        self.messages = []
+
+    def send(self, message):
+        self.messages.append(message)
+
+    def events(self):
+        return [e for m in self.messages if isinstance(m, StepReport) for e in m.events]

@@ -2,7 +2,6 @@
 start the engine, start users, inject a long prompt, see the ITL chart mark it; save a screenshot."""
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -11,6 +10,8 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+
+from tests.conftest import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,12 +26,6 @@ if not Path(CHROMIUM).exists():
     if os.environ.get("CI"):
         raise RuntimeError(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium package")
     pytest.skip(f"{CHROMIUM} is missing: `apt-get install -y chromium` (as .ci/run does)", allow_module_level=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine.cluster.transports import available_transports
+from engine.cluster.transports import working_transports
 from tests.labels import foreign_words, visible_texts
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -72,8 +72,7 @@ def test_every_experiment_runs_on_the_real_engine_and_feeds_the_summary_and_quiz
     decode_steps = [b for b in fixed["timeline"] if b["lane"] == "decode-0"]
     assert decode_steps and max(b["seconds"] for b in decode_steps) < long_bars["prefill"]["seconds"] / 3
     assert [w["role"] for w in fixed["workers"]] == ["prefill", "decode"]
-    working = {name for name, why_not in available_transports().items() if not why_not}
-    assert {m["transport"] for m in results["transports"]} == working
+    assert {m["transport"] for m in results["transports"]} == set(working_transports())
     cold, warm, expired = results["lifetime"]
     assert warm["cached_tokens"] > 0 and cold["cached_tokens"] == expired["cached_tokens"] == 0
 

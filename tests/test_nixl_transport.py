@@ -10,26 +10,16 @@ from dataclasses import replace
 import pytest
 import torch
 
-from engine.cluster.messages import Abort, AddRequest, ImportKV, KVReady, StepReport, TransferDone
+from engine.cluster.messages import Abort, AddRequest, ImportKV, KVReady, TransferDone
 from engine.cluster.placement import WorkerSpec
 from engine.cluster.topology import Role
 from engine.cluster.transports import TransportSettings, available_transports, nixl
 from engine.cluster.worker import Worker
 from engine.core.config import EngineConfig, SamplingParams
 from engine.core.kv_cache import PagedKVCache
+from tests.conftest import Collected
 
 pytestmark = pytest.mark.skipif(available_transports()["nixl"] is not None, reason="NIXL cannot load here")
-
-
-class Collected:
-    def __init__(self):
-        self.messages = []
-
-    def send(self, message):
-        self.messages.append(message)
-
-    def events(self):
-        return [e for m in self.messages if isinstance(m, StepReport) for e in m.events]
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """The OpenAI-compatible server over real HTTP on loopback, and the load generator against it."""
 import json
 import re
-import socket
 import threading
 import time
 from pathlib import Path
@@ -15,14 +14,9 @@ from engine.core.config import EngineConfig, SamplingParams
 from engine.server.app import create_app
 from engine.cluster.topology import Topology
 from lab.http_target import HttpTarget
+from tests.conftest import free_port
 
 MODEL = "SmolLM2-135M-Instruct"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

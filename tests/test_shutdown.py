@@ -3,7 +3,6 @@ multiprocessing resource tracker, shared-memory segments and KV files go with it
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,15 +15,9 @@ import pytest
 
 from engine.cluster import shutdown
 from engine.cluster.shutdown import exit_on_signals
-from tests.conftest import kv_leftovers
+from tests.conftest import free_port, kv_leftovers
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def semaphores() -> set[str]:

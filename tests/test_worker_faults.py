@@ -5,25 +5,13 @@ import socket
 
 import pytest
 
-from engine.cluster.messages import Abort, AddRequest, ImportKV, KVHandOff, KVReady, StepReport, TransferDone
+from engine.cluster.messages import Abort, AddRequest, ImportKV, KVHandOff, KVReady, TransferDone
 from engine.cluster.placement import WorkerSpec
 from engine.cluster.topology import Role
 from engine.cluster.transports import DiskHandle, ShmHandle, TcpHandle, TransportSettings
 from engine.cluster.worker import LAYERS_PER_ITERATION, Worker
 from engine.core.config import EngineConfig, SamplingParams
-
-
-class Collected:
-    """Stands in for the pipe to the router: keeps what the worker sends."""
-
-    def __init__(self):
-        self.messages = []
-
-    def send(self, message):
-        self.messages.append(message)
-
-    def events(self):
-        return [e for m in self.messages if isinstance(m, StepReport) for e in m.events]
+from tests.conftest import Collected
 
 
 @pytest.fixture

@@ -136,8 +136,7 @@ class LLMEngine:
         start = time.perf_counter()
         sampling, logits = self.runner.run(scheduled.work)
         tokens = sample(logits, sampling, self.eos_ids) if sampling else []
-        probs = logprobs(logits, sampling, tokens) if any(s.params.logprobs is not None for s in sampling) \
-            else [None] * len(tokens)
+        probs = logprobs(logits, sampling, tokens)
         now = time.perf_counter()
         self.steps.append(StepRecord(start, now - start, scheduled.kind,
                                      sum(n for _, n in scheduled.work), len(scheduled.work), self.name,

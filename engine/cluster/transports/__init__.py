@@ -23,9 +23,18 @@ TRANSPORTS: dict[str, type[Transport]] = {t.name: t for t in (SharedMemoryTransp
                                                                NixlTransport)}
 
 
+def why_unavailable(name: str) -> str | None:
+    """None if the transport works here, else why not (only nixl needs a library that may not load)."""
+    return unavailable_reason() if name == NixlTransport.name else None
+
+
 def available_transports() -> dict[str, str | None]:
-    """Each transport's name -> None if it works here, else why not (nixl needs its library)."""
-    return {name: (unavailable_reason() if name == NixlTransport.name else None) for name in TRANSPORTS}
+    """Each transport's name -> None if it works here, else why not."""
+    return {name: why_unavailable(name) for name in TRANSPORTS}
+
+
+def working_transports() -> list[str]:
+    return [name for name in TRANSPORTS if why_unavailable(name) is None]
 
 
 @dataclass(frozen=True)
@@ -38,7 +47,7 @@ class TransportSettings:
     def __post_init__(self):
         if self.name not in TRANSPORTS:
             raise ValueError(f"transport must be one of {list(TRANSPORTS)}, got {self.name!r}")
-        reason = unavailable_reason() if self.name == NixlTransport.name else None
+        reason = why_unavailable(self.name)
         if reason:
             raise ValueError(f"transport {self.name!r} is unavailable here ({reason}); the others work")
 
@@ -51,6 +60,6 @@ def make_transport(settings: TransportSettings) -> Transport:
     return TRANSPORTS[settings.name](settings)
 
 
-__all__ = ["TRANSPORTS", "available_transports", "TransportSettings", "make_transport", "Transport", "TransferError",
-           "SendResult", "Received", "KVHandle", "ShmHandle", "DiskHandle", "TcpHandle", "NixlHandle",
-           "leaked_shm_segments", "leaked_kv_folders"]
+__all__ = ["TRANSPORTS", "available_transports", "working_transports", "TransportSettings", "make_transport",
+           "Transport", "TransferError", "SendResult", "Received", "KVHandle", "ShmHandle", "DiskHandle", "TcpHandle",
+           "NixlHandle", "leaked_shm_segments", "leaked_kv_folders"]

@@ -186,10 +186,6 @@ class NixlTransport(Transport):
             self.cache.release(held.blocks)
         return held is not None
 
-    @property
-    def held_blocks(self) -> int:
-        return sum(len(h.blocks) for h in self.held.values())
-
     # ---- decode side ----
 
     def start_read(self, handle: NixlHandle, cache: PagedKVCache, block_table: list[int]) -> PendingRead:
