@@ -8,7 +8,6 @@ Takes about five minutes on 2 cores: each page runs its experiment on the real e
 """
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,9 @@ import httpx
 from playwright.sync_api import expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.reference_tools import free_port  # noqa: E402
+
 DOCS = ROOT / "docs"
 CHROMIUM = "/usr/bin/chromium"
 PAGES = [("learn_1_stages", "1. Two stages", "Measure prefill and decode"),
@@ -26,12 +28,6 @@ PAGES = [("learn_1_stages", "1. Two stages", "Measure prefill and decode"),
          ("learn_5_fix", "5. The fix: disaggregated prefill", "Run it"),
          ("learn_6_travel", "6. How the KV cache travels", "Measure the transports of this machine")]
 RUSSIAN_TITLES = {"learn_4_problem": "4. Проблема", "learn_5_fix": "5. Решение: disaggregated prefill"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_lab(port: int, runs: str) -> subprocess.Popen:
