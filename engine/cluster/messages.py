@@ -57,6 +57,30 @@ class ImportKV:
 
 
 @dataclass
+class Reserve:
+    """Push transports: reserve blocks for a prompt that a prefill worker is about to compute."""
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    arrival: float
+
+
+@dataclass
+class PushTo:
+    """To the prefill worker: where the decode worker reserved this prompt's blocks."""
+    request_id: str
+    target: object   # the transport's PushTarget
+
+
+@dataclass
+class Release:
+    """To the decode worker: the request ended before its KV came; free the reservation once its
+    writer (if it was told where to write) says it has stopped."""
+    request_id: str
+    written: bool
+
+
+@dataclass
 class Abort:
     request_id: str
 
@@ -89,6 +113,13 @@ class StepReport:
 class KVReady:
     worker: str
     hand_off: KVHandOff
+
+
+@dataclass
+class Reserved:
+    worker: str
+    request_id: str
+    target: object   # the transport's PushTarget
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 Colocated / chunked: a request goes to the least-loaded worker and stays there.
 Disaggregated: a request goes to a prefill worker; when its KV is ready the router picks a decode
-worker and forwards the hand-off. With conditional disaggregation (as in NVIDIA Dynamo), a prompt
+worker and forwards the hand-off. With a push transport (nixl) the decode worker is picked up front:
+it reserves blocks for the prompt, and the router passes their addresses to the prefill worker,
+which writes the KV into them while it computes. With conditional disaggregation (as in NVIDIA Dynamo), a prompt
 shorter than the threshold is prefilled on the decode worker itself.
 A worker that dies fails only its own requests. Not thread-safe: the cluster calls it under its lock.
 """
@@ -13,11 +15,11 @@ from ..core.events import FinishReason, TokenEvent
 from ..core.request_stream import RequestStream
 from ..core.sequence import RequestRecord, StepRecord
 from .history import REQUESTS_KEPT, STEPS_KEPT, TRANSFERS_KEPT, BoundedDict, History
-from .messages import (Abort, AddRequest, ImportKV, KVHandle, KVReady, Ready, StepReport, TransferDone, WorkerFailed,
-                       WorkerLoad)
+from .messages import (Abort, AddRequest, ImportKV, KVHandle, KVReady, PushTo, Ready, Release, Reserve, Reserved,
+                       StepReport, TransferDone, WorkerFailed, WorkerLoad)
 from .records import TransferRecord, WorkerStatus
 from .topology import Mode, Role, Topology
-from .transports import TransportSettings
+from .transports import TRANSPORTS, TransportSettings
 from .worker_pool import ClusterError, WorkerPool, WorkerProcess
 
 
@@ -37,6 +39,8 @@ class Router:
         self._load: dict[str, WorkerLoad] = {name: WorkerLoad() for name in pool.workers}
         self._pending_handles: dict[str, KVHandle] = {}  # sent on to a decode worker, not yet loaded
         self._aborted: set[str] = set()   # cancelled, not yet ended: a hand-off for one of them is dropped
+        self._reserved_on: dict[str, str] = {}   # push: request id -> the decode worker holding blocks for it
+        self._targeted: set[str] = set()          # push: reservations whose address the prefill worker has
 
     # ---- requests in ------------------------------------------------------------------------------
 
@@ -52,6 +56,10 @@ class Router:
             prefill_only, worker = False, self._pick(Role.COLOCATED)
         self.streams[stream.request_id] = stream
         self._assign(stream.request_id, worker)
+        if prefill_only and TRANSPORTS[self.transport.name].pushes:
+            self._reserved_on[stream.request_id] = decode.spec.name
+            self._outstanding[decode.spec.name].add(stream.request_id)   # its death fails the request
+            decode.inbox.put(Reserve(stream.request_id, prompt_ids, params, stream.sent))
         worker.inbox.put(AddRequest(stream.request_id, prompt_ids, params, stream.sent, prefill_only))
 
     def abort(self, request_id: str) -> None:
@@ -88,6 +96,8 @@ class Router:
                 self._deliver(event)
         elif isinstance(message, KVReady):
             self._route_kv(message)
+        elif isinstance(message, Reserved):
+            self._pass_target(message)
         elif isinstance(message, TransferDone):
             self._pending_handles.pop(message.request_id, None)
             record = self.transfers.get(message.request_id)
@@ -111,7 +121,7 @@ class Router:
             self._deliver(TokenEvent.end(hand_off.request_id, FinishReason.ABORT))
             return
         try:
-            target = self._pick(Role.DECODE)
+            target = self._decode_worker_for(hand_off.request_id)
         except ClusterError as exc:
             hand_off.handle.discard()
             self.fail(hand_off.request_id, str(exc))
@@ -122,6 +132,26 @@ class Router:
         self._pending_handles[hand_off.request_id] = hand_off.handle
         self._assign(hand_off.request_id, target)
         target.inbox.put(ImportKV(hand_off))
+
+    def _decode_worker_for(self, request_id: str) -> WorkerProcess:
+        """The one holding blocks for it, if any (it may have none: it reserves only when it has room)."""
+        name = self._reserved_on.pop(request_id, None)
+        self._targeted.discard(request_id)
+        if name is None:
+            return self._pick(Role.DECODE)
+        worker = self.pool.workers[name]
+        if not worker.alive:
+            raise ClusterError(f"decode worker {name}, which held this request's blocks, is down")
+        return worker
+
+    def _pass_target(self, reserved: Reserved) -> None:
+        """A decode worker reserved blocks: tell the prefill worker where to write."""
+        request_id = reserved.request_id
+        prefill = self.pool.workers.get(self._where.get(request_id, ""))
+        if self._reserved_on.get(request_id) != reserved.worker or prefill is None or not prefill.alive:
+            return   # ended meanwhile: the Release sent then frees the blocks
+        self._targeted.add(request_id)
+        prefill.inbox.put(PushTo(request_id, reserved.target))
 
     def _deliver(self, event: TokenEvent) -> None:
         stream = self.streams.get(event.request_id)
@@ -137,6 +167,12 @@ class Router:
         name = self._where.pop(request_id, None)
         if name:
             self._outstanding[name].discard(request_id)
+        reserved_on = self._reserved_on.pop(request_id, None)
+        if reserved_on:
+            self._outstanding[reserved_on].discard(request_id)
+            if self.pool.workers[reserved_on].alive:
+                self.pool.send(reserved_on, Release(request_id, written=request_id in self._targeted))
+        self._targeted.discard(request_id)
         handle = self._pending_handles.pop(request_id, None)
         if handle:
             handle.discard()

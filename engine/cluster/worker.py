@@ -6,6 +6,7 @@ imports handed-off KV and streams the rest.
 """
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import signal
@@ -20,8 +21,8 @@ from ..core.events import FinishReason, TokenEvent
 from ..core.inbox import drain
 from ..core.llm_engine import LLMEngine
 from ..core.sequence import Sequence
-from .messages import (Abort, AddRequest, ImportKV, KVHandOff, KVReady, Ready, Shutdown, StepReport, TransferDone,
-                       WorkerFailed, WorkerLoad)
+from .messages import (Abort, AddRequest, ImportKV, KVHandOff, KVReady, PushTo, Ready, Release, Reserve, Reserved,
+                       Shutdown, StepReport, TransferDone, WorkerFailed, WorkerLoad)
 from .placement import WorkerSpec
 from .transports import KVHandle, Received, TransferError, make_transport
 
@@ -34,14 +35,15 @@ RECENT_HAND_OFFS = 64     # KV sent lately, freed by the worker itself if its pa
 
 @dataclass
 class ActiveImport:
-    """The KV import in progress: a payload loaded a few layers per iteration (`received`), or a read
-    straight into the request's blocks that the transport completes (`pending`)."""
+    """A KV import in progress: a payload loaded a few layers per iteration (`received`), or a transfer
+    straight into the request's blocks that the transport completes (`pending`: a read, or a push)."""
     hand_off: KVHandOff
     seq: Sequence
     started: float
     received: Received | None = None
-    pending: object | None = None   # the transport's PendingRead
+    pending: object | None = None   # the transport's pending transfer: poll(), cancel(), finished_at
     next_layer: int = 0
+    reserved: bool = False          # into blocks reserved before the prefill (a writer may still write)
 
     def abandon(self) -> None:
         if self.received is not None:
@@ -122,6 +124,13 @@ class Worker:
         self.prefill_only: set[str] = set()
         self.imports: deque[KVHandOff] = deque()
         self.active_import: ActiveImport | None = None
+        # Push transports: blocks reserved for prompts still prefilling elsewhere, imports into them
+        # (they wait for no room, so they skip the queue), and reservations freed once no writer writes.
+        self.reserved: dict[str, Sequence] = {}
+        self.landing: list[ActiveImport] = []
+        self.releasing: list[tuple[Sequence, float]] = []
+        if self.transport.pushes:
+            self.engine.layer_written = self.transport.layer_written
         device = self.engine.loaded.device
         outbox.send(Ready(spec.name, str(device), describe_device(device)))
 
@@ -130,8 +139,8 @@ class Worker:
             self.step(wait_for_work=self.idle)
         for hand_off in self.imports:
             hand_off.handle.discard()
-        if self.active_import:
-            self.active_import.abandon()
+        for active in filter(None, [self.active_import, *self.landing]):
+            active.abandon()
         if os.getppid() != self.parent:   # no router is left to forward or free what this worker sent
             for handle in self.sent:
                 handle.discard()
@@ -140,21 +149,27 @@ class Worker:
 
     @property
     def idle(self) -> bool:
-        return not self.engine.has_work and not self.imports and self.active_import is None
+        return not self.engine.has_work and not self.imports and self.active_import is None and not self.landing
 
     def step(self, wait_for_work: bool = False) -> None:
         """Read the router's messages, load a few layers of a KV import, run one engine step, report."""
         for message in drain(self.inbox, wait_s=IDLE_WAIT_S if wait_for_work else 0.0):
             self._handle(message)
         report = StepReport(self.spec.name)
-        pool_changed = self.transport.poll()
+        pool_changed = self.transport.poll() | self._free_released()
         self._advance_import(report)
+        for active in list(self.landing):
+            self._advance_one(active, report)
         if self.engine.has_work:
             try:
                 events = self.engine.step()
             except Exception as exc:  # a broken step fails its requests; the worker keeps serving
                 events = self.engine.fail_all(f"{self.spec.name}: step failed: {exc}")
             report.events.extend(self._hand_off_prefilled(events))
+        if self.transport.pushes:
+            for request_id in self.transport.pushing:
+                if request_id not in self.engine.sequences:   # ended here without a hand-off
+                    self.transport.drop(request_id)
         self._send(report, load_changed=pool_changed)
 
     def _handle(self, message) -> None:
@@ -166,18 +181,26 @@ class Worker:
             except ValueError as exc:
                 self._send(StepReport(self.spec.name, events=[self._error(message.request_id, str(exc))]))
         elif isinstance(message, ImportKV):
-            self.imports.append(message.hand_off)
+            if message.hand_off.request_id in self.reserved:
+                self._land(message.hand_off)
+            else:
+                self.imports.append(message.hand_off)
+        elif isinstance(message, Reserve):
+            self._reserve(message)
+        elif isinstance(message, PushTo):
+            self._push_to(message)
+        elif isinstance(message, Release):
+            seq = self.reserved.pop(message.request_id, None)
+            if seq is not None:
+                self._release(seq, message.written)
         elif isinstance(message, Abort):
             self._abort(message.request_id)
         elif isinstance(message, Shutdown):
             self.stop.set()
 
     def _abort(self, request_id: str) -> None:
-        active = self.active_import
-        if active and active.hand_off.request_id == request_id:
-            self.active_import = None
-            active.abandon()
-            self.engine.cancel_import(active.seq)
+        for active in [a for a in [self.active_import, *self.landing] if a and a.hand_off.request_id == request_id]:
+            self._drop_import(active)
             self._send(StepReport(self.spec.name, events=[TokenEvent.end(request_id, FinishReason.ABORT)]))
         for hand_off in list(self.imports):
             if hand_off.request_id == request_id:
@@ -198,20 +221,94 @@ class Worker:
             self.active_import = self._start_import(self.imports.popleft(), report)
             if self.active_import is None:
                 return
-        active = self.active_import
+        self._advance_one(self.active_import, report)
+
+    def _advance_one(self, active: ActiveImport, report: StepReport) -> None:
         try:
             if not self._import_done(active):
                 return
         except TransferError as exc:
-            self.active_import = None
-            self.engine.cancel_import(active.seq)
+            self._drop_import(active, abandon=False)
             report.events.append(self._error(active.hand_off.request_id, f"KV transfer failed: {exc}"))
             return
-        self.active_import = None
-        done = time.perf_counter()
+        self._forget_import(active)
+        done = active.pending.finished_at if active.pending else time.perf_counter()
         self.outbox.send(TransferDone(self.spec.name, active.hand_off.request_id, done - active.started, done))
         report.events.extend(self.engine.finish_import(active.seq, active.hand_off.output_ids,
                                                          active.hand_off.output_logprobs))
+
+    def _forget_import(self, active: ActiveImport) -> None:
+        if active is self.active_import:
+            self.active_import = None
+        else:
+            self.landing.remove(active)
+
+    def _drop_import(self, active: ActiveImport, abandon: bool = True) -> None:
+        """An import that will not complete (aborted, failed): free its blocks, at once or, for
+        reserved ones, when no writer can write into them any more."""
+        self._forget_import(active)
+        if abandon:
+            active.abandon()
+        if active.reserved:
+            self._release(active.seq, written=True)
+        else:
+            self.engine.cancel_import(active.seq)
+
+    # ---- push transports: blocks reserved before the prefill ----
+
+    def _reserve(self, message: Reserve) -> None:
+        """Reserve blocks for a prompt another worker prefills, and say where they are. With no room
+        now, say nothing: the prompt is pulled when it is ready, as with no reservation."""
+        engine = self.engine
+        if message.request_id in engine.sequences or not engine.can_import(len(message.prompt_ids)):
+            return
+        try:
+            seq = engine.begin_import(message.prompt_ids, len(message.prompt_ids), message.params,
+                                      message.request_id, message.arrival)
+        except ValueError:
+            return   # the prefill worker refuses the prompt itself, with the reason
+        self.reserved[message.request_id] = seq
+        self.outbox.send(Reserved(self.spec.name, message.request_id,
+                                  self.transport.push_target(message.request_id, seq.block_table)))
+
+    def _push_to(self, message: PushTo) -> None:
+        """On the prefill worker: write this prompt's KV into the decode worker's reserved blocks from
+        now on; a target too late for its prompt is declined, so the reservation is freed at once."""
+        seq = self.engine.sequences.get(message.request_id)
+        if seq is None or message.request_id not in self.prefill_only:
+            self.transport.decline(message.request_id, message.target)
+        else:
+            self.transport.set_target(message.request_id, message.target, seq.block_table, seq.num_computed)
+
+    def _land(self, hand_off: KVHandOff) -> None:
+        """A hand-off for reserved blocks: pushed there already (or being pushed), or to be read into
+        them; it needs no room, so it does not queue behind the other imports."""
+        seq = self.reserved.pop(hand_off.request_id)
+        # A push's transfer began when the prefill worker sealed it, not when this worker looked.
+        started = min(time.perf_counter(), hand_off.send_started + hand_off.send_seconds)
+        try:
+            pending = self.transport.start_read(hand_off.handle, self.engine.cache, seq.block_table)
+        except TransferError as exc:
+            self._release(seq, written=True)
+            self._send(StepReport(self.spec.name, events=[
+                self._error(hand_off.request_id, f"KV transfer failed: {exc}")]))
+            return
+        self.landing.append(ActiveImport(hand_off, seq, started, pending=pending, reserved=True))
+
+    def _release(self, seq: Sequence, written: bool) -> None:
+        """Free reserved blocks: at once if no writer was told of them, else once it says it stopped."""
+        self.engine.sequences.pop(seq.request_id, None)
+        if written:
+            self.releasing.append((seq, time.monotonic()))
+        else:
+            self.engine.cancel_import(seq)
+
+    def _free_released(self) -> bool:
+        done = [(seq, since) for seq, since in self.releasing if self.transport.writes_ended(seq.request_id, since)]
+        for item in done:
+            self.releasing.remove(item)
+            self.engine.cancel_import(item[0])
+        return bool(done)
 
     def _start_import(self, hand_off: KVHandOff, report: StepReport) -> ActiveImport | None:
         start = time.perf_counter()
@@ -269,7 +366,14 @@ class Worker:
                 forward.append(event)
                 continue
             self.prefill_only.discard(rid)
-            seq, sent = self.engine.hand_off(rid, self.transport.send)
+            send = self.transport.send
+            if self.transport.pushes and rid in self.transport.pushing:
+                send = functools.partial(self.transport.seal, rid)
+            try:
+                seq, sent = self.engine.hand_off(rid, send)
+            except (TransferError, OSError) as exc:   # the engine freed the prompt's blocks
+                forward.append(self._error(rid, f"KV transfer failed: {exc}"))
+                continue
             self.sent.append(sent.handle)
             self.outbox.send(KVReady(self.spec.name, KVHandOff(
                 rid, seq.prompt_ids, seq.output_ids, seq.params, seq.record.arrival, sent.handle, seq.num_computed,

@@ -47,6 +47,8 @@ class LLMEngine:
         self.sequences: dict[str, Sequence] = {}
         self.finished: list[RequestRecord] = []
         self.steps: list[StepRecord] = []
+        # Told of each layer's KV as soon as a step has put it in the pool (a push transport sends it then).
+        self.layer_written: Callable[[int, list[tuple[Sequence, int]]], None] | None = None
         self._ids = itertools.count()
 
     def _eos_ids(self) -> set[int]:
@@ -134,7 +136,7 @@ class LLMEngine:
             return []
         prompting = tuple(seq.request_id for seq, _ in scheduled.work if seq.num_computed < len(seq.prompt_ids))
         start = time.perf_counter()
-        sampling, logits = self.runner.run(scheduled.work)
+        sampling, logits = self.runner.run(scheduled.work, self.layer_written)
         tokens = sample(logits, sampling, self.eos_ids) if sampling else []
         probs = logprobs(logits, sampling, tokens)
         now = time.perf_counter()

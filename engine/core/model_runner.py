@@ -1,6 +1,8 @@
 """Turn a scheduled step into one packed forward pass and return the logits that get sampled."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .kv_cache import PagedKVCache
@@ -17,15 +19,19 @@ class ModelRunner:
         self.device = device
 
     @torch.inference_mode()
-    def run(self, work: list[tuple[Sequence, int]]) -> tuple[list[Sequence], torch.Tensor]:
+    def run(self, work: list[tuple[Sequence, int]],
+            layer_written: Callable[[int, list[tuple[Sequence, int]]], None] | None = None
+            ) -> tuple[list[Sequence], torch.Tensor]:
         """Feed each sequence its next tokens; return the sequences that reached their last
-        pending token (they sample now) and their logits, one row each."""
+        pending token (they sample now) and their logits, one row each. `layer_written(layer, work)`,
+        if given, hears of each layer's KV as soon as it is in the pool (before num_computed moves)."""
         decodes = sorted(((s, n) for s, n in work if n == 1), key=lambda w: w[0].num_computed)
         prefills = [(s, n) for s, n in work if n > 1]
         ordered = decodes + prefills  # the attention function expects decode rows first
 
         ids, positions, write_slots, last_rows, sampling = [], [], [], [], []
-        batch = StepBatch(self.cache, write_slots=torch.empty(0))
+        batch = StepBatch(self.cache, write_slots=torch.empty(0),
+                          after_layer=(lambda layer: layer_written(layer, work)) if layer_written else None)
         row = 0
         for seq, n in ordered:
             start = seq.num_computed

@@ -10,6 +10,7 @@ which writes the new k, v into the pool and attends each sequence only to its ow
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -57,6 +58,7 @@ class StepBatch:
     write_slots: torch.Tensor                    # pool slot of every fed token, in packed order
     decodes: list[DecodeGroup] = field(default_factory=list)   # decode rows come first
     prefills: list[PrefillSegment] = field(default_factory=list)
+    after_layer: Callable[[int], None] | None = None   # told as soon as a layer's KV of this step is in the pool
 
 
 def paged_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -65,6 +67,8 @@ def paged_attention_forward(module, query, key, value, attention_mask, scaling=N
     # query [1, heads, T, dim]; key/value [1, kv_heads, T, dim] -> rows [T, kv_heads, dim]
     new_key, new_value = key[0].transpose(0, 1), value[0].transpose(0, 1)
     cache.write(layer, batch.write_slots, new_key, new_value)
+    if batch.after_layer is not None:
+        batch.after_layer(layer)
     out = torch.empty_like(query[0].transpose(0, 1))  # [T, heads, dim]
 
     for group in batch.decodes:

@@ -51,6 +51,9 @@ class Transport:
     # False: the decode side open()s a payload and loads it into its blocks. True: it reserves the
     # blocks and start_read()s straight into them (nixl).
     reads_into_blocks: ClassVar[bool] = False
+    # True: the router has a decode worker reserve blocks for each prompt up front, and the prefill
+    # worker writes the KV into them layer by layer as it computes (nixl's push; see that module).
+    pushes: ClassVar[bool] = False
 
     def __init__(self, settings: TransportSettings | None = None):
         """`settings` carries the options some transports have (the disk's folder and fsync)."""

@@ -1,12 +1,18 @@
 """NIXL, NVIDIA's transfer library under vLLM's NixlConnector, SGLang and Dynamo (1 copy).
 
-Each worker is one NIXL agent that registers its whole KV pool once, at start. The prefill worker
-sends nothing: it keeps the prompt's blocks and hands over where they are (its agent's metadata and
-the blocks' addresses, riding the router's hand-off message). The decode worker reserves blocks for
-the request and reads the prefill worker's blocks straight into them: no staging buffer, no import
-copy. UCX picks the route: shared memory or CMA on one host, RDMA between hosts, CUDA IPC or NVLink
-between GPUs, with the same code. When the read completes, NIXL notifies the prefill agent, which
-frees its blocks; blocks that no reader claims within HOLD_TIMEOUT_S are freed anyway.
+Each worker is one NIXL agent that registers its whole KV pool once, at start. UCX picks the route:
+shared memory or CMA on one host, RDMA between hosts, CUDA IPC or NVLink between GPUs, with the same
+code. A prompt's KV goes one of two ways, both straight from pool to pool with no staging buffer:
+
+push (the usual way): when a prompt arrives, the router asks a decode worker to reserve blocks for
+    it; their addresses reach the prefill worker (a PushTarget), which WRITEs each layer's KV into
+    them as soon as the layer is computed, while the later layers still compute (as vLLM's KV
+    connectors save per layer and Mooncake sends per layer). When the prompt is done, only the last
+    layer's write and a "ready" notification are left: the transfer hides behind the prefill.
+pull (when the decode worker had no room for a reservation, or its answer came after the prefill):
+    the prefill worker keeps the prompt's blocks and hands over where they are; the decode worker
+    READs them into its own. The read's notification tells the prefill worker to free its blocks;
+    blocks that no reader claims within HOLD_TIMEOUT_S are freed anyway.
 """
 from __future__ import annotations
 
@@ -14,16 +20,20 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
+
+import torch
 
 from ...core.kv_cache import PagedKVCache
 from .base import SendResult, TransferError, Transport
 
-HOLD_TIMEOUT_S = 30.0   # a prefill worker frees sent blocks that no reader claimed within this
-PROGRESS_S = 0.002      # how often this agent's own thread lets UCX progress (reads of our blocks, notifications)
-READ_TIMEOUT_S = 30.0   # a decode worker gives up on a read that has not completed within this
-DONE, DROP = b"done:", b"drop:"   # notification prefixes: the reader has the KV / will never read it
+HOLD_TIMEOUT_S = 30.0     # a prefill worker frees pulled blocks that no reader claimed within this
+PROGRESS_S = 0.002        # how often this agent's own thread lets UCX progress (transfers, notifications)
+READ_TIMEOUT_S = 30.0     # a decode worker gives up on a read, or on a push's "ready", after this
+WRITER_TIMEOUT_S = 120.0  # a released reservation is freed after this even if its writer never said it stopped
+DONE, DROP = b"done:", b"drop:"     # reader -> sender (pull): the reader has the KV / will never read it
+READY, STOP = b"ready:", b"stop:"   # writer -> reservation (push): every layer is in place / no more writes
 
 _local: NixlTransport | None = None   # this process's agent, if any: lets a handle's discard() notify
 
@@ -47,27 +57,56 @@ def _api():
 
 
 @dataclass(frozen=True)
-class NixlHandle:
-    """Where one prompt's KV lies in the prefill worker's pool, and how to reach that worker."""
+class PoolAddress:
+    """Where one worker's registered KV pool lies, and how to reach its agent."""
     agent: str
-    metadata: bytes        # the prefill agent's NIXL metadata (its UCX address and registered memory)
-    key: str
-    key_addr: int          # base addresses of the prefill pool's K and V tensors
+    metadata: bytes        # the agent's NIXL metadata (its UCX address and registered memory)
+    key_addr: int          # base addresses of the pool's K and V tensors
     value_addr: int
     layers: int
-    layer_bytes: int       # one layer of the prefill pool, in bytes
+    layer_bytes: int       # one layer of the pool, in bytes
     token_bytes: int       # one token of one layer (heads x head_dim x element size)
     block_size: int
-    blocks: tuple[int, ...]
-    num_tokens: int
     mem_type: str          # "DRAM" or "VRAM"
     device_id: int
+
+    def check_matches(self, other: PoolAddress) -> None:
+        if (self.layers, self.token_bytes, self.block_size) != (other.layers, other.token_bytes, other.block_size):
+            raise TransferError("the prefill and decode KV pools differ in layout (layers, heads, dtype or block "
+                                "size); both must run the same model and settings")
+
+
+@dataclass(frozen=True)
+class NixlHandle:
+    """Pull: where one prompt's KV lies in the prefill worker's pool."""
+    pool: PoolAddress
+    key: str
+    blocks: tuple[int, ...]
+    num_tokens: int
 
     def discard(self) -> None:
         """In a process with an agent (a decode worker), tell the sender at once; elsewhere the
         sender frees the blocks after HOLD_TIMEOUT_S."""
         if _local is not None:
-            _local.notify(self, DROP)
+            _local.notify(self.pool, DROP + self.key.encode())
+
+
+@dataclass(frozen=True)
+class PushTarget:
+    """Push: the blocks a decode worker reserved for one prompt."""
+    pool: PoolAddress
+    blocks: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class PushedHandle:
+    """Push: the prompt's KV is being written into the decode worker's reserved blocks."""
+    request_id: str
+    agent: str
+
+    def discard(self) -> None:
+        """Nothing to free here: the decode worker releases its reservation (the router tells it),
+        and the prefill worker frees its own blocks when its writes end."""
 
 
 @dataclass
@@ -76,9 +115,33 @@ class _Held:
     until: float
 
 
-class PendingRead:
-    """One read in flight on the decode side; poll() until it says done."""
+@dataclass
+class _Push:
+    """The prefill side of one pushed prompt."""
+    target: PushTarget
+    remote: str                          # the decode agent, as NIXL knows it
+    xfers: list = field(default_factory=list)   # writes in flight
+    sent_upto: int = 0                   # tokens whose every layer has been posted
+    error: str | None = None
+    blocks: list[int] | None = None      # taken at the hand-off, freed when the writes end
+    ended: bool = False                  # sealed, or dropped: send the final notice when the writes end
+    ready_posted: bool = False           # the last write, which carries the "ready" notification
+    runs: tuple = ((), ())               # ((start, end), runs) of the current step, computed once per step
 
+
+class _Pending:
+    """One transfer the decode worker waits for; poll() until it says done. finished_at: when the KV
+    was in place."""
+    finished_at = 0.0
+
+    def poll(self) -> bool:
+        raise NotImplementedError
+
+    def cancel(self) -> None:
+        """Abandon it (an abort, a failure)."""
+
+
+class PendingRead(_Pending):
     def __init__(self, transport: NixlTransport, handle: NixlHandle, xfer):
         self.transport, self.handle, self.xfer = transport, handle, xfer
         self.deadline = time.monotonic() + READ_TIMEOUT_S
@@ -86,30 +149,50 @@ class PendingRead:
     def poll(self) -> bool:
         state = self.transport.agent.check_xfer_state(self.xfer)
         if state == "DONE":
-            self.close()
+            self.finished_at = time.perf_counter()
+            self._release()
             return True
         if state == "ERR":
             self.cancel()
-            raise TransferError(f"NIXL read from {self.handle.agent} ended in error")
+            raise TransferError(f"NIXL read from {self.handle.pool.agent} ended in error")
         if time.monotonic() > self.deadline:
             self.cancel()
-            raise TransferError(f"NIXL read from {self.handle.agent} did not complete in {READ_TIMEOUT_S:.0f} s")
+            raise TransferError(f"NIXL read from {self.handle.pool.agent} did not complete in {READ_TIMEOUT_S:.0f} s")
         return False
 
-    def close(self) -> None:
+    def _release(self) -> None:
         if self.xfer is not None:
             self.transport.agent.release_xfer_handle(self.xfer)
             self.xfer = None
 
     def cancel(self) -> None:
-        """Abandon the read (an abort, a failure): the sender is told, so it frees its blocks."""
-        self.close()
-        self.transport.notify(self.handle, DROP)
+        """The sender is told, so it frees its blocks."""
+        self._release()
+        self.transport.notify(self.handle.pool, DROP + self.handle.key.encode())
+
+
+class PendingPush(_Pending):
+    def __init__(self, transport: NixlTransport, handle: PushedHandle):
+        self.transport, self.handle = transport, handle
+        self.deadline = time.monotonic() + READ_TIMEOUT_S
+
+    def poll(self) -> bool:
+        notice = self.transport.final_notice(self.handle.request_id)
+        if notice is not None:
+            at, error = notice
+            if error is not None:
+                raise TransferError(f"{self.handle.agent} could not write the KV: {error}")
+            self.finished_at = at
+            return True
+        if time.monotonic() > self.deadline:
+            raise TransferError(f"{self.handle.agent} did not finish writing the KV in {READ_TIMEOUT_S:.0f} s")
+        return False
 
 
 class NixlTransport(Transport):
     name, copies = "nixl", 1
     reads_into_blocks = True
+    pushes = True
 
     def __init__(self, settings=None):
         super().__init__(settings)
@@ -119,15 +202,18 @@ class NixlTransport(Transport):
         api = _api()
         self.name_here = f"pdlab-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         # NIXL's own progress thread polls without pause (a whole core, which the engine needs on a
-        # CPU); ours sleeps PROGRESS_S between polls (about 3% of a core), so a peer's read of our
-        # blocks progresses even while a long prefill step holds the worker's loop.
+        # CPU); ours sleeps PROGRESS_S between polls (about 3% of a core), so transfers progress and
+        # notifications arrive even while a long prefill step holds the worker's loop.
         config = api.nixl_agent_config(enable_prog_thread=False, backends=["UCX"],
                                        sync_mode=api.nixl_thread_sync_t.NIXL_THREAD_SYNC_STRICT)
         self.agent = api.nixl_agent(self.name_here, config)
         self.cache: PagedKVCache | None = None
-        self.held: dict[str, _Held] = {}
-        self.remotes: dict[str, str] = {}   # prefill agent name -> the name NIXL knows it by
-        self._arrived: list[bytes] = []     # notifications the progress thread collected
+        self.held: dict[str, _Held] = {}         # pull, prefill side: blocks waiting for their reader
+        self.outgoing: dict[str, _Push] = {}     # push, prefill side: by request id
+        self.notices: dict[str, tuple[float, str | None]] = {}   # push, decode side: request id -> (when, error)
+        self.remotes: dict[str, str] = {}        # agent name -> the name NIXL knows it by
+        self._arrived: list[bytes] = []          # pull notifications the progress thread collected
+        self._freeable: list[int] = []           # pushed blocks whose writes ended
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._progress = threading.Thread(target=self._progress_loop, name="nixl-progress", daemon=True)
@@ -137,20 +223,223 @@ class NixlTransport(Transport):
 
     def _progress_loop(self) -> None:
         while not self._stop.wait(PROGRESS_S):
-            arrived = [m for messages in self.agent.get_new_notifs().values() for m in messages]
-            if arrived:
-                with self._lock:
-                    self._arrived += arrived
+            for message in (m for messages in self.agent.get_new_notifs().values() for m in messages):
+                self._note(message)
+            self._progress_pushes()
+
+    def _note(self, message: bytes) -> None:
+        with self._lock:
+            if message.startswith(READY):
+                self.notices[message[len(READY):].decode()] = (time.perf_counter(), None)
+            elif message.startswith(STOP):
+                request_id, _, error = message[len(STOP):].decode().partition("\n")
+                self.notices[request_id] = (time.perf_counter(), error or "it stopped")
+            else:
+                self._arrived.append(message)
 
     def attach(self, cache: PagedKVCache) -> None:
         self.cache = cache
         self._registered = self.agent.register_memory([cache.key, cache.value])
         device = cache.key.device
-        self.mem_type = "VRAM" if device.type == "cuda" else "DRAM"
-        self.device_id = device.index or 0
-        self.metadata = self.agent.get_agent_metadata()
+        layers, slots, heads, dim = cache.key.shape
+        token_bytes = heads * dim * cache.key.element_size()
+        self.address = PoolAddress(self.name_here, self.agent.get_agent_metadata(), cache.key.data_ptr(),
+                                   cache.value.data_ptr(), layers, slots * token_bytes, token_bytes,
+                                   cache.block_size, "VRAM" if device.type == "cuda" else "DRAM", device.index or 0)
 
-    # ---- prefill side ----
+    def poll(self) -> bool:
+        """Free the blocks whose reader is done (or will never read), those held too long, and
+        those whose writes ended."""
+        with self._lock:
+            arrived, self._arrived = self._arrived, []
+            freeable, self._freeable = self._freeable, []
+            stale = [r for r, (at, _) in self.notices.items() if time.perf_counter() - at > WRITER_TIMEOUT_S]
+            for request_id in stale:   # for reservations this worker no longer has
+                del self.notices[request_id]
+        freed = bool(freeable)
+        if freeable and self.cache is not None:
+            self.cache.release(freeable)
+        for message in arrived:
+            if message.startswith((DONE, DROP)):
+                freed |= self._free_held(message[len(DONE):].decode())
+        now = time.monotonic()
+        for key in [k for k, held in self.held.items() if held.until < now]:
+            freed |= self._free_held(key)
+        return freed
+
+    def _free_held(self, key: str) -> bool:
+        held = self.held.pop(key, None)
+        if held and self.cache is not None:
+            self.cache.release(held.blocks)
+        return held is not None
+
+    def _remote(self, pool: PoolAddress) -> str:
+        if pool.agent not in self.remotes:
+            self.remotes[pool.agent] = self.agent.add_remote_agent(pool.metadata)
+        return self.remotes[pool.agent]
+
+    def notify(self, pool: PoolAddress, message: bytes) -> None:
+        try:
+            self.agent.send_notif(self._remote(pool), message)
+        except Exception:
+            pass   # the peer is gone; or it frees what it holds after its own timeout
+
+    # ---- push, prefill side ----
+
+    def set_target(self, request_id: str, target: PushTarget, block_table: list[int], computed: int) -> None:
+        """Where to write this prompt's KV; the tokens already computed are written at once."""
+        try:
+            self.address.check_matches(target.pool)
+            push = _Push(target, self._remote(target.pool))
+        except Exception as exc:   # a layout mismatch, or metadata NIXL refuses
+            push = _Push(target, "", error=str(exc))
+        with self._lock:
+            self.outgoing[request_id] = push
+        if computed:
+            self._post(push, range(self.address.layers), 0, computed, block_table)
+            push.sent_upto = computed
+
+    def layer_written(self, layer: int, work) -> None:
+        """Called by the model, inside a step, as soon as `layer`'s KV of the step's tokens is in the
+        pool: post the write of that layer for every pushed prompt in the step."""
+        for seq, n in work:
+            push = self.outgoing.get(seq.request_id)
+            if push is None or push.error or push.ended:
+                continue
+            start = seq.num_computed   # the step's first token of this sequence
+            if layer == 0 and push.sent_upto < start:   # tokens computed before the target arrived
+                self._post(push, range(self.address.layers), push.sent_upto, start, seq.block_table)
+            if self.cache.key.is_cuda:   # the layer's KV write is queued on the GPU, not done yet
+                torch.cuda.current_stream(self.cache.key.device).synchronize()
+            self._post(push, range(layer, layer + 1), start, start + n, seq.block_table)
+            if layer == self.address.layers - 1:
+                push.sent_upto = start + n
+
+    def seal(self, request_id: str, cache: PagedKVCache, block_table: list[int], num_tokens: int) -> SendResult:
+        """At the hand-off: write what is still unwritten, take the prompt's blocks (freed when the
+        writes end) and hand over a handle that says the KV is on its way into the reserved blocks."""
+        start = time.perf_counter()
+        push = self.outgoing[request_id]
+        if push.sent_upto < num_tokens and not push.error:
+            self._post(push, range(self.address.layers), push.sent_upto, num_tokens, block_table)
+            push.sent_upto = num_tokens
+        if push.error:
+            self.drop(request_id)
+            raise TransferError(push.error)
+        with self._lock:
+            push.blocks, push.ended = list(block_table), True
+        block_table.clear()
+        return SendResult(PushedHandle(request_id, self.name_here), num_tokens * cache.bytes_per_token, start,
+                          time.perf_counter() - start)
+
+    def drop(self, request_id: str) -> None:
+        """The prompt ended here without a hand-off (finished, aborted, failed): once its writes end,
+        tell the reservation that no more will come."""
+        with self._lock:
+            push = self.outgoing.get(request_id)
+            if push is not None:
+                push.ended = True
+                push.error = push.error or "the request ended before its hand-off"
+
+    def decline(self, request_id: str, target: PushTarget) -> None:
+        """A target that came too late (the prompt was handed off already, or is gone): the
+        reservation is told at once that nothing will be written."""
+        self.notify(target.pool, STOP + f"{request_id}\nnot written".encode())
+
+    @property
+    def pushing(self) -> list[str]:
+        """Request ids with a target and no hand-off yet."""
+        with self._lock:
+            return [r for r, push in self.outgoing.items() if not push.ended]
+
+    def _post(self, push: _Push, layers: range, start: int, end: int, table: list[int]) -> None:
+        try:
+            if end > len(push.target.blocks) * self.address.block_size:
+                raise TransferError(f"the decode worker reserved room for {len(push.target.blocks)} blocks, "
+                                    f"the prompt needs more")
+            if push.runs[0] != (start, end):
+                push.runs = ((start, end), _slot_runs(table, push.target.blocks, self.address.block_size, start, end))
+            local, remote = _descriptors(push.runs[1], layers, self.address, push.target.pool)
+            xfer = self.agent.initialize_xfer("WRITE", self.agent.get_xfer_descs(local, self.address.mem_type),
+                                              self.agent.get_xfer_descs(remote, push.target.pool.mem_type),
+                                              push.remote)
+            if self.agent.transfer(xfer) == "ERR":
+                self.agent.release_xfer_handle(xfer)
+                raise TransferError("NIXL refused to post the write")
+        except Exception as exc:   # NIXL raises its own errors for bad descriptors or a dead agent
+            push.error = push.error or f"NIXL write to {push.target.pool.agent} failed: {exc}"
+            return
+        with self._lock:
+            push.xfers.append(xfer)
+
+    def _progress_pushes(self) -> None:
+        """On the progress thread: retire finished writes; when a pushed prompt's writes have all
+        ended, post the one that says "ready" (or say "stop"), then let the loop free the blocks."""
+        with self._lock:
+            pushes = list(self.outgoing.items())
+        for request_id, push in pushes:
+            for xfer in list(push.xfers):
+                state = self.agent.check_xfer_state(xfer)
+                if state == "PROC":
+                    continue
+                if state == "ERR":
+                    push.error = push.error or f"a NIXL write to {push.target.pool.agent} ended in error"
+                self.agent.release_xfer_handle(xfer)
+                with self._lock:
+                    push.xfers.remove(xfer)
+            if not push.ended or push.xfers:
+                continue
+            if not push.error and not push.ready_posted:
+                self._post_ready(push, request_id)
+                continue
+            with self._lock:
+                del self.outgoing[request_id]
+                self._freeable += push.blocks or []
+            if push.error:
+                self.notify(push.target.pool, STOP + f"{request_id}\n{push.error}".encode())
+
+    def _post_ready(self, push: _Push, request_id: str) -> None:
+        """The "ready" notification rides on one last small write (the prompt's first token of layer 0,
+        again), posted after every other write completed: NIXL delivers a transfer's notification
+        after that transfer's data."""
+        push.ready_posted = True
+        runs = _slot_runs(push.blocks or [], push.target.blocks, self.address.block_size, 0, 1)
+        local, remote = _descriptors(runs, range(1), self.address, push.target.pool)
+        try:
+            xfer = self.agent.initialize_xfer("WRITE", self.agent.get_xfer_descs(local[:1], self.address.mem_type),
+                                              self.agent.get_xfer_descs(remote[:1], push.target.pool.mem_type),
+                                              push.remote, READY + request_id.encode())
+            if self.agent.transfer(xfer) == "ERR":
+                self.agent.release_xfer_handle(xfer)
+                raise TransferError("NIXL refused to post it")
+        except Exception as exc:
+            push.error = f"the last write failed: {exc}"
+            return
+        with self._lock:
+            push.xfers.append(xfer)
+
+    # ---- push, decode side ----
+
+    def push_target(self, request_id: str, block_table: list[int]) -> PushTarget:
+        with self._lock:
+            self.notices.pop(request_id, None)   # a stale notice of an earlier request with this id
+        return PushTarget(self.address, tuple(block_table))
+
+    def final_notice(self, request_id: str) -> tuple[float, str | None] | None:
+        """(when, error or None) once the writer said it is done ("ready") or stopped; None before."""
+        with self._lock:
+            return self.notices.get(request_id)
+
+    def writes_ended(self, request_id: str, released_at: float) -> bool:
+        """May the reservation's blocks be freed? Once its writer sent its final notice, or, if the
+        writer died without one, WRITER_TIMEOUT_S after the release."""
+        if self.final_notice(request_id) is None and time.monotonic() - released_at < WRITER_TIMEOUT_S:
+            return False
+        with self._lock:
+            self.notices.pop(request_id, None)
+        return True
+
+    # ---- pull, prefill side ----
 
     def send(self, cache, block_table, num_tokens):
         """Take the request's blocks (the engine's table is emptied, so dropping the request frees
@@ -160,69 +449,32 @@ class NixlTransport(Transport):
         blocks = list(block_table)
         block_table.clear()
         self.held[key] = _Held(blocks, time.monotonic() + HOLD_TIMEOUT_S)
-        layers, slots, heads, dim = cache.key.shape
-        token_bytes = heads * dim * cache.key.element_size()
-        handle = NixlHandle(self.name_here, self.metadata, key, cache.key.data_ptr(), cache.value.data_ptr(),
-                            layers, slots * token_bytes, token_bytes, cache.block_size, tuple(blocks), num_tokens,
-                            self.mem_type, self.device_id)
-        return SendResult(handle, num_tokens * cache.bytes_per_token, start, time.perf_counter() - start)
+        return SendResult(NixlHandle(self.address, key, tuple(blocks), num_tokens),
+                          num_tokens * cache.bytes_per_token, start, time.perf_counter() - start)
 
-    def poll(self) -> bool:
-        """Free the blocks whose reader is done (or will never read), and those held too long."""
-        freed = False
-        with self._lock:
-            arrived, self._arrived = self._arrived, []
-        for message in arrived:
-            if message.startswith((DONE, DROP)):
-                freed |= self._free(message[len(DONE):].decode())
-        now = time.monotonic()
-        for key in [k for k, held in self.held.items() if held.until < now]:
-            freed |= self._free(key)
-        return freed
+    # ---- decode side: a pull's read, or a push's arrival ----
 
-    def _free(self, key: str) -> bool:
-        held = self.held.pop(key, None)
-        if held and self.cache is not None:
-            self.cache.release(held.blocks)
-        return held is not None
-
-    # ---- decode side ----
-
-    def start_read(self, handle: NixlHandle, cache: PagedKVCache, block_table: list[int]) -> PendingRead:
-        """Read the handle's blocks into `block_table` (reserved by the caller), layer by layer, K and V."""
-        layers, _, heads, dim = cache.key.shape
-        if (handle.layers, handle.token_bytes, handle.block_size) != (layers, heads * dim * cache.key.element_size(),
-                                                                      cache.block_size):
-            self.notify(handle, DROP)
-            raise TransferError("the prefill and decode KV pools differ in layout (layers, heads, dtype or block "
-                                "size); both must run the same model and settings")
+    def start_read(self, handle, cache: PagedKVCache, block_table: list[int]) -> _Pending:
+        if isinstance(handle, PushedHandle):
+            return PendingPush(self, handle)
         try:
-            remote = self._remote(handle)
-            local_descs, remote_descs = _descriptors(handle, cache, block_table)
-            xfer = self.agent.initialize_xfer("READ", self.agent.get_xfer_descs(local_descs, self.mem_type),
-                                              self.agent.get_xfer_descs(remote_descs, handle.mem_type), remote,
+            self.address.check_matches(handle.pool)
+            remote = self._remote(handle.pool)
+            runs = _slot_runs(block_table, handle.blocks, cache.block_size, 0, handle.num_tokens)
+            local_descs, remote_descs = _descriptors(runs, range(self.address.layers), self.address, handle.pool)
+            xfer = self.agent.initialize_xfer("READ", self.agent.get_xfer_descs(local_descs, self.address.mem_type),
+                                              self.agent.get_xfer_descs(remote_descs, handle.pool.mem_type), remote,
                                               DONE + handle.key.encode())
             if self.agent.transfer(xfer) == "ERR":
                 self.agent.release_xfer_handle(xfer)
                 raise TransferError("NIXL refused to post the read")
         except TransferError:
-            self.notify(handle, DROP)
+            self.notify(handle.pool, DROP + handle.key.encode())
             raise
         except Exception as exc:   # NIXL raises its own errors for bad descriptors or an unknown agent
-            self.notify(handle, DROP)
-            raise TransferError(f"NIXL read from {handle.agent} could not start: {exc}") from exc
+            self.notify(handle.pool, DROP + handle.key.encode())
+            raise TransferError(f"NIXL read from {handle.pool.agent} could not start: {exc}") from exc
         return PendingRead(self, handle, xfer)
-
-    def _remote(self, handle: NixlHandle) -> str:
-        if handle.agent not in self.remotes:
-            self.remotes[handle.agent] = self.agent.add_remote_agent(handle.metadata)
-        return self.remotes[handle.agent]
-
-    def notify(self, handle: NixlHandle, prefix: bytes) -> None:
-        try:
-            self.agent.send_notif(self._remote(handle), prefix + handle.key.encode())
-        except Exception:
-            pass   # the sender is gone, and its blocks with it; or it frees them after HOLD_TIMEOUT_S
 
     def open(self, handle, dtype):
         raise TransferError("the nixl transport reads into the decode worker's blocks: use start_read()")
@@ -238,31 +490,34 @@ class NixlTransport(Transport):
         self.held.clear()
 
 
-def _descriptors(handle: NixlHandle, cache: PagedKVCache, block_table: list[int]):
-    """(address, length, device) pairs, local and remote, one per run of blocks that are consecutive
-    on both sides, per layer, for K and for V."""
-    needed = -(-handle.num_tokens // handle.block_size)
-    if len(handle.blocks) < needed or len(block_table) < needed:
-        raise TransferError(f"{handle.num_tokens} tokens need {needed} blocks on both sides")
-    runs = []   # (first block index, number of blocks)
-    for i in range(needed):
-        if runs and handle.blocks[i] == handle.blocks[i - 1] + 1 and block_table[i] == block_table[i - 1] + 1:
-            runs[-1][1] += 1
+def _slot_runs(local_table, remote_table, block_size: int, start: int, end: int) -> list[list[int]]:
+    """[local slot, remote slot, tokens] for token positions [start, end) of one prompt, one entry per
+    run that is consecutive on both sides (blocks are usually allocated in runs, so these are few)."""
+    runs: list[list[int]] = []
+    pos = start
+    while pos < end:
+        index, offset = divmod(pos, block_size)
+        if index >= len(local_table) or index >= len(remote_table):
+            raise TransferError(f"{end} tokens need {-(-end // block_size)} blocks on both sides")
+        n = min(block_size - offset, end - pos)
+        here, there = local_table[index] * block_size + offset, remote_table[index] * block_size + offset
+        if runs and runs[-1][0] + runs[-1][2] == here and runs[-1][1] + runs[-1][2] == there:
+            runs[-1][2] += n
         else:
-            runs.append([i, 1])
-    block_bytes = handle.block_size * handle.token_bytes
-    local_layer_bytes = cache.key.shape[1] * handle.token_bytes   # the two pools may differ in size
-    last_tokens = handle.num_tokens - (needed - 1) * handle.block_size
-    local, remote = [], []
-    device = cache.key.device.index or 0
-    for local_base, remote_base in ((cache.key.data_ptr(), handle.key_addr),
-                                    (cache.value.data_ptr(), handle.value_addr)):
-        for layer in range(handle.layers):
-            for first, count in runs:
-                unused = (handle.block_size - last_tokens) * handle.token_bytes if first + count == needed else 0
-                length = count * block_bytes - unused
-                local.append((local_base + layer * local_layer_bytes + block_table[first] * block_bytes, length,
-                              device))
-                remote.append((remote_base + layer * handle.layer_bytes + handle.blocks[first] * block_bytes, length,
-                               handle.device_id))
-    return local, remote
+            runs.append([here, there, n])
+        pos += n
+    return runs
+
+
+def _descriptors(runs, layers: range, local: PoolAddress, remote: PoolAddress):
+    """(address, length, device) lists, local and remote: each run, for each layer, in K and in V."""
+    here, there = [], []
+    for local_base, remote_base in ((local.key_addr, remote.key_addr), (local.value_addr, remote.value_addr)):
+        for layer in layers:
+            for local_slot, remote_slot, tokens in runs:
+                length = tokens * local.token_bytes
+                here.append((local_base + layer * local.layer_bytes + local_slot * local.token_bytes, length,
+                             local.device_id))
+                there.append((remote_base + layer * remote.layer_bytes + remote_slot * remote.token_bytes, length,
+                              remote.device_id))
+    return here, there
