@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from engine.cluster.messages import (Abort, AddRequest, ImportKV, KVReady, PushTo, Release, Reserve, Reserved,
+from engine.cluster.messages import (Abort, AddRequest, ImportKV, KVReady, Release, Reserve, Reserved,
                                      TransferDone)
 from engine.cluster.placement import WorkerSpec
 from engine.cluster.topology import Role
@@ -39,11 +39,9 @@ PROMPT = "Tell me about the sea and the wind."
 PARAMS = SamplingParams(max_tokens=8, ignore_eos=True)
 
 
-def prefilled(prefill: Worker, chat, *then) -> KVReady:
-    """Prefill the prompt for a hand-off; `then`: messages the worker reads right after the request."""
-    prefill.inbox.put(AddRequest("req-1", chat(PROMPT), PARAMS, 0.0, prefill_only=True))
-    for message in then:
-        prefill.inbox.put(message)
+def prefilled(prefill: Worker, chat, target=None) -> KVReady:
+    """Prefill the prompt for a hand-off (pushed into `target`, if given, else pulled)."""
+    prefill.inbox.put(AddRequest("req-1", chat(PROMPT), PARAMS, 0.0, prefill_only=True, push_target=target))
     prefill.step()
     return next(m for m in prefill.outbox.messages if isinstance(m, KVReady))
 
@@ -166,7 +164,7 @@ def test_pushed_each_layer_is_written_into_the_reserved_blocks_as_soon_as_it_is_
     post = prefill.transport._post
     monkeypatch.setattr(prefill.transport, "_post", lambda push, layers, *a: (posted.append(list(layers)),
                                                                               post(push, layers, *a)))
-    ready = prefilled(prefill, chat, PushTo("req-1", reserved.target))
+    ready = prefilled(prefill, chat, reserved.target)
     layers = prefill.engine.cache.key.shape[0]
     assert posted == [[layer] for layer in range(layers)]   # one write per layer, during the step
     assert type(ready.hand_off.handle).__name__ == "PushedHandle"
@@ -185,27 +183,21 @@ def test_pushed_each_layer_is_written_into_the_reserved_blocks_as_soon_as_it_is_
     assert decode.engine.cache.allocator.num_used == 0
 
 
-def test_a_target_that_comes_after_the_prefill_is_declined_and_the_prompt_is_pulled_into_the_reservation(pair,
-                                                                                                          chat):
+def test_a_prompt_the_prefill_worker_refuses_frees_its_reservation_at_once(pair, chat):
     prefill, decode = pair
     reserved = reserve(decode, chat)
-    ready = prefilled(prefill, chat)   # no target yet: handed off for a pull
-    assert type(ready.hand_off.handle).__name__ == "NixlHandle"
-    prefill.inbox.put(PushTo("req-1", reserved.target))
+    prefill.inbox.put(AddRequest("req-1", chat(PROMPT), SamplingParams(max_tokens=2000), 0.0, prefill_only=True,
+                                 push_target=reserved.target))
     prefill.step()
-    decode.inbox.put(ImportKV(ready.hand_off))
-    until(lambda: any(isinstance(m, TransferDone) for m in decode.outbox.messages), decode)
-    assert decode.engine.sequences["req-1"].block_table[:len(reserved.target.blocks)] == list(reserved.target.blocks)
-    until(lambda: decode.engine.sequences.get("req-1") is None, decode)
-    assert decode.engine.cache.allocator.num_used == 0
-    until(lambda: prefill.engine.cache.allocator.num_used == 0, prefill)
+    assert failed(prefill) and not prefill.transport.outgoing
+    decode.inbox.put(Release("req-1", written=True))
+    until(lambda: decode.engine.cache.allocator.num_used == 0, decode, seconds=2)   # told "stop", no timeout
 
 
 def test_an_abort_while_pushing_frees_the_reservation_once_the_writer_stops(pair, chat):
     prefill, decode = pair
     reserved = reserve(decode, chat)
-    prefill.inbox.put(AddRequest("req-1", chat(PROMPT), PARAMS, 0.0, prefill_only=True))
-    prefill.inbox.put(PushTo("req-1", reserved.target))
+    prefill.inbox.put(AddRequest("req-1", chat(PROMPT), PARAMS, 0.0, prefill_only=True, push_target=reserved.target))
     prefill.inbox.put(Abort("req-1"))
     prefill.step()
     assert any(e.finish_reason == "abort" for e in prefill.outbox.events())
@@ -217,8 +209,8 @@ def test_an_abort_while_pushing_frees_the_reservation_once_the_writer_stops(pair
 def test_a_bad_target_fails_the_request_clearly_and_both_sides_free_their_blocks(pair, chat):
     prefill, decode = pair
     reserved = reserve(decode, chat)
-    prefill.inbox.put(AddRequest("req-1", chat(PROMPT), PARAMS, 0.0, prefill_only=True))
-    prefill.inbox.put(PushTo("req-1", replace(reserved.target, blocks=(10 ** 6,) * len(reserved.target.blocks))))
+    bad = replace(reserved.target, blocks=(10 ** 6,) * len(reserved.target.blocks))   # outside the registered pool
+    prefill.inbox.put(AddRequest("req-1", chat(PROMPT), PARAMS, 0.0, prefill_only=True, push_target=bad))
     prefill.step()
     errors = failed(prefill)
     assert errors and "KV transfer failed" in errors[0] and "NIXL write" in errors[0]
@@ -247,15 +239,15 @@ def test_a_reservation_no_writer_knew_of_is_freed_at_once(pair, chat):
     assert decode.engine.cache.allocator.num_used == 0 and not decode.engine.sequences
 
 
-def test_with_no_room_the_decode_worker_reserves_nothing_and_the_prompt_is_pulled(chat):
+def test_with_no_room_the_decode_worker_reserves_nothing_and_says_so(chat):
     prefill, decode = (Worker(WorkerSpec(f"{role}-0", role, EngineConfig(kv_cache_tokens=tokens),
                                          TransportSettings("nixl")), queue.Queue(), Collected())
                        for role, tokens in ((Role.PREFILL, 1024), (Role.DECODE, 16)))
     try:
         decode.inbox.put(Reserve("req-1", chat(PROMPT), PARAMS, 0.0))
         decode.step()
-        assert not any(isinstance(m, Reserved) for m in decode.outbox.messages) and not decode.reserved
-        assert decode.engine.cache.allocator.num_used == 0
+        answer = next(m for m in decode.outbox.messages if isinstance(m, Reserved))
+        assert answer.target is None and not decode.reserved and decode.engine.cache.allocator.num_used == 0
     finally:
         for worker in (prefill, decode):
             worker.transport.close()

@@ -49,6 +49,7 @@ class AddRequest:
     params: SamplingParams
     arrival: float
     prefill_only: bool = False    # hand the KV off after the first token instead of decoding
+    push_target: object = None    # push transports: the decode worker's reserved blocks to write into
 
 
 @dataclass
@@ -63,13 +64,6 @@ class Reserve:
     prompt_ids: list[int]
     params: SamplingParams
     arrival: float
-
-
-@dataclass
-class PushTo:
-    """To the prefill worker: where the decode worker reserved this prompt's blocks."""
-    request_id: str
-    target: object   # the transport's PushTarget
 
 
 @dataclass
@@ -119,7 +113,7 @@ class KVReady:
 class Reserved:
     worker: str
     request_id: str
-    target: object   # the transport's PushTarget
+    target: object   # the transport's PushTarget; None if the decode worker had no room
 
 
 @dataclass

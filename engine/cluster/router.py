@@ -3,9 +3,11 @@
 Colocated / chunked: a request goes to the least-loaded worker and stays there.
 Disaggregated: a request goes to a prefill worker; when its KV is ready the router picks a decode
 worker and forwards the hand-off. With a push transport (nixl) the decode worker is picked up front:
-it reserves blocks for the prompt, and the router passes their addresses to the prefill worker,
-which writes the KV into them while it computes. With conditional disaggregation (as in NVIDIA Dynamo), a prompt
-shorter than the threshold is prefilled on the decode worker itself.
+it reserves blocks for the prompt, and the router sends the prompt to the prefill worker with their
+addresses, so it can write the KV into them while it computes (SGLang's prefill server likewise
+waits for the decode side's allocation before it schedules a prompt). With conditional
+disaggregation (as in NVIDIA Dynamo), a prompt shorter than the threshold is prefilled on the decode
+worker itself.
 A worker that dies fails only its own requests. Not thread-safe: the cluster calls it under its lock.
 """
 from __future__ import annotations
@@ -15,7 +17,7 @@ from ..core.events import FinishReason, TokenEvent
 from ..core.request_stream import RequestStream
 from ..core.sequence import RequestRecord, StepRecord
 from .history import REQUESTS_KEPT, STEPS_KEPT, TRANSFERS_KEPT, BoundedDict, History
-from .messages import (Abort, AddRequest, ImportKV, KVHandle, KVReady, PushTo, Ready, Release, Reserve, Reserved,
+from .messages import (Abort, AddRequest, ImportKV, KVHandle, KVReady, Ready, Release, Reserve, Reserved,
                        StepReport, TransferDone, WorkerFailed, WorkerLoad)
 from .records import TransferRecord, WorkerStatus
 from .topology import Mode, Role, Topology
@@ -40,6 +42,7 @@ class Router:
         self._pending_handles: dict[str, KVHandle] = {}  # sent on to a decode worker, not yet loaded
         self._aborted: set[str] = set()   # cancelled, not yet ended: a hand-off for one of them is dropped
         self._reserved_on: dict[str, str] = {}   # push: request id -> the decode worker holding blocks for it
+        self._awaiting_target: dict[str, tuple[str, AddRequest]] = {}   # push: held until the reservation
         self._targeted: set[str] = set()          # push: reservations whose address the prefill worker has
 
     # ---- requests in ------------------------------------------------------------------------------
@@ -56,11 +59,14 @@ class Router:
             prefill_only, worker = False, self._pick(Role.COLOCATED)
         self.streams[stream.request_id] = stream
         self._assign(stream.request_id, worker)
+        request = AddRequest(stream.request_id, prompt_ids, params, stream.sent, prefill_only)
         if prefill_only and TRANSPORTS[self.transport.name].pushes:
             self._reserved_on[stream.request_id] = decode.spec.name
             self._outstanding[decode.spec.name].add(stream.request_id)   # its death fails the request
+            self._awaiting_target[stream.request_id] = (worker.spec.name, request)
             decode.inbox.put(Reserve(stream.request_id, prompt_ids, params, stream.sent))
-        worker.inbox.put(AddRequest(stream.request_id, prompt_ids, params, stream.sent, prefill_only))
+        else:
+            worker.inbox.put(request)
 
     def abort(self, request_id: str) -> None:
         """Cancel at any stage. A prefill worker may already have handed the request off when the abort
@@ -145,13 +151,20 @@ class Router:
         return worker
 
     def _pass_target(self, reserved: Reserved) -> None:
-        """A decode worker reserved blocks: tell the prefill worker where to write."""
+        """The decode worker answered: send the prompt to its prefill worker, with where to write
+        (or, if it had no room, without: the KV is pulled when it is ready)."""
         request_id = reserved.request_id
-        prefill = self.pool.workers.get(self._where.get(request_id, ""))
-        if self._reserved_on.get(request_id) != reserved.worker or prefill is None or not prefill.alive:
+        awaiting = self._awaiting_target.pop(request_id, None)
+        if awaiting is None:
             return   # ended meanwhile: the Release sent then frees the blocks
-        self._targeted.add(request_id)
-        prefill.inbox.put(PushTo(request_id, reserved.target))
+        prefill, request = awaiting
+        if reserved.target is None:
+            self._reserved_on.pop(request_id, None)
+            self._outstanding[reserved.worker].discard(request_id)
+        else:
+            self._targeted.add(request_id)
+            request.push_target = reserved.target
+        self.pool.send(prefill, request)
 
     def _deliver(self, event: TokenEvent) -> None:
         stream = self.streams.get(event.request_id)
@@ -173,6 +186,7 @@ class Router:
             if self.pool.workers[reserved_on].alive:
                 self.pool.send(reserved_on, Release(request_id, written=request_id in self._targeted))
         self._targeted.discard(request_id)
+        self._awaiting_target.pop(request_id, None)
         handle = self._pending_handles.pop(request_id, None)
         if handle:
             handle.discard()

@@ -21,7 +21,7 @@ from ..core.events import FinishReason, TokenEvent
 from ..core.inbox import drain
 from ..core.llm_engine import LLMEngine
 from ..core.sequence import Sequence
-from .messages import (Abort, AddRequest, ImportKV, KVHandOff, KVReady, PushTo, Ready, Release, Reserve, Reserved,
+from .messages import (Abort, AddRequest, ImportKV, KVHandOff, KVReady, Ready, Release, Reserve, Reserved,
                        Shutdown, StepReport, TransferDone, WorkerFailed, WorkerLoad)
 from .placement import WorkerSpec
 from .transports import KVHandle, Received, TransferError, make_transport
@@ -176,10 +176,15 @@ class Worker:
         if isinstance(message, AddRequest):
             try:
                 self.engine.add_request(message.prompt_ids, message.params, message.request_id, message.arrival)
-                if message.prefill_only:
-                    self.prefill_only.add(message.request_id)
             except ValueError as exc:
+                if message.push_target is not None:   # so the reservation is freed at once
+                    self.transport.decline(message.request_id, message.push_target)
                 self._send(StepReport(self.spec.name, events=[self._error(message.request_id, str(exc))]))
+                return
+            if message.prefill_only:
+                self.prefill_only.add(message.request_id)
+            if message.push_target is not None:
+                self.transport.set_target(message.request_id, message.push_target)
         elif isinstance(message, ImportKV):
             if message.hand_off.request_id in self.reserved:
                 self._land(message.hand_off)
@@ -187,8 +192,6 @@ class Worker:
                 self.imports.append(message.hand_off)
         elif isinstance(message, Reserve):
             self._reserve(message)
-        elif isinstance(message, PushTo):
-            self._push_to(message)
         elif isinstance(message, Release):
             seq = self.reserved.pop(message.request_id, None)
             if seq is not None:
@@ -257,28 +260,21 @@ class Worker:
     # ---- push transports: blocks reserved before the prefill ----
 
     def _reserve(self, message: Reserve) -> None:
-        """Reserve blocks for a prompt another worker prefills, and say where they are. With no room
-        now, say nothing: the prompt is pulled when it is ready, as with no reservation."""
-        engine = self.engine
-        if message.request_id in engine.sequences or not engine.can_import(len(message.prompt_ids)):
-            return
-        try:
-            seq = engine.begin_import(message.prompt_ids, len(message.prompt_ids), message.params,
-                                      message.request_id, message.arrival)
-        except ValueError:
-            return   # the prefill worker refuses the prompt itself, with the reason
-        self.reserved[message.request_id] = seq
-        self.outbox.send(Reserved(self.spec.name, message.request_id,
-                                  self.transport.push_target(message.request_id, seq.block_table)))
-
-    def _push_to(self, message: PushTo) -> None:
-        """On the prefill worker: write this prompt's KV into the decode worker's reserved blocks from
-        now on; a target too late for its prompt is declined, so the reservation is freed at once."""
-        seq = self.engine.sequences.get(message.request_id)
-        if seq is None or message.request_id not in self.prefill_only:
-            self.transport.decline(message.request_id, message.target)
-        else:
-            self.transport.set_target(message.request_id, message.target, seq.block_table, seq.num_computed)
+        """Reserve blocks for a prompt another worker is to prefill, and say where they are. With no
+        room now (or a prompt the prefill worker will refuse, with the reason), say so: the prompt's
+        KV is then pulled when it is ready, as with no reservation."""
+        engine, request_id = self.engine, message.request_id
+        seq = None
+        if request_id not in engine.sequences and engine.can_import(len(message.prompt_ids)):
+            try:
+                seq = engine.begin_import(message.prompt_ids, len(message.prompt_ids), message.params,
+                                          request_id, message.arrival)
+            except ValueError:
+                pass
+        if seq is not None:
+            self.reserved[request_id] = seq
+        target = self.transport.push_target(request_id, seq.block_table) if seq is not None else None
+        self.outbox.send(Reserved(self.spec.name, request_id, target))
 
     def _land(self, hand_off: KVHandOff) -> None:
         """A hand-off for reserved blocks: pushed there already (or being pushed), or to be read into

@@ -5,14 +5,15 @@ shared memory or CMA on one host, RDMA between hosts, CUDA IPC or NVLink between
 code. A prompt's KV goes one of two ways, both straight from pool to pool with no staging buffer:
 
 push (the usual way): when a prompt arrives, the router asks a decode worker to reserve blocks for
-    it; their addresses reach the prefill worker (a PushTarget), which WRITEs each layer's KV into
-    them as soon as the layer is computed, while the later layers still compute (as vLLM's KV
-    connectors save per layer and Mooncake sends per layer). When the prompt is done, only the last
-    layer's write and a "ready" notification are left: the transfer hides behind the prefill.
-pull (when the decode worker had no room for a reservation, or its answer came after the prefill):
-    the prefill worker keeps the prompt's blocks and hands over where they are; the decode worker
-    READs them into its own. The read's notification tells the prefill worker to free its blocks;
-    blocks that no reader claims within HOLD_TIMEOUT_S are freed anyway.
+    it and sends the prompt to the prefill worker with their addresses (a PushTarget); the prefill
+    worker WRITEs each layer's KV into them as soon as the layer is computed, while the later layers
+    still compute (as vLLM's KV connectors save per layer and Mooncake sends per layer). When the
+    prompt is done, only the last layer's write and a "ready" notification are left: the transfer
+    hides behind the prefill.
+pull (when the decode worker had no room to reserve): the prefill worker keeps the prompt's blocks
+    and hands over where they are; the decode worker READs them into its own. The read's
+    notification tells the prefill worker to free its blocks; blocks that no reader claims within
+    HOLD_TIMEOUT_S are freed anyway.
 """
 from __future__ import annotations
 
@@ -286,8 +287,8 @@ class NixlTransport(Transport):
 
     # ---- push, prefill side ----
 
-    def set_target(self, request_id: str, target: PushTarget, block_table: list[int], computed: int) -> None:
-        """Where to write this prompt's KV; the tokens already computed are written at once."""
+    def set_target(self, request_id: str, target: PushTarget) -> None:
+        """Where to write this prompt's KV, which is not computed yet."""
         try:
             self.address.check_matches(target.pool)
             push = _Push(target, self._remote(target.pool))
@@ -295,9 +296,6 @@ class NixlTransport(Transport):
             push = _Push(target, "", error=str(exc))
         with self._lock:
             self.outgoing[request_id] = push
-        if computed:
-            self._post(push, range(self.address.layers), 0, computed, block_table)
-            push.sent_upto = computed
 
     def layer_written(self, layer: int, work) -> None:
         """Called by the model, inside a step, as soon as `layer`'s KV of the step's tokens is in the
@@ -307,7 +305,7 @@ class NixlTransport(Transport):
             if push is None or push.error or push.ended:
                 continue
             start = seq.num_computed   # the step's first token of this sequence
-            if layer == 0 and push.sent_upto < start:   # tokens computed before the target arrived
+            if layer == 0 and push.sent_upto < start:   # tokens taken from the prefix cache
                 self._post(push, range(self.address.layers), push.sent_upto, start, seq.block_table)
             if self.cache.key.is_cuda:   # the layer's KV write is queued on the GPU, not done yet
                 torch.cuda.current_stream(self.cache.key.device).synchronize()
@@ -342,8 +340,8 @@ class NixlTransport(Transport):
                 push.error = push.error or "the request ended before its hand-off"
 
     def decline(self, request_id: str, target: PushTarget) -> None:
-        """A target that came too late (the prompt was handed off already, or is gone): the
-        reservation is told at once that nothing will be written."""
+        """A target for a prompt refused here: the reservation is told at once that nothing will be
+        written."""
         self.notify(target.pool, STOP + f"{request_id}\nnot written".encode())
 
     @property
