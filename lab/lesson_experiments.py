@@ -157,7 +157,7 @@ def measure_transports(prompt_tokens: int = MEASURED_PROMPT_TOKENS, transports=N
             while not cluster.finished_transfers() and time.time() < deadline:
                 time.sleep(0.05)
             t = cluster.finished_transfers()[0]
-            rows.append({"transport": name, "bytes": t.nbytes, "copies": t.copies,
+            rows.append({"transport": name, "bytes": t.nbytes, "copies": t.copies, "during_prefill": t.during_prefill,
                          "send_ms": 1000 * t.send_seconds, "total_ms": 1000 * t.total_seconds, "gbps": t.gbps})
     return rows
 

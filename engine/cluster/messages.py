@@ -25,6 +25,7 @@ class KVHandOff:
     send_started: float
     send_seconds: float
     output_logprobs: tuple[TokenLogprob, ...] = ()   # the first token's, if the request asked for logprobs
+    written_during_prefill: bool = False   # pushed layer by layer as computed: only the rest waits after it
 
 
 @dataclass(frozen=True)

@@ -42,10 +42,13 @@ class TransferRecord:
     copies: int                  # copies of the KV bytes between the two pools on this route
     receive_seconds: float = 0.0
     finished_at: float = 0.0     # 0 until the decode worker has loaded the KV
+    during_prefill: bool = False   # written layer by layer while the prompt computed (push): the times
+                                   # below are then only what was left after the prefill ended
+
 
     @property
     def total_seconds(self) -> float:
-        """From the first byte gathered on the prefill side to the KV loaded on the decode side."""
+        """From the end of the prefill (the hand-off) to the KV usable on the decode side."""
         return self.finished_at - self.send_started
 
     @property

@@ -134,7 +134,8 @@ class Router:
             return
         self.transfers[hand_off.request_id] = TransferRecord(
             hand_off.request_id, self.transport.name, ready.worker, target.spec.name, hand_off.nbytes,
-            hand_off.num_kv_tokens, hand_off.send_started, hand_off.send_seconds, self.transport.copies)
+            hand_off.num_kv_tokens, hand_off.send_started, hand_off.send_seconds, self.transport.copies,
+            during_prefill=hand_off.written_during_prefill)
         self._pending_handles[hand_off.request_id] = hand_off.handle
         self._assign(hand_off.request_id, target)
         target.inbox.put(ImportKV(hand_off))

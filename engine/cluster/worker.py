@@ -362,9 +362,8 @@ class Worker:
                 forward.append(event)
                 continue
             self.prefill_only.discard(rid)
-            send = self.transport.send
-            if self.transport.pushes and rid in self.transport.pushing:
-                send = functools.partial(self.transport.seal, rid)
+            pushed = self.transport.pushes and rid in self.transport.pushing
+            send = functools.partial(self.transport.seal, rid) if pushed else self.transport.send
             try:
                 seq, sent = self.engine.hand_off(rid, send)
             except (TransferError, OSError) as exc:   # the engine freed the prompt's blocks
@@ -373,7 +372,7 @@ class Worker:
             self.sent.append(sent.handle)
             self.outbox.send(KVReady(self.spec.name, KVHandOff(
                 rid, seq.prompt_ids, seq.output_ids, seq.params, seq.record.arrival, sent.handle, seq.num_computed,
-                sent.nbytes, sent.started, sent.seconds, tuple(seq.output_logprobs))))
+                sent.nbytes, sent.started, sent.seconds, tuple(seq.output_logprobs), pushed)))
         return forward
 
     def _error(self, request_id: str, message: str) -> TokenEvent:
