@@ -5,8 +5,9 @@ the two pools (one module each):
   shm   shared memory, 2 copies: the "minimum copies" route (CUDA IPC / NVLink in one node)
   disk  safetensors files, optional fsync, 4 copies: the NVMe/SSD or 3FS route
   tcp   a loopback socket pulled by the decode side, 4 copies: the network (RDMA) route
-  nixl  NVIDIA's NIXL library, as vLLM, SGLang and Dynamo use it: the decode worker reads the prefill
-        worker's blocks straight into its own, 1 copy (UCX: CMA on one host, RDMA, NVLink)
+  nixl  NVIDIA's NIXL library, as vLLM, SGLang and Dynamo use it: the prefill worker writes each
+        layer's KV into blocks the decode worker reserved, as soon as the layer is computed, 1 copy
+        (UCX: CMA on one host, RDMA, NVLink)
 """
 from __future__ import annotations
 
