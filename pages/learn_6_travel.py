@@ -22,7 +22,9 @@ st.info(t(lang, "l6_size", size=human_bytes(nbytes, units),
           per_token=human_bytes(MODELS[model].bytes_per_token(DTYPE_BYTES[dtype]), units)))
 measured = run_button(lang, 6, "transports", measure_transports) or []
 links = {t(lang, f"link_{key}"): gbps for key, gbps in LINKS.items()}
-st.plotly_chart(link_times(nbytes, links, measured, t(lang, "l6_links"), lang), key="links")
+# A push's time is what was left after the prefill, not a link rate: it does not scale to other sizes.
+copied = [m for m in measured if not m["during_prefill"]]
+st.plotly_chart(link_times(nbytes, links, copied, t(lang, "l6_links"), lang), key="links")
 fast, slow = max(LINKS, key=LINKS.get), min(LINKS, key=LINKS.get)
 st.success(t(lang, "l6_take", size=human_bytes(nbytes, units), fast=t(lang, f"link_{fast}"),
              slow=t(lang, f"link_{slow}"),
