@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spread", type=float, default=0.0, help="lengths uniform in +-spread (0-1)")
     p.add_argument("--ttft", type=float, default=0.4, help="TTFT SLO, seconds (P90)")
     p.add_argument("--tpot", type=float, default=0.04, help="TPOT SLO, seconds (P90)")
-    p.add_argument("--efficiency", type=float, default=0.6)
+    p.add_argument("--efficiency", type=float, default=Hardware.efficiency,
+                   help="share of the datasheet peaks the GPUs reach")
     p.add_argument("--chunk", type=int, default=512)
     p.add_argument("--sweep", help="comma-separated prompt lengths: best colocated vs best xPyD at each")
     a = p.parse_args(argv)

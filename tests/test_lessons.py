@@ -124,4 +124,4 @@ def test_planner_page_plans_and_recommends():
     at.selectbox(key="plan_gpu").set_value("L40S")
     at.selectbox(key="plan_model").set_value("Llama-3.1-70B")
     at.button(key="plan").click().run()
-    assert "more than the 96 GB of 2x L40S" in at.error[0].value   # 3 GPUs: TP2 at most
+    assert "more than the 96 GiB of 2x L40S" in at.error[0].value   # 3 GPUs: TP2 at most

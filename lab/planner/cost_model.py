@@ -1,49 +1,72 @@
-"""Roofline step times: prefill is compute-bound, decode memory-bound, KV moves over a link.
+"""Step times as the sum of the step's operations, each at its own roofline.
 
-A forward step costs max(FLOPs / (peak x efficiency), bytes / (bandwidth x efficiency)) plus the
-device's fixed costs per layer (per step, per token and per decoding sequence), plus tensor
-parallelism's all-reduces. Counted: the blocks' matrix multiplies over every token of the step, the
-lm_head once per sampled token, attention (its FLOPs grow with the square of the prompt), the weights
-and the KV read for every context token. A GPU preset has one efficiency
-factor; a measured device (this machine) has its own curves, because small matrix multiplies reach a
-small share of peak.
+A forward step is a sequence of kernels, so its time is their sum, each max(FLOPs / (peak x share),
+bytes / (bandwidth x efficiency)):
+- the blocks' matrix multiplies over every token of the step, against reading their weights once;
+- the lm_head, once per sampled token, against reading it once;
+- prefill attention (compute: its FLOPs grow with the square of the prompt);
+- decode attention, which reads every context token's KV of every decoding sequence (memory);
+- tensor parallelism's all-reduces, two per layer, each a fixed latency plus the activation bytes
+  over one direction of the link;
+- a measured device's fixed costs per layer (per step, per token and per decoding sequence).
+One max over the whole step would let a prompt chunk's matrix multiplies hide the decodes' KV reads,
+which a separate attention kernel never does. A GPU preset reaches `efficiency` of its peaks, its
+matrix multiplies less over few tokens (gemm_share); a measured device (this machine) has its own
+curves. Fitted against AIConfigurator 0.12's step costs for vLLM on H200 (tests/test_planner.py).
 """
 from __future__ import annotations
 
 from .hardware import Device, ModelSpec
 
+# One all-reduce's fixed cost inside a node (launch and synchronisation): an assumption of this model,
+# fitted with the 70B TP4 decode step above; its bytes are counted separately.
+ALLREDUCE_LATENCY_S = 10e-6
+
 
 def fits(model: ModelSpec, device: Device) -> bool:
-    return model.weight_bytes <= device.memory
+    return model.memory_bytes <= device.memory
 
 
 def check_fits(model: ModelSpec, device: Device) -> None:
     if not fits(model, device):
-        raise ValueError(f"{model.name} needs {model.weight_bytes / 1e9:.0f} GB for its weights, more than the "
-                         f"{device.memory / 1e9:.0f} GB of {'one ' if device.tp == 1 else ''}{device.name}; "
+        raise ValueError(f"{model.name} needs {model.memory_bytes / 2**30:.0f} GiB for its weights, more than the "
+                         f"{device.memory / 2**30:.0f} GiB of {'one ' if device.tp == 1 else ''}{device.name}; "
                          f"choose more or larger GPUs or a smaller model")
 
 
-def step_seconds(model: ModelSpec, device: Device, tokens: int, sampled: int, decodes: int, attention_flops: float,
-                 kv_tokens: int, efficiency: float) -> float:
-    """One forward step over `tokens` tokens, `decodes` of them decoding sequences and `sampled` of them
-    producing logits, reading `kv_tokens` of KV."""
-    compute = (2 * model.params * tokens / device.gemm_share(tokens, efficiency)
-               + 2 * model.lm_head_params * sampled / device.gemm_share(sampled, efficiency)
-               + attention_flops / device.attention_share(tokens, efficiency)) / device.flops
-    memory_efficiency = 1.0 if device.measured else efficiency  # a measured bandwidth is already achieved
-    memory = (model.weight_bytes + model.kv_bytes_per_token * kv_tokens) / (device.bandwidth * memory_efficiency)
+def _matmul(flops: float, weight_bytes: float, device: Device, tokens: int, efficiency: float) -> float:
+    return max(flops / (device.flops * device.gemm_share(tokens, efficiency)),
+               weight_bytes / _bandwidth(device, efficiency))
+
+
+def _bandwidth(device: Device, efficiency: float) -> float:
+    return device.bandwidth * (1.0 if device.measured else efficiency)   # a measured bandwidth is achieved
+
+
+def step_seconds(model: ModelSpec, device: Device, tokens: int, sampled: int, decodes: int,
+                 prefill_attention_flops: float, decode_context: int, efficiency: float) -> float:
+    """One forward step over `tokens` tokens, `decodes` of them decoding sequences that hold
+    `decode_context` tokens of KV in all, and `sampled` of them producing logits."""
+    blocks = _matmul(2 * model.params * tokens, model.params * model.dtype_bytes, device, tokens, efficiency)
+    head = _matmul(2 * model.lm_head_params * sampled, model.lm_head_params * model.dtype_bytes, device, sampled,
+                   efficiency) if sampled else 0.0
+    prefill_attention = prefill_attention_flops / (device.flops * device.attention_share(tokens, efficiency))
+    decode_attention = max(4 * model.layers * model.hidden * decode_context
+                           / (device.flops * device.attention_share(max(decodes, 1), efficiency)),
+                           model.kv_bytes_per_token * decode_context / _bandwidth(device, efficiency))
     fixed = device.layer_overhead + tokens * device.token_overhead + decodes * device.sequence_overhead
-    return max(compute, memory) + model.layers * fixed + allreduce_seconds(model, device, tokens)
+    return (blocks + head + prefill_attention + decode_attention + model.layers * fixed
+            + allreduce_seconds(model, device, tokens))
 
 
 def allreduce_seconds(model: ModelSpec, device: Device, tokens: int) -> float:
     """Tensor parallelism sums two partial activations per layer across the GPUs (after attention and
-    after the MLP); a ring all-reduce moves 2 (tp - 1) / tp of the activation bytes over each GPU's link."""
+    after the MLP); a ring all-reduce moves 2 (tp - 1) / tp of the activation bytes over each GPU's
+    link, in one direction."""
     if device.tp == 1:
         return 0.0
     activation = tokens * model.hidden * model.dtype_bytes
-    return 2 * model.layers * 2 * (device.tp - 1) / device.tp * activation / device.nvlink
+    return 2 * model.layers * (ALLREDUCE_LATENCY_S + 2 * (device.tp - 1) / device.tp * activation / device.nvlink)
 
 
 def _causal_attention_flops(model: ModelSpec, new: int, context: int) -> float:
@@ -51,28 +74,26 @@ def _causal_attention_flops(model: ModelSpec, new: int, context: int) -> float:
     return 2 * model.layers * model.hidden * new * (context + new)
 
 
-def prefill_seconds(model: ModelSpec, device: Device, prompts: list[int], efficiency: float = 0.6,
+def prefill_seconds(model: ModelSpec, device: Device, prompts: list[int], efficiency: float = 0.7,
                     context: list[int] | None = None) -> float:
     """One step prefilling `prompts` tokens of several requests (after `context` tokens each, if any)."""
     context = context or [0] * len(prompts)
     attention = sum(_causal_attention_flops(model, n, c) for n, c in zip(prompts, context))
-    return step_seconds(model, device, sum(prompts), len(prompts), 0, attention,
-                        sum(c + n for n, c in zip(prompts, context)), efficiency)
+    return step_seconds(model, device, sum(prompts), len(prompts), 0, attention, 0, efficiency)
 
 
 def decode_seconds(model: ModelSpec, device: Device, batch: int, context_tokens: int,
-                   efficiency: float = 0.6) -> float:
+                   efficiency: float = 0.7) -> float:
     """One decode step for `batch` sequences holding `context_tokens` of KV in all."""
-    return step_seconds(model, device, batch, batch, batch, 4 * model.layers * model.hidden * context_tokens,
-                        context_tokens, efficiency)
+    return step_seconds(model, device, batch, batch, batch, 0.0, context_tokens, efficiency)
 
 
 def mixed_seconds(model: ModelSpec, device: Device, chunk: int, chunk_context: int, batch: int,
-                  context_tokens: int, efficiency: float = 0.6) -> float:
-    """A chunked-prefill step: `batch` decodes plus a `chunk` of one prompt, in one pass over the weights."""
-    attention = 4 * model.layers * model.hidden * context_tokens + _causal_attention_flops(model, chunk, chunk_context)
-    return step_seconds(model, device, batch + chunk, batch + 1, batch, attention,
-                        context_tokens + chunk_context + chunk, efficiency)
+                  context_tokens: int, efficiency: float = 0.7) -> float:
+    """A chunked-prefill step: `batch` decodes plus a `chunk` of one prompt, in one pass over the weights
+    but with both attentions."""
+    return step_seconds(model, device, batch + chunk, batch + 1, batch,
+                        _causal_attention_flops(model, chunk, chunk_context), context_tokens, efficiency)
 
 
 def transfer_seconds(model: ModelSpec, tokens: int, link_bytes_per_s: float, tp: int = 1) -> float:

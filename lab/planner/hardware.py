@@ -6,6 +6,10 @@ from dataclasses import dataclass, replace
 
 
 Curve = tuple[tuple[int, float], ...]    # ((tokens, share of peak), ...) sorted by tokens
+GiB = 2 ** 30
+# A GPU preset's matrix multiplies over T tokens reach efficiency x T / (T + GEMM_HALF_TOKENS) of
+# peak: few tokens leave the tensor cores idle (fitted to AIConfigurator's H200 decode steps).
+GEMM_HALF_TOKENS = 150
 
 
 def interpolate(curve: Curve, tokens: int) -> float:
@@ -24,7 +28,7 @@ class Device:
     name: str
     flops: float          # dense bf16 FLOP/s (or this machine's measured peak)
     bandwidth: float      # memory bytes/s
-    memory: float         # bytes
+    memory: float         # bytes (datasheets' "GB" of GPU memory are GiB)
     # Fixed costs the roofline does not see, per layer: every step (kernel launches, Python, op dispatch),
     # every token (the elementwise ops: norms, rotary, activation, residual adds) and every decoding
     # sequence (gathering its KV from the paged pool, its share of the attention call). 0 for the GPU
@@ -37,8 +41,13 @@ class Device:
     # causal attention over a prompt this long. Small multiplies reach a small share of peak.
     gemm_efficiency: Curve = ()
     attention_efficiency: Curve = ()
-    nvlink: float = 0.0   # bytes/s from one GPU to its peers in a node (tensor parallelism's all-reduces)
+    nvlink: float = 0.0   # bytes/s from one GPU to its peers, one direction (tensor parallelism's all-reduces)
     tp: int = 1           # GPUs working as this one device (tensor parallelism)
+    # A running batch's limits, as vLLM's OpenAI server sets them by default (get_batch_defaults in
+    # vllm/engine/arg_utils.py): GPUs with >= 70 GiB other than the A100 get 1024 sequences and 8192
+    # tokens a step, the other GPUs 256 and 2048, CPUs 128 and 2048.
+    max_num_seqs: int = 256
+    max_batched_tokens: int = 2048
 
     @property
     def measured(self) -> bool:
@@ -53,7 +62,9 @@ class Device:
                        memory=self.memory * tp, tp=tp)
 
     def gemm_share(self, tokens: int, default: float) -> float:
-        return interpolate(self.gemm_efficiency, tokens) if self.measured else default
+        if self.measured:
+            return interpolate(self.gemm_efficiency, tokens)
+        return default * tokens / (tokens + GEMM_HALF_TOKENS)
 
     def attention_share(self, tokens: int, default: float) -> float:
         return interpolate(self.attention_efficiency, tokens) if self.attention_efficiency else default
@@ -69,6 +80,7 @@ class ModelSpec:
     head_dim: int
     vocab: int            # the output projection (lm_head) is vocab x hidden, run once per sampled token
     dtype_bytes: int = 2
+    tied_embeddings: bool = False   # the input embedding is the lm_head's matrix (else a second copy in memory)
 
     @property
     def lm_head_params(self) -> int:
@@ -80,29 +92,37 @@ class ModelSpec:
         return (self.params + self.lm_head_params) * self.dtype_bytes
 
     @property
+    def memory_bytes(self) -> float:
+        """Bytes the weights hold in memory: what a step reads, plus the embedding table if it is its own."""
+        return self.weight_bytes + (0 if self.tied_embeddings else self.lm_head_params * self.dtype_bytes)
+
+    @property
     def kv_bytes_per_token(self) -> int:
         return 2 * self.layers * self.kv_heads * self.head_dim * self.dtype_bytes
 
 
-GPUS = {  # NVLink: 600 / 900 / 900 / 1800 GB/s per GPU; the L40S has none and talks over PCIe Gen4 x16
-    "A100-80GB": Device("A100-80GB", 312e12, 2.039e12, 80e9, nvlink=600e9),
-    "H100-SXM": Device("H100-SXM", 989e12, 3.35e12, 80e9, nvlink=900e9),
-    "H200": Device("H200", 989e12, 4.8e12, 141e9, nvlink=900e9),
-    "L40S": Device("L40S", 362e12, 0.864e12, 48e9, nvlink=32e9),
-    "B200": Device("B200", 2250e12, 8.0e12, 180e9, nvlink=1800e9),
+BIG = dict(max_num_seqs=1024, max_batched_tokens=8192)   # vLLM's defaults on GPUs of >= 70 GiB but the A100
+GPUS = {  # NVLink per GPU, one direction: 300 / 450 / 450 / 900 GB/s (the datasheets' totals count both);
+          # the L40S has none and talks over PCIe Gen4 x16, 32 GB/s each way
+    "A100-80GB": Device("A100-80GB", 312e12, 2.039e12, 80 * GiB, nvlink=300e9),
+    "H100-SXM": Device("H100-SXM", 989e12, 3.35e12, 80 * GiB, nvlink=450e9, **BIG),
+    "H200": Device("H200", 989e12, 4.8e12, 141 * GiB, nvlink=450e9, **BIG),
+    "L40S": Device("L40S", 362e12, 0.864e12, 48 * GiB, nvlink=32e9),
+    "B200": Device("B200", 2250e12, 8.0e12, 180 * GiB, nvlink=900e9, **BIG),
 }
 
 # Block parameters from each model's published config (attention q/k/v/o + MLP, times layers).
 MODELS = {
-    "OPT-13B": ModelSpec("OPT-13B", 12.58e9, 40, 5120, 40, 128, 50272),
+    "OPT-13B": ModelSpec("OPT-13B", 12.58e9, 40, 5120, 40, 128, 50272, tied_embeddings=True),
     "Llama-3.1-8B": ModelSpec("Llama-3.1-8B", 6.98e9, 32, 4096, 8, 128, 128256),
     "Llama-3.1-70B": ModelSpec("Llama-3.1-70B", 68.45e9, 80, 8192, 8, 128, 128256),
     "Qwen2.5-7B": ModelSpec("Qwen2.5-7B", 6.53e9, 28, 3584, 4, 128, 152064),
-    "SmolLM2-135M (fp32)": ModelSpec("SmolLM2-135M (fp32)", 106.2e6, 30, 576, 3, 64, 49152, 4),
+    "SmolLM2-135M (fp32)": ModelSpec("SmolLM2-135M (fp32)", 106.2e6, 30, 576, 3, 64, 49152, 4,
+                                     tied_embeddings=True),
 }
 
-LINKS = {  # bytes/s
-    "NVLink 4": 900e9,
+LINKS = {  # bytes/s, one direction (a KV copy uses one)
+    "NVLink 4": 450e9,
     "RDMA 400 Gb/s": 50e9,
     "PCIe Gen5 x16": 64e9,
     "TCP 10 GbE": 1.25e9,

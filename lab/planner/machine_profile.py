@@ -86,6 +86,6 @@ def measured_device(peak_flops: float, bandwidth: float, memory: float, gemm: li
         return tuple((n, statistics.median(c[i][1] for c in curves)) for i, (n, _) in enumerate(curves[0]))
     gemm_flops, attention_flops = median(gemm), median(attention)
     peak = max([peak_flops] + [f for _, f in gemm_flops])
-    return Device("this machine", peak, bandwidth, memory,
+    return Device("this machine", peak, bandwidth, memory, max_num_seqs=128,
                   gemm_efficiency=tuple((n, f / peak) for n, f in gemm_flops),
                   attention_efficiency=tuple((n, f / peak) for n, f in attention_flops))

@@ -120,8 +120,8 @@ class Request:
 class Hardware:
     model: ModelSpec
     device: Device              # one GPU, or a tensor-parallel group of them (Device.group)
-    link: float = 900e9         # bytes/s between a prefill and a decode GPU
-    efficiency: float = 0.6
+    link: float = 450e9         # bytes/s between a prefill and a decode GPU, one direction
+    efficiency: float = 0.7     # share of the datasheet peaks a GPU preset reaches
 
     def __post_init__(self):
         if not 0 < self.efficiency <= 1 or self.link <= 0:
@@ -133,5 +133,5 @@ class Hardware:
     @property
     def kv_capacity(self) -> int:
         """Tokens of KV one instance holds beside the weights."""
-        free = self.device.memory * MEMORY_UTILIZATION - self.model.weight_bytes
+        free = self.device.memory * MEMORY_UTILIZATION - self.model.memory_bytes
         return max(0, int(free / self.model.kv_bytes_per_token))

@@ -12,8 +12,6 @@ from engine.cluster.topology import Mode
 from . import cost_model as cm
 from .scenario import Hardware, Placement, Request, Workload
 
-MAX_PREFILL_TOKENS = 4096   # prompt tokens prefilled together in one prefill-first step
-
 
 class Running:
     """The requests decoding on one instance. A step gives each of them one token; running sums and a
@@ -49,9 +47,11 @@ class Running:
             self._base -= r.prompt + r.output - self.step
             self.reserved -= r.prompt + r.output
 
-    def fits(self, hw: Hardware, r: Request, also: int = 0) -> bool:
-        """Whether `r`'s whole KV fits beside the members' (and `also` more tokens about to join)."""
-        return self.reserved + also + r.prompt + r.output <= hw.kv_capacity
+    def fits(self, hw: Hardware, r: Request, also: int = 0, joining: int = 0) -> bool:
+        """Whether `r` may join: its whole KV fits beside the members' (and `also` more tokens of
+        `joining` requests about to join), and the batch stays within the engine's max_num_seqs."""
+        return (self.reserved + also + r.prompt + r.output <= hw.kv_capacity
+                and self.size + joining < hw.device.max_num_seqs)
 
 
 def _first_token(r: Request, t: float, running: Running) -> None:
@@ -79,8 +79,9 @@ def _colocated(hw: Hardware, reqs: list[Request], chunk: int | None) -> None:
             continue
         if chunk is None and waiting and running.fits(hw, waiting[0]):  # prefill-first: decodes wait
             batch = [waiting.popleft()]
-            while (waiting and sum(r.prompt for r in batch) + waiting[0].prompt <= MAX_PREFILL_TOKENS
-                   and running.fits(hw, waiting[0], also=sum(r.prompt + r.output for r in batch))):
+            while (waiting and sum(r.prompt for r in batch) + waiting[0].prompt <= hw.device.max_batched_tokens
+                   and running.fits(hw, waiting[0], also=sum(r.prompt + r.output for r in batch),
+                                    joining=len(batch))):
                 batch.append(waiting.popleft())
             t += cm.prefill_seconds(hw.model, hw.device, [r.prompt for r in batch], hw.efficiency)
             for r in batch:
@@ -106,7 +107,7 @@ def _prefill_only(hw: Hardware, reqs: list[Request], links: int) -> None:
         batch = [reqs[i]]
         i += 1
         while (i < len(reqs) and reqs[i].arrival <= t
-               and sum(r.prompt for r in batch) + reqs[i].prompt <= MAX_PREFILL_TOKENS):
+               and sum(r.prompt for r in batch) + reqs[i].prompt <= hw.device.max_batched_tokens):
             batch.append(reqs[i])
             i += 1
         t += cm.prefill_seconds(hw.model, hw.device, [r.prompt for r in batch], hw.efficiency)
