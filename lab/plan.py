@@ -3,14 +3,19 @@
 Example (DistServe's setting): python -m lab.plan --model OPT-13B --gpu A100-80GB --gpus 3 \\
     --prompt 512 --output 64 --ttft 0.4 --tpot 0.04
 Where the winner changes with the prompt length: add --sweep 64,128,256,512,1024,2048
+For scripts: --json prints the plan as one JSON object. Tokens/s per GPU against per user: --pareto
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
+from engine.cluster.topology import Mode
+
 from .planner.hardware import GPUS, LINKS, MODELS
-from .planner.search import PlacementResult, SweepPoint, crossovers, plan, prompt_sweep
+from .planner.search import (ParetoPoint, PlacementResult, PlanReport, SweepPoint, crossovers, pareto_front,
+                             plan_report, prompt_sweep)
 from .planner.scenario import SLO, Hardware, Workload
 
 
@@ -30,31 +35,73 @@ def main(argv: list[str] | None = None) -> int:
                    help="share of the datasheet peaks the GPUs reach")
     p.add_argument("--chunk", type=int, default=512)
     p.add_argument("--sweep", help="comma-separated prompt lengths: best colocated vs best xPyD at each")
+    p.add_argument("--json", action="store_true", help="print the plan as one JSON object")
+    p.add_argument("--pareto", action="store_true",
+                   help="the Pareto front of each kind: output tokens/s per GPU against tokens/s per user")
     a = p.parse_args(argv)
     try:
         hw = Hardware(MODELS[a.model], GPUS[a.gpu], LINKS[a.link], a.efficiency)
         workload, slo = Workload(1.0, a.prompt, a.output, spread=a.spread), SLO(a.ttft, a.tpot)
         if a.sweep:
             points = prompt_sweep(hw, workload, slo, a.gpus, _lengths(a.sweep), a.chunk)
+        elif a.pareto:
+            fronts = pareto_front(hw, workload, slo, a.gpus, a.chunk)
         else:
-            results = plan(hw, workload, slo, a.gpus, a.chunk)
+            report = plan_report(hw, workload, slo, a.gpus, a.chunk)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if a.json and not (a.sweep or a.pareto):
+        print(json.dumps(plan_json(report, vars(a)), indent=1))
+        return 0
     print(f"{a.model} on {a.gpus} x {a.gpu} ({a.link}); prompt {a.prompt}, output {a.output}; "
           f"SLO P90 TTFT <= {a.ttft} s, TPOT <= {a.tpot} s")
     if a.sweep:
         _print_sweep(points)
+    elif a.pareto:
+        _print_pareto(fronts)
     else:
-        _print_plan(results)
+        _print_plan(report)
     return 0
 
 
-def _print_plan(results: list[PlacementResult]) -> None:
-    print(f"{'placement':<28}{'goodput req/s':>14}{'per GPU':>10}")
-    for r in results:
-        print(f"{r.placement.label:<28}{r.goodput:>14.2f}{r.per_gpu:>10.2f}")
-    print(f"best: {results[0].placement.label}")
+def _print_pareto(fronts: dict[Mode, list[ParetoPoint]]) -> None:
+    print(f"{'kind':<15}{'placement':<28}{'req/s':>9}{'tok/s/user':>12}{'tok/s/GPU':>11}")
+    for mode, front in fronts.items():
+        for pt in front:
+            print(f"{mode:<15}{pt.placement:<28}{pt.rate:>9.2f}{pt.tokens_per_user:>12.1f}{pt.tokens_per_gpu:>11.0f}")
+
+
+def _result_json(r: PlacementResult) -> dict:
+    return {"placement": r.placement.label, "mode": str(r.placement.mode), "gpus": r.placement.total_gpus,
+            "goodput_rps": r.goodput, "goodput_rps_per_gpu": r.per_gpu,
+            "output_tokens_per_s_per_gpu": r.tokens_per_gpu, "output_tokens_per_s_per_user": r.tokens_per_user,
+            "ttft_s": {"p50": r.ttft_s[0], "p90": r.ttft_s[1]}, "tpot_s": {"p50": r.tpot_s[0], "p90": r.tpot_s[1]},
+            "at_hardware_bound": r.at_bound}
+
+
+def plan_json(report: PlanReport, inputs: dict) -> dict:
+    """The plan as scripts read it: the inputs, the best placement of each kind, the recommendation, and
+    why the placements that cannot run were dropped."""
+    best = {}
+    for r in report.results:   # best first
+        best.setdefault(str(r.placement.mode), _result_json(r))
+    return {"inputs": {k: v for k, v in inputs.items() if k not in ("json", "sweep")},
+            "recommendation": _result_json(report.results[0]),
+            "best_per_kind": {str(m): best.get(str(m)) for m in Mode},
+            "dropped": [{"placement": label, "reason": why} for label, why in report.dropped]}
+
+
+def _print_plan(report: PlanReport) -> None:
+    print(f"{'placement':<28}{'goodput req/s':>14}{'per GPU':>9}{'tok/s/GPU':>11}{'TTFT P90 s':>12}"
+          f"{'TPOT P90 ms':>13}")
+    for r in report.results:
+        bound = "  (at the hardware bound)" if r.at_bound else ""
+        print(f"{r.placement.label:<28}{r.goodput:>14.2f}{r.per_gpu:>9.2f}{r.tokens_per_gpu:>11.0f}"
+              f"{r.ttft_s[1]:>12.3f}{1000 * r.tpot_s[1]:>13.1f}{bound}")
+    for label, why in report.dropped:
+        print(f"dropped {label}: {why}")
+    print(f"best: {report.results[0].placement.label}")
 
 
 def _print_sweep(points: list[SweepPoint]) -> None:

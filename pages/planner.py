@@ -7,7 +7,7 @@ import streamlit as st
 from lab.i18n import t
 from lab.planner import figures
 from lab.planner.hardware import GPUS, LINKS, MODELS
-from lab.planner.search import attainment_curve, crossovers, plan, prompt_sweep
+from lab.planner.search import attainment_curve, crossovers, pareto_front, plan_report, prompt_sweep
 from lab.planner.scenario import SLO, Hardware, Workload
 from lab.ui import page_frame, show_table
 
@@ -77,19 +77,40 @@ def keep(key: str, compute) -> None:
 
 
 if st.button(t(lang, "plan_button"), key="plan", type="primary"):
-    keep("plan_result", lambda hw, workload, slo: (hw, workload, slo, plan(hw, workload, slo, int(gpus))))
+    keep("plan_result", lambda hw, workload, slo: (hw, workload, slo, plan_report(hw, workload, slo, int(gpus))))
 if "plan_result" in st.session_state:
-    hw, workload, slo, results = st.session_state["plan_result"]
+    hw, workload, slo, report = st.session_state["plan_result"]
+    results = report.results
     best = results[0]
     st.success(t(lang, "plan_best", gpus=best.placement.total_gpus, placement=best.placement.label,
                  per_gpu=best.per_gpu))
+    if best.at_bound:   # the SLOs would allow more: the hardware does not
+        st.info(t(lang, "plan_at_bound"))
     st.plotly_chart(figures.goodput_bars(results, t(lang, "plan_fig_goodput"), lang), key="goodput")
+    show_table(lang, [{"placement": r.placement.label, "rps_per_gpu": r.per_gpu, "tokens_per_gpu": r.tokens_per_gpu,
+                       "ttft_p50_s": r.ttft_s[0], "ttft_p90_s": r.ttft_s[1], "tpot_p50_ms": 1000 * r.tpot_s[0],
+                       "tpot_p90_ms": 1000 * r.tpot_s[1]} for r in results])
+    for label, why in report.dropped:
+        st.caption(t(lang, "plan_dropped", placement=label, reason=why))
     top_rate = max(r.goodput for r in results) * 1.5 or 1.0
     rates = [top_rate * k / 12 for k in range(1, 13)]
     curves = {r.placement.label: attainment_curve(hw, r.placement, workload, slo, rates)
               for r in results[:ATTAINMENT_LINES]}
     st.plotly_chart(figures.attainment_lines(rates, curves, slo.attainment, t(lang, "plan_fig_attainment"), lang),
                     key="attainment")
+
+st.markdown(t(lang, "plan_pareto_text"))
+if st.button(t(lang, "plan_pareto_button"), key="pareto"):
+    keep("plan_pareto", lambda hw, workload, slo: pareto_front(hw, workload, slo, int(gpus)))
+if st.session_state.get("plan_pareto"):
+    fronts = st.session_state["plan_pareto"]
+    st.plotly_chart(figures.pareto_lines(fronts, t(lang, "plan_fig_pareto"), lang), key="pareto_chart")
+    most = max((p for front in fronts.values() for p in front), key=lambda p: p.tokens_per_gpu)
+    fastest = max((p for front in fronts.values() for p in front), key=lambda p: p.tokens_per_user)
+    st.info(t(lang, "plan_pareto_take", gpu_kind=t(lang, f"mode_{most.mode}"), gpu_placement=most.placement,
+              gpu_tokens=f"{most.tokens_per_gpu:.0f}", gpu_user=f"{most.tokens_per_user:.0f}",
+              user_kind=t(lang, f"mode_{fastest.mode}"), user_placement=fastest.placement,
+              user_tokens=f"{fastest.tokens_per_user:.0f}", user_gpu=f"{fastest.tokens_per_gpu:.0f}"))
 
 st.markdown(t(lang, "plan_sweep_text"))
 if st.button(t(lang, "plan_sweep_button"), key="sweep"):

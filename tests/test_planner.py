@@ -1,4 +1,6 @@
 """The cluster planner: cost formulas by hand, DistServe's direction, the opposite regime, bad input."""
+import json
+
 import pytest
 
 from lab.plan import main as plan_cli
@@ -6,8 +8,9 @@ from lab.planner import cost_model as cm
 from lab.planner.calibration import FixedCosts, StepSample, fit_fixed_costs, leave_one_out
 from lab.planner.hardware import GPUS, LINKS, MODELS, Device, ModelSpec, interpolate
 from lab.planner.machine_profile import measured_device, model_spec
-from lab.planner.search import PlacementResult, SweepPoint, candidates, crossovers, plan, prompt_sweep
-from lab.planner.goodput import goodput
+from lab.planner.search import (PlacementResult, SweepPoint, candidates, crossovers, evaluate, pareto_front, plan,
+                                plan_report, prompt_sweep)
+from lab.planner.goodput import goodput, rate_bound
 from lab.planner.scenario import SLO, Hardware, Placement, Workload
 from lab.planner.simulator import simulate
 
@@ -161,7 +164,7 @@ class TestKVMemory:
 
     def test_a_request_larger_than_the_kv_memory_is_refused(self):
         hw = Hardware(TOY, Device("3 GB", flops=100e12, bandwidth=1e12, memory=3e9))
-        with pytest.raises(ValueError, match="a request of 100000 tokens needs 0.8 GB of KV, more than the 0.7 GB"):
+        with pytest.raises(ValueError, match="a request of 100000 tokens needs 0.75 GiB of KV, more than the 0.61 GiB"):
             simulate(hw, Placement("colocated"), Workload(1.0, 99_000, 1000, requests=3))
 
     def test_full_kv_memory_makes_requests_wait(self):
@@ -283,3 +286,51 @@ def test_cli_sweep_prints_the_winner_per_length_and_refuses_bad_lengths(capsys):
     assert "--sweep takes comma-separated prompt lengths such as 128,512,2048, got '128,x'" in capsys.readouterr().err
     assert plan_cli(["--sweep", "128,0"]) == 2
     assert "prompt lengths must be >= 1, got '128,0'" in capsys.readouterr().err
+
+
+def test_no_placement_is_credited_with_more_than_the_hardware_bound():
+    """8B on one H200, 128-token prompts and 512-token answers, loose SLOs: the SLOs hold at any rate the
+    hardware can sustain, so the goodput is the bound itself, flagged, not a burst's fantasy."""
+    hw = Hardware(MODELS["Llama-3.1-8B"], GPUS["H200"])
+    workload, slo = Workload(1.0, 128, 512), SLO(ttft_s=5.0, tpot_s=0.5)
+    placement = Placement("colocated", 1)
+    result = evaluate(hw, placement, workload, slo)
+    assert result.goodput == pytest.approx(rate_bound(hw, placement, workload)) and result.at_bound
+    # at most 1024 sequences of 8B decoding together on one H200: tens of thousands of tokens/s, not millions
+    assert result.tokens_per_gpu < 50_000
+
+
+def test_a_placement_that_cannot_hold_one_request_is_dropped_with_the_reason():
+    """70B's weights fit one H200 but leave no room for a request's KV: the TP1 placements are dropped and
+    said why; the others are planned."""
+    hw = Hardware(MODELS["Llama-3.1-70B"], GPUS["H200"])
+    report = plan_report(hw, Workload(1.0, 4000, 500, requests=60), SLO(ttft_s=2.0, tpot_s=0.05), gpus=2)
+    assert [r.placement.label for r in report.results] == ["colocated x1 TP2", "chunked x1 TP2 (chunk 512)"]
+    assert {label for label, _ in report.dropped} == {"colocated x2", "chunked x2 (chunk 512)", "1P1D"}
+    # the prefill side holds the prompt (4000 tokens), the others prompt and answer (4500)
+    assert all("GiB of KV, more than the 0.00 GiB one H200 has beside Llama-3.1-70B's weights" in why
+               for _, why in report.dropped)
+
+
+def test_cli_json_reports_the_best_of_each_kind_its_percentiles_and_what_was_dropped(capsys):
+    assert plan_cli(["--model", "OPT-13B", "--gpu", "A100-80GB", "--gpus", "2", "--prompt", "512", "--output",
+                     "64", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["best_per_kind"]) == {"colocated", "chunked", "disaggregated"}
+    best = out["recommendation"]
+    assert best == max(out["best_per_kind"].values(), key=lambda r: r["goodput_rps_per_gpu"])
+    assert best["output_tokens_per_s_per_gpu"] == pytest.approx(best["goodput_rps_per_gpu"] * 64)
+    assert 0 < best["ttft_s"]["p50"] <= best["ttft_s"]["p90"] <= 0.4 and best["tpot_s"]["p90"] <= 0.04
+    assert out["dropped"] == [] and out["inputs"]["gpus"] == 2
+
+
+def test_the_pareto_front_trades_speed_per_user_for_throughput_per_gpu(capsys):
+    hw = Hardware(MODELS["OPT-13B"], GPUS["A100-80GB"], LINKS["NVLink 4"])
+    fronts = pareto_front(hw, Workload(1.0, 512, 64, requests=200), SLO(ttft_s=2.0, tpot_s=0.1), gpus=2)
+    assert set(fronts) == {"colocated", "chunked", "disaggregated"}
+    for front in fronts.values():
+        users, per_gpu = [p.tokens_per_user for p in front], [p.tokens_per_gpu for p in front]
+        # from the fastest per user to the most per GPU: each point gives up speed to serve more
+        assert users == sorted(users, reverse=True) and per_gpu == sorted(per_gpu) and len(set(per_gpu)) == len(front)
+    assert plan_cli(["--model", "OPT-13B", "--gpu", "A100-80GB", "--gpus", "2", "--pareto"]) == 0
+    assert "tok/s/user" in capsys.readouterr().out

@@ -70,3 +70,11 @@ def efficiency_lines(calibration: dict, title: str, lang: str) -> go.Figure:
         for key in ("gemm_efficiency", "attention_efficiency")])
     fig.update_xaxes(type="log")
     return layout(fig, title, t(lang, "axis_tokens_in_step"), t(lang, "axis_share_of_peak"), 320)
+
+
+def pareto_lines(fronts: dict, title: str, lang: str) -> go.Figure:
+    """Each kind's Pareto front: output tokens/s per GPU against tokens/s per user."""
+    fig = go.Figure([go.Scatter(x=[p.tokens_per_user for p in front], y=[p.tokens_per_gpu for p in front],
+                                text=[p.placement for p in front], name=t(lang, f"mode_{mode}"),
+                                mode="lines+markers") for mode, front in fronts.items()])
+    return layout(fig, title, t(lang, "axis_tokens_per_user"), t(lang, "axis_tokens_per_gpu"))

@@ -1,12 +1,13 @@
 """Goodput per GPU of every placement on a GPU budget, and the best one."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import statistics
+from dataclasses import dataclass, field, replace
 
 from engine.cluster.topology import Mode
 
 from . import cost_model as cm
-from .goodput import attainment, goodput
+from .goodput import attainment, goodput, rate_bound
 from .scenario import SLO, Hardware, Placement, Workload
 from .simulator import simulate
 
@@ -15,10 +16,46 @@ from .simulator import simulate
 class PlacementResult:
     placement: Placement
     goodput: float            # req/s for the whole placement
+    at_bound: bool = False    # the SLOs held even at the hardware's bound: the goodput is that bound
+    ttft_s: tuple[float, float] = (0.0, 0.0)   # P50, P90 at the goodput rate
+    tpot_s: tuple[float, float] = (0.0, 0.0)
+    output_tokens: float = 0.0                  # mean answer length of the workload
 
     @property
     def per_gpu(self) -> float:
         return self.goodput / self.placement.total_gpus
+
+    @property
+    def tokens_per_gpu(self) -> float:
+        """Output tokens/s per GPU at the goodput rate."""
+        return self.per_gpu * self.output_tokens
+
+    @property
+    def tokens_per_user(self) -> float:
+        """Output tokens/s one user sees while their answer streams (1 / median TPOT)."""
+        return 1 / self.tpot_s[0] if self.tpot_s[0] > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class PlanReport:
+    results: list[PlacementResult]                 # the placements that can run, best goodput per GPU first
+    dropped: list[tuple[str, str]] = field(default_factory=list)   # (placement, why it cannot run)
+
+
+def _percentiles(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return (values[0], values[0]) if values else (0.0, 0.0)
+    deciles = statistics.quantiles(values, n=10)
+    return statistics.median(values), deciles[8]
+
+
+def evaluate(hw: Hardware, placement: Placement, workload: Workload, slo: SLO) -> PlacementResult:
+    """A placement's goodput, and what an engineer checks at that rate: TTFT and TPOT percentiles."""
+    rate = goodput(hw, placement, workload, slo)
+    reqs = simulate(hw, placement, replace(workload, rate=rate)) if rate > 0 else []
+    return PlacementResult(placement, rate, rate >= rate_bound(hw, placement, workload),
+                           _percentiles([r.ttft for r in reqs]), _percentiles([r.tpot for r in reqs if r.output > 1]),
+                           workload.output_tokens)
 
 
 TENSOR_PARALLEL = (1, 2, 4, 8)   # GPUs per instance tried: within one 8-GPU node, as the engines run it
@@ -45,10 +82,23 @@ def candidates(hw: Hardware, gpus: int, chunk: int = 512) -> list[Placement]:
     return out
 
 
+def plan_report(hw: Hardware, workload: Workload, slo: SLO, gpus: int, chunk: int = 512) -> PlanReport:
+    """Every placement of `gpus` GPUs: those that can run, best goodput per GPU first, and the others
+    with the reason (a request's KV that does not fit beside the weights, say)."""
+    results, dropped = [], []
+    for p in candidates(hw, gpus, chunk):
+        try:
+            results.append(evaluate(hw, p, workload, slo))
+        except ValueError as exc:
+            dropped.append((p.label, str(exc)))
+    if not results:
+        raise ValueError("no placement of these GPUs can serve this workload: " + dropped[0][1])
+    return PlanReport(sorted(results, key=lambda r: r.per_gpu, reverse=True), dropped)
+
+
 def plan(hw: Hardware, workload: Workload, slo: SLO, gpus: int, chunk: int = 512) -> list[PlacementResult]:
-    """Every placement of `gpus` GPUs, best goodput per GPU first."""
-    results = [PlacementResult(p, goodput(hw, p, workload, slo)) for p in candidates(hw, gpus, chunk)]
-    return sorted(results, key=lambda r: r.per_gpu, reverse=True)
+    """Every placement of `gpus` GPUs that can run, best goodput per GPU first."""
+    return plan_report(hw, workload, slo, gpus, chunk).results
 
 
 def attainment_curve(hw: Hardware, placement: Placement, workload: Workload, slo: SLO,
@@ -94,3 +144,47 @@ def crossovers(points: list[SweepPoint]) -> list[tuple[SweepPoint, SweepPoint]]:
     """Neighbouring lengths between which one family stops winning and the other wins (ties skipped)."""
     decided = [p for p in points if p.winner != "tie"]
     return [(a, b) for a, b in zip(decided, decided[1:]) if a.winner != b.winner]
+
+
+PARETO_RATES = 8   # request rates tried per placement, up to its hardware bound
+
+
+@dataclass(frozen=True)
+class ParetoPoint:
+    placement: str
+    mode: Mode
+    rate: float               # requests/s offered
+    tokens_per_gpu: float     # output tokens/s per GPU
+    tokens_per_user: float    # output tokens/s one streaming user sees (1 / median TPOT)
+
+
+def pareto_front(hw: Hardware, workload: Workload, slo: SLO, gpus: int,
+                 chunk: int = 512) -> dict[Mode, list[ParetoPoint]]:
+    """Throughput per GPU against speed per user, as AIConfigurator draws it, for each kind of
+    placement: every placement that can run at rates up to its hardware bound, the points whose P90
+    TTFT meets the SLO, and of those the ones no other point of the kind beats on both axes."""
+    points: dict[Mode, list[ParetoPoint]] = {m: [] for m in Mode}
+    for p in candidates(hw, gpus, chunk):
+        try:
+            bound = rate_bound(hw, p, workload)
+            for k in range(1, PARETO_RATES + 1):
+                rate = bound * k / PARETO_RATES
+                reqs = simulate(hw, p, replace(workload, rate=rate))
+                ttft_p90 = _percentiles([r.ttft for r in reqs])[1]
+                tpot_p50 = _percentiles([r.tpot for r in reqs if r.output > 1])[0]
+                if ttft_p90 <= slo.ttft_s and tpot_p50 > 0:
+                    points[p.mode].append(ParetoPoint(p.label, p.mode, rate, rate * workload.output_tokens / gpus,
+                                                      1 / tpot_p50))
+        except ValueError:
+            continue   # cannot run: plan_report says why
+    return {mode: _front(found) for mode, found in points.items() if found}
+
+
+def _front(points: list[ParetoPoint]) -> list[ParetoPoint]:
+    """The points no other beats on both axes, from the fastest per user to the most per GPU."""
+    front, best_per_gpu = [], -1.0
+    for pt in sorted(points, key=lambda q: (-q.tokens_per_user, -q.tokens_per_gpu)):
+        if pt.tokens_per_gpu > best_per_gpu:
+            front.append(pt)
+            best_per_gpu = pt.tokens_per_gpu
+    return front

@@ -10,6 +10,7 @@ from collections import deque
 from engine.cluster.topology import Mode
 
 from . import cost_model as cm
+from .hardware import GiB
 from .scenario import Hardware, Placement, Request, Workload
 
 
@@ -133,8 +134,8 @@ def _instance(hw: Hardware, tp: int, tokens: int) -> Hardware:
     hw = hw.instance(tp)
     cm.check_fits(hw.model, hw.device)
     if tokens > hw.kv_capacity:
-        raise ValueError(f"a request of {tokens} tokens needs {tokens * hw.model.kv_bytes_per_token / 1e9:.1f} GB "
-                         f"of KV, more than the {hw.kv_capacity * hw.model.kv_bytes_per_token / 1e9:.1f} GB "
+        raise ValueError(f"a request of {tokens} tokens needs {tokens * hw.model.kv_bytes_per_token / GiB:.2f} GiB "
+                         f"of KV, more than the {hw.kv_capacity * hw.model.kv_bytes_per_token / GiB:.2f} GiB "
                          f"{'one ' if tp == 1 else ''}{hw.device.name} has beside {hw.model.name}'s weights; "
                          f"shorten the requests or choose more or larger GPUs")
     return hw
