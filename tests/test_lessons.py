@@ -117,10 +117,14 @@ def test_planner_page_plans_and_recommends():
     assert at.success[0].value.startswith("Best for 3 GPUs")
     assert len(at.get("plotly_chart")) == 4     # goodput, attainment, and the calibration's two
     assert "Predictions within 25%: " in at.caption[0].value
+    assert at.dataframe[0].value["TTFT P90 (s)"].max() <= 0.4   # every placement's percentiles at its goodput
+    at.button(key="pareto").click().run()
+    assert not at.exception and len(at.get("plotly_chart")) == 5
+    assert at.info[0].value.startswith("Most output per GPU:")
     at.button(key="sweep").click().run()
     assert not at.exception
-    assert len(at.get("plotly_chart")) == 5
-    assert at.info[0].value.startswith(("Between", "No crossover in this range"))
+    assert len(at.get("plotly_chart")) == 6
+    assert at.info[1].value.startswith(("Between", "No crossover in this range"))
     at.selectbox(key="plan_gpu").set_value("L40S")
     at.selectbox(key="plan_model").set_value("Llama-3.1-70B")
     at.button(key="plan").click().run()
