@@ -14,6 +14,7 @@ import sys
 from engine.cluster.topology import Mode
 
 from .planner.hardware import GPUS, LINKS, MODELS
+from .planner.model_config import model_from_config
 from .planner.search import (ParetoPoint, PlacementResult, PlanReport, SweepPoint, crossovers, pareto_front,
                              plan_report, prompt_sweep)
 from .planner.scenario import SLO, Hardware, Workload
@@ -23,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lab.plan", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="Llama-3.1-8B", choices=list(MODELS))
+    p.add_argument("--model-config", metavar="PATH",
+                   help="a local Hugging Face config.json (or its folder) instead of a preset --model")
     p.add_argument("--gpu", default="H100-SXM", choices=list(GPUS))
     p.add_argument("--link", default="NVLink 4", choices=list(LINKS))
     p.add_argument("--gpus", type=int, default=4, help="GPU budget")
@@ -40,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the Pareto front of each kind: output tokens/s per GPU against tokens/s per user")
     a = p.parse_args(argv)
     try:
-        hw = Hardware(MODELS[a.model], GPUS[a.gpu], LINKS[a.link], a.efficiency)
+        model = model_from_config(a.model_config) if a.model_config else MODELS[a.model]
+        a.model = model.name
+        hw = Hardware(model, GPUS[a.gpu], LINKS[a.link], a.efficiency)
         workload, slo = Workload(1.0, a.prompt, a.output, spread=a.spread), SLO(a.ttft, a.tpot)
         if a.sweep:
             points = prompt_sweep(hw, workload, slo, a.gpus, _lengths(a.sweep), a.chunk)

@@ -8,6 +8,7 @@ from lab.planner import cost_model as cm
 from lab.planner.calibration import FixedCosts, StepSample, fit_fixed_costs, leave_one_out
 from lab.planner.hardware import GPUS, LINKS, MODELS, Device, ModelSpec, interpolate
 from lab.planner.machine_profile import measured_device, model_spec
+from lab.planner.model_config import model_from_config
 from lab.planner.search import (PlacementResult, SweepPoint, candidates, crossovers, evaluate, pareto_front, plan,
                                 plan_report, prompt_sweep)
 from lab.planner.goodput import goodput, rate_bound
@@ -334,3 +335,25 @@ def test_the_pareto_front_trades_speed_per_user_for_throughput_per_gpu(capsys):
         assert users == sorted(users, reverse=True) and per_gpu == sorted(per_gpu) and len(set(per_gpu)) == len(front)
     assert plan_cli(["--model", "OPT-13B", "--gpu", "A100-80GB", "--gpus", "2", "--pareto"]) == 0
     assert "tok/s/user" in capsys.readouterr().out
+
+
+def test_a_model_from_a_hugging_face_config_counts_as_the_preset(tmp_path, capsys):
+    config = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32,
+              "num_hidden_layers": 32, "num_key_value_heads": 8, "vocab_size": 128256, "torch_dtype": "bfloat16",
+              "tie_word_embeddings": False}   # Llama-3.1-8B's published config.json, its shapes
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    spec, preset = model_from_config(tmp_path), MODELS["Llama-3.1-8B"]
+    assert spec.params == pytest.approx(preset.params, rel=0.01)
+    assert (spec.layers, spec.hidden, spec.kv_heads, spec.head_dim, spec.vocab, spec.kv_bytes_per_token) == \
+        (32, 4096, 8, 128, 128256, preset.kv_bytes_per_token)
+    assert spec.memory_bytes == pytest.approx(preset.memory_bytes, rel=0.01)
+    assert plan_cli(["--model-config", str(tmp_path), "--gpu", "H200", "--gpus", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["recommendation"]["gpus"] == 1
+    (tmp_path / "config.json").write_text(json.dumps({**config, "num_local_experts": 8}))
+    with pytest.raises(ValueError, match="mixture-of-experts"):
+        model_from_config(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 64}))
+    with pytest.raises(ValueError, match="lacks num_hidden_layers, num_attention_heads, vocab_size"):
+        model_from_config(tmp_path)
+    assert plan_cli(["--model-config", str(tmp_path / "missing")]) == 2
+    assert "cannot read a model config" in capsys.readouterr().err

@@ -33,7 +33,8 @@ def model_spec(model: torch.nn.Module, name: str) -> ModelSpec:
     """The planner's description of a loaded transformers model (parameters counted, not typed)."""
     cfg = model.config
     return ModelSpec(name, _params(_block_linears(model)), cfg.num_hidden_layers,
-                     cfg.hidden_size, cfg.num_key_value_heads, head_dim(cfg), cfg.vocab_size, model.dtype.itemsize)
+                     cfg.hidden_size, cfg.num_key_value_heads, head_dim(cfg), cfg.vocab_size, model.dtype.itemsize,
+                     tied_embeddings=bool(getattr(cfg, "tie_word_embeddings", False)))
 
 
 @torch.inference_mode()
