@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spread", type=float, default=0.0, help="lengths uniform in +-spread (0-1)")
     p.add_argument("--ttft", type=float, default=0.4, help="TTFT SLO, seconds (P90)")
     p.add_argument("--tpot", type=float, default=0.04, help="TPOT SLO, seconds (P90)")
+    p.add_argument("--fp8-weights", action="store_true", help="FP8 weights (GPUs with FP8 tensor cores)")
+    p.add_argument("--fp8-kv", action="store_true", help="an FP8 KV cache (GPUs with FP8 tensor cores)")
     p.add_argument("--efficiency", type=float, default=Hardware.efficiency,
                    help="share of the datasheet peaks the GPUs reach")
     p.add_argument("--chunk", type=int, default=512)
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = model_from_config(a.model_config) if a.model_config else MODELS[a.model]
         a.model = model.name
-        hw = Hardware(model, GPUS[a.gpu], LINKS[a.link], a.efficiency)
+        hw = Hardware(model, GPUS[a.gpu], LINKS[a.link], a.efficiency).with_fp8(a.fp8_weights, a.fp8_kv)
         workload, slo = Workload(1.0, a.prompt, a.output, spread=a.spread), SLO(a.ttft, a.tpot)
         if a.sweep:
             points = prompt_sweep(hw, workload, slo, a.gpus, _lengths(a.sweep), a.chunk)

@@ -62,12 +62,15 @@ output = c2.number_input(t(lang, "plan_output"), 1, 16384, 64, key="plan_output"
 spread = c3.number_input(t(lang, "plan_spread"), 0.0, 0.95, 0.0, step=0.1, key="plan_spread")
 ttft = c4.number_input(t(lang, "plan_ttft"), 0.01, 60.0, 0.4, key="plan_ttft")
 tpot = c5.number_input(t(lang, "plan_tpot"), 0.001, 5.0, 0.04, format="%.3f", key="plan_tpot")
+PRECISIONS = {"bf16": (False, False), "fp8_weights": (True, False), "fp8_all": (True, True)}
+precision = st.selectbox(t(lang, "plan_precision"), list(PRECISIONS), key="plan_precision",
+                         format_func=lambda p: t(lang, f"precision_{p}"))
 
 
 def keep(key: str, compute) -> None:
     """Run `compute(hw, workload, slo)` on the inputs and keep its result, or say why they are refused."""
     try:
-        hw = Hardware(MODELS[model], GPUS[gpu], LINKS[link])
+        hw = Hardware(MODELS[model], GPUS[gpu], LINKS[link]).with_fp8(*PRECISIONS[precision])
         workload, slo = Workload(1.0, int(prompt), int(output), spread=spread), SLO(ttft, tpot)
         with st.spinner():
             st.session_state[key] = compute(hw, workload, slo)

@@ -190,6 +190,17 @@ def test_distserve_direction_two_prefill_one_decode_doubles_goodput_per_gpu():
     assert disaggregated >= 1.5 * colocated
 
 
+def test_distserve_example_lands_within_30_percent_of_the_paper_at_half_the_a100s_peaks():
+    """The paper's figure: 1.6 req/s per GPU colocated, 3.3 per GPU for 2P1D. The planner's default
+    efficiency (0.7, fitted to AIConfigurator's H200 kernels) puts both about 2x higher; at 0.5 of the
+    datasheet peaks, both land within 30%: the assumption that differs is how fast the kernels ran."""
+    hw = Hardware(MODELS["OPT-13B"], GPUS["A100-80GB"], LINKS["NVLink 4"], efficiency=0.5)
+    workload, slo = Workload(1.0, 512, 64), SLO(0.4, 0.04)
+    assert goodput(hw, Placement("colocated", 1), workload, slo) == pytest.approx(1.6, rel=0.3)
+    two_one = goodput(hw, Placement("disaggregated", prefill=2, decode=1), workload, slo)
+    assert two_one / 3 == pytest.approx(3.3, rel=0.3)
+
+
 def test_tight_tpot_crossover_short_prompts_colocated_long_prompts_disaggregated():
     """With TPOT 0.03 s, chunked prefill's mixed steps cost every decode its SLO once prompts are long."""
     hw = Hardware(MODELS["OPT-13B"], GPUS["A100-80GB"], LINKS["NVLink 4"])
@@ -357,3 +368,19 @@ def test_a_model_from_a_hugging_face_config_counts_as_the_preset(tmp_path, capsy
         model_from_config(tmp_path)
     assert plan_cli(["--model-config", str(tmp_path / "missing")]) == 2
     assert "cannot read a model config" in capsys.readouterr().err
+
+
+def test_fp8_halves_the_bytes_and_doubles_the_flops_where_the_gpu_has_fp8_tensor_cores(capsys):
+    hw = Hardware(MODELS["Llama-3.1-8B"], GPUS["H200"])
+    fp8 = hw.with_fp8(weights=True, kv_cache=True)
+    assert fp8.model.memory_bytes == hw.model.memory_bytes / 2 and fp8.device.flops == 1979e12
+    assert fp8.model.kv_bytes_per_token == hw.model.kv_bytes_per_token / 2
+    assert fp8.kv_capacity > 2 * hw.kv_capacity    # half the bytes a token, and more memory left by the weights
+    weights_only = hw.with_fp8(weights=True, kv_cache=False)
+    assert weights_only.model.kv_bytes_per_token == hw.model.kv_bytes_per_token
+    # decode reads half the weight bytes: a batch-1 step takes about half as long
+    assert cm.decode_seconds(fp8.model, fp8.device, 1, 4000) < 0.55 * cm.decode_seconds(hw.model, hw.device, 1, 4000)
+    with pytest.raises(ValueError, match="A100-80GB has no FP8 tensor cores"):
+        Hardware(MODELS["Llama-3.1-8B"], GPUS["A100-80GB"]).with_fp8(weights=False, kv_cache=True)
+    assert plan_cli(["--gpu", "A100-80GB", "--fp8-weights"]) == 2
+    assert "no FP8 tensor cores" in capsys.readouterr().err

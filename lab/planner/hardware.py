@@ -48,6 +48,7 @@ class Device:
     # tokens a step, the other GPUs 256 and 2048, CPUs 128 and 2048.
     max_num_seqs: int = 256
     max_batched_tokens: int = 2048
+    fp8_flops: float = 0.0   # dense FP8 FLOP/s; 0 where the GPU has no FP8 tensor cores (before Ada and Hopper)
 
     @property
     def measured(self) -> bool:
@@ -59,7 +60,7 @@ class Device:
         if tp == 1:
             return self
         return replace(self, name=f"{tp}x {self.name}", flops=self.flops * tp, bandwidth=self.bandwidth * tp,
-                       memory=self.memory * tp, tp=tp)
+                       memory=self.memory * tp, tp=tp, fp8_flops=self.fp8_flops * tp)
 
     def gemm_share(self, tokens: int, default: float) -> float:
         if self.measured:
@@ -79,8 +80,9 @@ class ModelSpec:
     kv_heads: int
     head_dim: int
     vocab: int            # the output projection (lm_head) is vocab x hidden, run once per sampled token
-    dtype_bytes: int = 2
+    dtype_bytes: int = 2            # of the weights (and the activations)
     tied_embeddings: bool = False   # the input embedding is the lm_head's matrix (else a second copy in memory)
+    kv_dtype_bytes: int = 0         # of the KV cache; 0: as the weights
 
     @property
     def lm_head_params(self) -> int:
@@ -98,17 +100,17 @@ class ModelSpec:
 
     @property
     def kv_bytes_per_token(self) -> int:
-        return 2 * self.layers * self.kv_heads * self.head_dim * self.dtype_bytes
+        return 2 * self.layers * self.kv_heads * self.head_dim * (self.kv_dtype_bytes or self.dtype_bytes)
 
 
 BIG = dict(max_num_seqs=1024, max_batched_tokens=8192)   # vLLM's defaults on GPUs of >= 70 GiB but the A100
 GPUS = {  # NVLink per GPU, one direction: 300 / 450 / 450 / 900 GB/s (the datasheets' totals count both);
           # the L40S has none and talks over PCIe Gen4 x16, 32 GB/s each way
     "A100-80GB": Device("A100-80GB", 312e12, 2.039e12, 80 * GiB, nvlink=300e9),
-    "H100-SXM": Device("H100-SXM", 989e12, 3.35e12, 80 * GiB, nvlink=450e9, **BIG),
-    "H200": Device("H200", 989e12, 4.8e12, 141 * GiB, nvlink=450e9, **BIG),
-    "L40S": Device("L40S", 362e12, 0.864e12, 48 * GiB, nvlink=32e9),
-    "B200": Device("B200", 2250e12, 8.0e12, 180 * GiB, nvlink=900e9, **BIG),
+    "H100-SXM": Device("H100-SXM", 989e12, 3.35e12, 80 * GiB, nvlink=450e9, fp8_flops=1979e12, **BIG),
+    "H200": Device("H200", 989e12, 4.8e12, 141 * GiB, nvlink=450e9, fp8_flops=1979e12, **BIG),
+    "L40S": Device("L40S", 362e12, 0.864e12, 48 * GiB, nvlink=32e9, fp8_flops=733e12),
+    "B200": Device("B200", 2250e12, 8.0e12, 180 * GiB, nvlink=900e9, fp8_flops=4500e12, **BIG),
 }
 
 # Block parameters from each model's published config (attention q/k/v/o + MLP, times layers).

@@ -13,7 +13,7 @@ from .hardware import Device, ModelSpec
 MEMORY_UTILIZATION = 0.9    # share of GPU memory for weights and KV (vLLM's default)
 # Requests simulated: enough for a steady state (a 300-request burst at 200 req/s lasts 1.5 s and never
 # builds the queue an overloaded server would), bounded to keep a plan to seconds.
-MIN_SECONDS, MIN_REQUESTS, MAX_REQUESTS = 20.0, 300, 3000
+MIN_SECONDS, MIN_REQUESTS, MAX_REQUESTS = 20.0, 300, 10000
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,23 @@ class Hardware:
     def __post_init__(self):
         if not 0 < self.efficiency <= 1 or self.link <= 0:
             raise ValueError("efficiency must be in (0, 1] and the link bandwidth > 0")
+
+    def with_fp8(self, weights: bool, kv_cache: bool) -> Hardware:
+        """FP8 weights (half the bytes, FP8 tensor cores' FLOP/s) and/or an FP8 KV cache (half the bytes
+        a token), on GPUs that have FP8 tensor cores."""
+        if not (weights or kv_cache):
+            return self
+        if not self.device.fp8_flops:
+            raise ValueError(f"{self.device.name} has no FP8 tensor cores; FP8 needs Ada, Hopper or Blackwell "
+                             f"GPUs (L40S, H100, H200, B200)")
+        model, device = self.model, self.device
+        if weights:
+            model = replace(model, dtype_bytes=1, kv_dtype_bytes=model.kv_dtype_bytes or model.dtype_bytes)
+            device = replace(device, flops=device.fp8_flops)
+        if kv_cache:
+            model = replace(model, kv_dtype_bytes=1)
+        label = " + ".join(part for part, on in (("FP8 weights", weights), ("FP8 KV", kv_cache)) if on)
+        return replace(self, model=replace(model, name=f"{model.name} ({label})"), device=device)
 
     def instance(self, tp: int) -> Hardware:
         return replace(self, device=self.device.group(tp))
