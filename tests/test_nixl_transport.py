@@ -251,3 +251,16 @@ def test_with_no_room_the_decode_worker_reserves_nothing_and_says_so(chat):
     finally:
         for worker in (prefill, decode):
             worker.transport.close()
+
+
+def test_a_request_that_ends_with_its_first_token_frees_its_reservation(pair, chat):
+    prefill, decode = pair
+    reserved = reserve(decode, chat)
+    prefill.inbox.put(AddRequest("req-1", chat(PROMPT), SamplingParams(max_tokens=1), 0.0, prefill_only=True,
+                                 push_target=reserved.target))
+    prefill.step()
+    assert any(e.finish_reason == "length" for e in prefill.outbox.events())   # answered whole, no hand-off
+    assert not any(isinstance(m, KVReady) for m in prefill.outbox.messages)
+    until(lambda: not prefill.transport.outgoing and prefill.engine.cache.allocator.num_used == 0, prefill)
+    decode.inbox.put(Release("req-1", written=True))   # as the router sends when the request ends
+    until(lambda: decode.engine.cache.allocator.num_used == 0, decode, seconds=2)   # "stop" came, no timeout

@@ -339,6 +339,8 @@ class Worker:
     def _import_done(self, active: ActiveImport) -> bool:
         if active.pending is not None:
             return active.pending.poll()
+        if not active.received.ready():   # still arriving
+            return False
         layers = slice(active.next_layer, active.next_layer + LAYERS_PER_ITERATION)
         self.engine.cache.load(active.seq.block_table, active.received.payload, layers)
         active.next_layer = layers.stop

@@ -40,6 +40,11 @@ class Received:
     payload: KVPayload | None
     release: Callable[[], None] = lambda: None
 
+    def ready(self) -> bool:
+        """Whether the payload is in (a transport may still be pulling it); raises TransferError if the
+        pull failed."""
+        return True
+
     def close(self) -> None:
         self.payload = None  # drop the tensor views first: a shared-memory mapping can't close under them
         self.release()

@@ -1,5 +1,6 @@
 """A loopback socket, pulled by the decode side as RDMA reads are (the network route; 4 copies).
-The sender keeps each payload until the receiver pulls it (or the router drops it)."""
+The sender keeps each payload until the receiver pulls it (or the router drops it). The receiver
+pulls on a thread of its own, so its decode steps go on while the bytes arrive."""
 from __future__ import annotations
 
 import socket
@@ -104,20 +105,55 @@ class TcpTransport(Transport):
         handle = TcpHandle(tuple(self.address), key, payload_shape(cache, num_tokens))
         return SendResult(handle, len(data), start, time.perf_counter() - start)
 
-    def open(self, handle: TcpHandle, dtype):
-        try:
-            with handle.request("GET", self.timeout) as sock:
-                f = sock.makefile("rb")
-                (size,) = struct.unpack("!q", f.read(8))
-                if size < 0:
-                    raise TransferError(f"sender no longer holds KV {handle.key}")
-                data = bytearray(size)
-                if f.readinto(data) != size:
-                    raise TransferError("connection closed before the whole KV arrived")
-        except OSError as exc:
-            raise TransferError(f"KV fetch from {handle.address} failed: {exc}") from exc
-        return Received(split_payload(torch.frombuffer(data, dtype=dtype), handle.shape))
+    def open(self, handle: TcpHandle, dtype) -> Pull:
+        return Pull(handle, dtype, self.timeout)
 
     def close(self):
         self._server.shutdown()
         self._server.server_close()
+
+
+class Pull(Received):
+    """A payload being pulled on its own thread; ready() says when it is in."""
+
+    def __init__(self, handle: TcpHandle, dtype, timeout: float):
+        super().__init__(None)
+        self._error: TransferError | None = None
+        self._done = threading.Event()
+        threading.Thread(target=self._pull, args=(handle, dtype, timeout), name="kv-tcp-pull", daemon=True).start()
+
+    def _pull(self, handle: TcpHandle, dtype, timeout: float) -> None:
+        try:
+            self.payload = split_payload(torch.frombuffer(_fetch(handle, timeout), dtype=dtype), handle.shape)
+        except TransferError as exc:
+            self._error = exc
+            handle.discard()   # whatever the sender still holds
+        finally:
+            self._done.set()
+
+    def ready(self) -> bool:
+        if not self._done.is_set():
+            return False
+        if self._error is not None:
+            raise self._error
+        return True
+
+    def wait(self, seconds: float) -> bool:
+        """ready(), after waiting up to `seconds` for the pull to end."""
+        self._done.wait(seconds)
+        return self.ready()
+
+
+def _fetch(handle: TcpHandle, timeout: float) -> bytearray:
+    try:
+        with handle.request("GET", timeout) as sock:
+            f = sock.makefile("rb")
+            (size,) = struct.unpack("!q", f.read(8))
+            if size < 0:
+                raise TransferError(f"sender no longer holds KV {handle.key}")
+            data = bytearray(size)
+            if f.readinto(data) != size:
+                raise TransferError("connection closed before the whole KV arrived")
+    except OSError as exc:
+        raise TransferError(f"KV fetch from {handle.address} failed: {exc}") from exc
+    return data
