@@ -1,10 +1,10 @@
 """Goodput per GPU of every placement on a GPU budget, and the best one."""
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field, replace
 
 from engine.cluster.topology import Mode
+from engine.metrics import stats
 
 from . import cost_model as cm
 from .goodput import attainment, goodput, rate_bound
@@ -43,10 +43,11 @@ class PlanReport:
 
 
 def _percentiles(values: list[float]) -> tuple[float, float]:
-    if len(values) < 2:
-        return (values[0], values[0]) if values else (0.0, 0.0)
-    deciles = statistics.quantiles(values, n=10)
-    return statistics.median(values), deciles[8]
+    """P50 and P90, as the engine's own metrics compute them; (0, 0) for a run with no requests."""
+    if not values:
+        return 0.0, 0.0
+    summary = stats(values)
+    return summary["p50"], summary["p90"]
 
 
 def evaluate(hw: Hardware, placement: Placement, workload: Workload, slo: SLO) -> PlacementResult:
