@@ -300,15 +300,14 @@ class NixlTransport(Transport):
     def layer_written(self, layer: int, work) -> None:
         """Called by the model, inside a step, as soon as `layer`'s KV of the step's tokens is in the
         pool: post the write of that layer for every pushed prompt in the step."""
-        for seq, n in work:
-            push = self.outgoing.get(seq.request_id)
-            if push is None or push.error or push.ended:
-                continue
+        pushed = [(seq, n, push) for seq, n in work
+                  if (push := self.outgoing.get(seq.request_id)) and not (push.error or push.ended)]
+        if pushed and self.cache.key.is_cuda:   # the layer's KV write is queued on the GPU, not done yet
+            torch.cuda.current_stream(self.cache.key.device).synchronize()
+        for seq, n, push in pushed:
             start = seq.num_computed   # the step's first token of this sequence
             if layer == 0 and push.sent_upto < start:   # tokens taken from the prefix cache
                 self._post(push, range(self.address.layers), push.sent_upto, start, seq.block_table)
-            if self.cache.key.is_cuda:   # the layer's KV write is queued on the GPU, not done yet
-                torch.cuda.current_stream(self.cache.key.device).synchronize()
             self._post(push, range(layer, layer + 1), start, start + n, seq.block_table)
             if layer == self.address.layers - 1:
                 push.sent_upto = start + n
