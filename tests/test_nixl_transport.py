@@ -39,10 +39,16 @@ PROMPT = "Tell me about the sea and the wind."
 PARAMS = SamplingParams(max_tokens=8, ignore_eos=True)
 
 
-def prefilled(prefill: Worker, chat, target=None) -> KVReady:
-    """Prefill the prompt for a hand-off (pushed into `target`, if given, else pulled)."""
-    prefill.inbox.put(AddRequest("req-1", chat(PROMPT), PARAMS, 0.0, prefill_only=True, push_target=target))
+def prefill_step(prefill: Worker, chat, target=None, params: SamplingParams = PARAMS, *then) -> None:
+    """Send the prompt for a hand-off (pushed into `target`, if given, else pulled), then the messages
+    `then`, and run one step."""
+    for message in (AddRequest("req-1", chat(PROMPT), params, 0.0, prefill_only=True, push_target=target), *then):
+        prefill.inbox.put(message)
     prefill.step()
+
+
+def prefilled(prefill: Worker, chat, target=None) -> KVReady:
+    prefill_step(prefill, chat, target)
     return next(m for m in prefill.outbox.messages if isinstance(m, KVReady))
 
 
@@ -186,9 +192,7 @@ def test_pushed_each_layer_is_written_into_the_reserved_blocks_as_soon_as_it_is_
 def test_a_prompt_the_prefill_worker_refuses_frees_its_reservation_at_once(pair, chat):
     prefill, decode = pair
     reserved = reserve(decode, chat)
-    prefill.inbox.put(AddRequest("req-1", chat(PROMPT), SamplingParams(max_tokens=2000), 0.0, prefill_only=True,
-                                 push_target=reserved.target))
-    prefill.step()
+    prefill_step(prefill, chat, reserved.target, SamplingParams(max_tokens=2000))
     assert failed(prefill) and not prefill.transport.outgoing
     decode.inbox.put(Release("req-1", written=True))
     until(lambda: decode.engine.cache.allocator.num_used == 0, decode, seconds=2)   # told "stop", no timeout
@@ -197,9 +201,7 @@ def test_a_prompt_the_prefill_worker_refuses_frees_its_reservation_at_once(pair,
 def test_an_abort_while_pushing_frees_the_reservation_once_the_writer_stops(pair, chat):
     prefill, decode = pair
     reserved = reserve(decode, chat)
-    prefill.inbox.put(AddRequest("req-1", chat(PROMPT), PARAMS, 0.0, prefill_only=True, push_target=reserved.target))
-    prefill.inbox.put(Abort("req-1"))
-    prefill.step()
+    prefill_step(prefill, chat, reserved.target, PARAMS, Abort("req-1"))
     assert any(e.finish_reason == "abort" for e in prefill.outbox.events())
     decode.inbox.put(Release("req-1", written=True))
     until(lambda: decode.engine.cache.allocator.num_used == 0, decode)   # the writer said "stop"
@@ -210,8 +212,7 @@ def test_a_bad_target_fails_the_request_clearly_and_both_sides_free_their_blocks
     prefill, decode = pair
     reserved = reserve(decode, chat)
     bad = replace(reserved.target, blocks=(10 ** 6,) * len(reserved.target.blocks))   # outside the registered pool
-    prefill.inbox.put(AddRequest("req-1", chat(PROMPT), PARAMS, 0.0, prefill_only=True, push_target=bad))
-    prefill.step()
+    prefill_step(prefill, chat, bad)
     errors = failed(prefill)
     assert errors and "KV transfer failed" in errors[0] and "NIXL write" in errors[0]
     assert not any(isinstance(m, KVReady) for m in prefill.outbox.messages)
@@ -256,9 +257,7 @@ def test_with_no_room_the_decode_worker_reserves_nothing_and_says_so(chat):
 def test_a_request_that_ends_with_its_first_token_frees_its_reservation(pair, chat):
     prefill, decode = pair
     reserved = reserve(decode, chat)
-    prefill.inbox.put(AddRequest("req-1", chat(PROMPT), SamplingParams(max_tokens=1), 0.0, prefill_only=True,
-                                 push_target=reserved.target))
-    prefill.step()
+    prefill_step(prefill, chat, reserved.target, SamplingParams(max_tokens=1))
     assert any(e.finish_reason == "length" for e in prefill.outbox.events())   # answered whole, no hand-off
     assert not any(isinstance(m, KVReady) for m in prefill.outbox.messages)
     until(lambda: not prefill.transport.outgoing and prefill.engine.cache.allocator.num_used == 0, prefill)
