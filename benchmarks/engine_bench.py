@@ -15,12 +15,14 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.core.config import EngineConfig, SamplingParams  # noqa: E402
 from engine.core.llm_engine import LLMEngine  # noqa: E402
 from engine.core.engine_loop import EngineLoop  # noqa: E402
+from engine.core.model_loader import bundled_model_folder  # noqa: E402
 from engine.metrics import summarize  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -54,14 +56,13 @@ def prefill_tok_s(engine: LLMEngine, length: int, rng) -> float:
 
 def batching_gain(engine: LLMEngine, n: int, prompt: int, output: int, rng) -> dict:
     prompts = [tokens(prompt, rng) for _ in range(n)]
-    model = engine.loaded.model
-    model.config._attn_implementation = "sdpa"  # plain transformers, one request at a time
+    # Plain transformers, one request at a time: the model as published, with its own attention and cache.
+    model = AutoModelForCausalLM.from_pretrained(bundled_model_folder(), dtype=engine.loaded.dtype).eval()
     start = time.perf_counter()
     with torch.inference_mode():
         for p in prompts:
             model.generate(torch.tensor([p]), max_new_tokens=output, min_new_tokens=output, do_sample=False)
     sequential = time.perf_counter() - start
-    model.config._attn_implementation = "pdlab_paged"
     start = time.perf_counter()
     for p in prompts:
         engine.add_request(p, SamplingParams(max_tokens=output, ignore_eos=True))

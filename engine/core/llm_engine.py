@@ -41,7 +41,7 @@ class LLMEngine:
         self.prefix_store = (PrefixStore(self.config.prefix_cache_tokens, self.config.prefix_cache_ttl_s,
                                          self.config.block_size) if self.config.prefix_cache_tokens else None)
         self.scheduler = Scheduler(self.config, self.cache, self._reuse_prefix)
-        self.runner = ModelRunner(self.loaded.model, self.cache, self.loaded.device)
+        self.runner = ModelRunner(self.loaded, self.cache)
         self.eos_ids = self._eos_ids()
         self.prompts = PromptEncoder(self.tokenizer, self.loaded.config.vocab_size, self.loaded.max_context)
         self.sequences: dict[str, Sequence] = {}

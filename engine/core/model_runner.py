@@ -6,6 +6,7 @@ from collections.abc import Callable
 import torch
 
 from .kv_cache import PagedKVCache
+from .model_loader import LoadedModel
 from .paged_attention import DecodeGroup, PrefillSegment, StepBatch
 from .sequence import Sequence
 
@@ -13,10 +14,10 @@ LONG_CONTEXT = 512  # decodes with at least this much context are attended alone
 
 
 class ModelRunner:
-    def __init__(self, model: torch.nn.Module, cache: PagedKVCache, device: torch.device):
-        self.model = model
+    def __init__(self, loaded: LoadedModel, cache: PagedKVCache):
+        self.loaded = loaded
         self.cache = cache
-        self.device = device
+        self.device = loaded.device
 
     @torch.inference_mode()
     def run(self, work: list[tuple[Sequence, int]],
@@ -47,14 +48,13 @@ class ModelRunner:
         batch.write_slots = torch.cat(write_slots)
         batch.decodes = self._decode_groups([s for s, _ in decodes])
 
-        input_ids = torch.tensor([ids], device=self.device)
-        position_ids = torch.tensor([positions], device=self.device)
+        input_ids = torch.tensor(ids, device=self.device)
+        position_ids = torch.tensor(positions, device=self.device)
         keep = torch.tensor(last_rows, dtype=torch.long, device=self.device)
-        out = self.model(input_ids=input_ids, position_ids=position_ids, use_cache=False,
-                         logits_to_keep=keep, step_batch=batch)
+        logits = self.loaded.forward(input_ids, position_ids, keep, batch)
         for seq, n in ordered:
             seq.num_computed += n
-        return sampling, out.logits[0]
+        return sampling, logits
 
     def _prefill_segment(self, seq: Sequence, row: int, n: int) -> PrefillSegment:
         start = seq.num_computed
