@@ -13,6 +13,7 @@ Other architectures keep transformers' forward with the paged attention plugged 
 from __future__ import annotations
 
 import torch
+from transformers.models.llama.modeling_llama import rotate_half   # Mistral's and Qwen2's are the same
 
 from .paged_attention import StepBatch, paged_attention
 
@@ -36,11 +37,11 @@ def _concat(linears: list[torch.nn.Linear]) -> torch.nn.Linear:
 class FusedAttention(torch.nn.Module):
     """q, k, v in one projection; attention over the paged KV cache; the output projection."""
 
-    def __init__(self, attn: torch.nn.Module, heads: int, kv_heads: int, head_dim: int):
+    def __init__(self, attn: torch.nn.Module):
         super().__init__()
-        self.layer_idx = attn.layer_idx
-        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
-        self.scaling = attn.scaling
+        self.layer_idx, self.head_dim, self.scaling = attn.layer_idx, attn.head_dim, attn.scaling
+        self.heads = attn.q_proj.out_features // attn.head_dim
+        self.kv_heads = attn.k_proj.out_features // attn.head_dim
         self.qkv_proj = _concat([attn.q_proj, attn.k_proj, attn.v_proj])
         self.o_proj = attn.o_proj
 
@@ -48,9 +49,7 @@ class FusedAttention(torch.nn.Module):
         tokens = x.shape[0]
         qkv = self.qkv_proj(x).view(tokens, self.heads + 2 * self.kv_heads, self.head_dim)
         qk = qkv[:, :self.heads + self.kv_heads]
-        half = self.head_dim // 2
-        rotated = torch.cat((-qk[..., half:], qk[..., :half]), dim=-1)   # transformers' rotate_half
-        qk = qk * cos + rotated * sin
+        qk = qk * cos + rotate_half(qk) * sin
         out = paged_attention(batch, self.layer_idx, qk[:, :self.heads], qk[:, self.heads:],
                               qkv[:, self.heads + self.kv_heads:], self.scaling)
         return self.o_proj(out.view(tokens, self.heads * self.head_dim))
@@ -81,11 +80,11 @@ def can_fuse(model: torch.nn.Module) -> bool:
             and {n for n, _ in mlp.named_children()} == known_mlp)
 
 
-def fuse_layers(model: torch.nn.Module, heads: int, kv_heads: int, head_dim: int) -> None:
+def fuse_layers(model: torch.nn.Module) -> None:
     """Swap each layer's attention and MLP for their fused forms, in place (the separate q, k, v,
     gate and up weights are dropped: the model then runs only through `decoder_forward`)."""
     for layer in model.model.layers:
-        layer.self_attn = FusedAttention(layer.self_attn, heads, kv_heads, head_dim)
+        layer.self_attn = FusedAttention(layer.self_attn)
         layer.mlp = FusedMLP(layer.mlp)
 
 

@@ -123,8 +123,7 @@ def load_model(name: str = BUNDLED, device: str = "auto", dtype: str = "auto") -
     matmul_params = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
     fused = can_fuse(model)
     if fused:
-        cfg = model.config
-        fuse_layers(model, cfg.num_attention_heads, cfg.num_key_value_heads, head_dim(cfg))
+        fuse_layers(model)
     if can_pack(torch_device, torch_dtype):
         pack_linear_layers(model)
     display = BUNDLED_NAME if name == BUNDLED else name
