@@ -168,13 +168,14 @@ def main() -> None:
     lines += ["", f"With the dashboard open / without (medians): ITL p50 {ratios['itl_p50_ms']}x, "
                   f"long-prompt TTFT {ratios['long_ttft_s']}x (goal: at most 1.15x each).",
               f"CPU columns: seconds used from the users' start to the save ({BEFORE_INJECT_S + AFTER_INJECT_S:.0f} s "
-              "of wall time); the lab process (this one, or Streamlit's) runs the load's clients, without its engine workers."]
+              "of wall time); the lab process (this one, or Streamlit's) runs the load's clients; its engine workers "
+              "are not counted."]
     table = "\n".join(lines)
     print(table)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "observer_effect.md").write_text(table + "\n")
-    (RESULTS / "observer_effect.json").write_text(json.dumps({"machine": machine, "rows": rows, "ratios": ratios},
-                                                             indent=2))
+    record = {"machine": machine, "rows": rows, "ratios": ratios}
+    (RESULTS / "observer_effect.json").write_text(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":

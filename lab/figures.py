@@ -33,10 +33,14 @@ def mark_injections(fig: go.Figure, injections: list[tuple[float, float | None]]
     return fig
 
 
-def itl_timeline(tokens: pd.DataFrame, injections, title: str, lang: str, now: float | None = None) -> go.Figure:
-    """Every gap between two tokens of a short stream, over time, one colour per user."""
+def itl_timeline(tokens: pd.DataFrame, injections, title: str, lang: str, now: float | None = None,
+                 slice_s: float | None = None) -> go.Figure:
+    """Every gap between two tokens of a short stream, over time, one colour per user; with `slice_s`,
+    only each user's longest gap in every slice of that many seconds (no stall is ever dropped)."""
     fig = go.Figure()
     shorts = tokens[(tokens["kind"] == RequestKind.SHORT) & tokens["gap_ms"].notna()]
+    if slice_s:
+        shorts = longest_gap_per_slice(shorts, slice_s)
     for user, rows in shorts.groupby("user"):
         fig.add_trace(go.Scatter(x=rows["t"], y=rows["gap_ms"], mode="markers", marker=dict(size=4),
                                  name=t(lang, "legend_user", user=user) if user >= 0 else t(lang, "legend_requests")))
@@ -45,15 +49,28 @@ def itl_timeline(tokens: pd.DataFrame, injections, title: str, lang: str, now: f
     return _layout(fig, title, t(lang, "axis_time_s"), t(lang, "axis_itl_ms"))
 
 
-def rolling_itl(tokens: pd.DataFrame, title: str, lang: str, window_s: float = 2.0) -> go.Figure:
-    """p50 and p99 of the gaps that ended in the last `window_s` seconds."""
+def longest_gap_per_slice(gaps: pd.DataFrame, slice_s: float) -> pd.DataFrame:
+    """Each user's longest gap in each slice of `slice_s` seconds: a bounded number of points for a chart
+    redrawn live (a browser's cost grows with the points it draws)."""
+    if gaps.empty:
+        return gaps
+    slices = (gaps["t"] // slice_s).rename("slice")
+    return gaps.loc[gaps.groupby([gaps["user"], slices])["gap_ms"].idxmax()].sort_values("t")
+
+
+def rolling_itl(tokens: pd.DataFrame, title: str, lang: str, window_s: float = 2.0,
+                every_s: float | None = None) -> go.Figure:
+    """p50 and p99 of the gaps that ended in the last `window_s` seconds; with `every_s`, one point per
+    that many seconds (the value at its end)."""
     gaps = tokens[(tokens["kind"] == RequestKind.SHORT) & tokens["gap_ms"].notna()].sort_values("t")
     fig = go.Figure()
     if not gaps.empty:
         series = gaps.set_index(pd.to_timedelta(gaps["t"], unit="s"))["gap_ms"]
         for q, name in ((0.5, "p50"), (0.99, "p99")):
-            rolled = series.rolling(f"{window_s}s").quantile(q)
-            fig.add_trace(go.Scatter(x=gaps["t"], y=rolled.values, mode="lines", name=name))
+            rolled = pd.Series(series.rolling(f"{window_s}s").quantile(q).values, index=gaps["t"].values)
+            if every_s:
+                rolled = rolled.groupby(rolled.index // every_s).tail(1)
+            fig.add_trace(go.Scatter(x=rolled.index, y=rolled.values, mode="lines", name=name))
     return _layout(fig, title, t(lang, "axis_time_s"), t(lang, "axis_itl_ms"))
 
 

@@ -65,7 +65,23 @@ if c3.button(t(lang, "inject"), key="inject", type="primary", disabled=not lab.l
 
 
 # ---- live view ------------------------------------------------------------------------------------------
+# What the view costs is CPU taken from the engine on a small machine: a browser redrawing a Plotly
+# chart spends ~0.1 s of a core on it, more the more points it holds (benchmarks/observer_effect.py).
+# So the live charts show the last minute, with a bounded number of points; the main two are redrawn
+# every 2 s and only when something new arrived (nothing does while a colocated engine prefills a long
+# prompt), the others every 10 s. A saved run, below, keeps every gap.
 rendered_state = (lab.status, lab.load_running)  # what the buttons above were drawn for
+LIVE_WINDOW_S = 60.0
+LIVE_SLICE_S = 0.5
+
+
+def built_for(name: str, data: tuple, build) -> list:
+    """The figures `build()` made for `data`, rebuilt only when `data` changed: a chart sent unchanged
+    costs the browser nothing, so a chart whose data did not move is not redrawn."""
+    kept = st.session_state.get(name)
+    if kept is None or kept[0] != data:
+        kept = st.session_state[name] = (data, build())
+    return kept[1]
 
 
 @st.fragment(run_every=2.0)
@@ -102,33 +118,66 @@ def live_view():
     ttft = summary["short_ttft_ms"]["p50"]
     st.markdown("**" + t(lang, "summary", p50=s["p50"], p99=s["p99"], stall=s["max"],
                          ttft=f"{ttft:.0f}" if ttft == ttft else "-", n=len(requests)) + "**")
-    now = time.perf_counter() - result.started  # a long prefill still running is shaded up to now
-    st.plotly_chart(itl_timeline(tokens, relative_injections(result), t(lang, "chart_itl"), lang, now=now), key="itl")
+    now = time.perf_counter() - result.started
+    for sent, first in relative_injections(result):
+        if first is None:
+            st.markdown(t(lang, "prefilling", s=f"{now - sent:.0f}"))
+    st.caption(t(lang, "live_charts", window=f"{LIVE_WINDOW_S:.0f}"))
     bars = lab.timeline(result)
-    if bars:
-        window = (max(0.0, now - TIMELINE_WINDOW_S), now)
-        st.plotly_chart(engine_timeline(bars, t(lang, "fig_timeline"), lang, window), key="timeline")
-    c1, c2 = st.columns(2)
-    c1.plotly_chart(rolling_itl(tokens, t(lang, "chart_rolling"), lang), key="rolling")
-    c2.plotly_chart(ttft_chart(requests, t(lang, "chart_ttft"), lang), key="ttft")
-    c1, c2 = st.columns(2)
-    c1.plotly_chart(throughput_chart(tokens, t(lang, "chart_throughput"), lang), key="throughput")
-    samples = lab.server_samples()
-    if not samples.empty:
-        c2.plotly_chart(server_chart(samples, t(lang, "chart_server"), lang), key="server")
-    if result.transfers:
-        st.plotly_chart(transfer_chart(result.transfers, t(lang, "chart_transfer"), lang), key="transfer")
+    newest = (lang, result.started, len(tokens), len(requests), tuple(relative_injections(result)),
+              max((b["start"] + b["seconds"] for b in bars), default=None))
+
+    def build():
+        recent = tokens[tokens["t"] >= now - LIVE_WINDOW_S]
+        title = t(lang, "chart_itl_live", slice=f"{LIVE_SLICE_S:g}")
+        figures = [("itl", itl_timeline(recent, relative_injections(result), title, lang, now=now,
+                                        slice_s=LIVE_SLICE_S))]
+        if bars:
+            window = (max(0.0, now - TIMELINE_WINDOW_S), now)
+            figures.append(("timeline", engine_timeline(bars, t(lang, "fig_timeline"), lang, window)))
+        return figures
+    for key, figure in built_for("live_figures", newest, build):
+        st.plotly_chart(figure, key=key)
     st.subheader(t(lang, "live_text"))
     latest = {}
     for sent in result.requests:  # each user's newest request, for the first three users
         if sent.kind == RequestKind.SHORT:
             latest[sent.user] = sent
-    recent = [latest[user] for user in sorted(latest)[:3]]
-    for column, sent in zip(st.columns(3), recent):
+    recent_requests = [latest[user] for user in sorted(latest)[:3]]
+    for column, sent in zip(st.columns(3), recent_requests):
         box = column.container(border=True, height=140)
         box.caption(t(lang, "live_box", user=sent.user, request=sent.stream.request_id,
                       tokens=len(sent.stream.token_times)))
         box.text(sent.stream.text[-400:] or "…")
+
+
+@st.fragment(run_every=10.0)
+def more_charts():
+    result = lab.current()
+    if result is None:
+        return
+    tokens, requests = token_table(result), request_table(result)
+    since = time.perf_counter() - result.started - LIVE_WINDOW_S
+
+    def build():
+        recent = tokens[tokens["t"] >= since]
+        samples = lab.server_samples()
+        figures = [("rolling", rolling_itl(recent, t(lang, "chart_rolling"), lang, every_s=LIVE_SLICE_S)),
+                   ("ttft", ttft_chart(requests, t(lang, "chart_ttft"), lang)),
+                   ("throughput", throughput_chart(recent, t(lang, "chart_throughput"), lang))]
+        if not samples.empty:
+            figures.append(("server", server_chart(samples[samples["t"] >= since], t(lang, "chart_server"), lang)))
+        if result.transfers:
+            figures.append(("transfer", transfer_chart(result.transfers, t(lang, "chart_transfer"), lang)))
+        return figures
+    newest = (lang, result.started, len(tokens), len(requests), len(result.transfers))
+    figures = dict(built_for("more_figures", newest, build))
+    for pair in (("rolling", "ttft"), ("throughput", "server")):
+        for column, key in zip(st.columns(2), pair):
+            if key in figures:
+                column.plotly_chart(figures[key], key=key)
+    if "transfer" in figures:
+        st.plotly_chart(figures["transfer"], key="transfer")
     st.subheader(t(lang, "devices"))
     gpus = gpu_stats()
     if gpus:
@@ -141,6 +190,7 @@ def live_view():
 
 
 live_view()
+more_charts()
 
 # ---- record and compare --------------------------------------------------------------------------------
 st.divider()

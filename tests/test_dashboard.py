@@ -74,3 +74,11 @@ def test_start_users_inject_and_record_on_the_real_engine(app, tmp_path):
     assert app.multiselect(key="compare").value == [saved[0].name]
     app.button(key="stop_load").click().run()
     assert not app.exception
+    # Nothing new arrives once the users stop: the live charts are sent unchanged, which the browser
+    # does not redraw (the engine timeline's window would otherwise move with the clock).
+    time.sleep(2.0)
+    app.run()
+    first = [c.proto.spec for c in app.get("plotly_chart")][:2]
+    time.sleep(2.5)
+    app.run()
+    assert [c.proto.spec for c in app.get("plotly_chart")][:2] == first
