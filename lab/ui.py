@@ -81,8 +81,9 @@ def _live_lab(runs_dir: str) -> LiveLab:
 
 @st.cache_resource(show_spinner=False)
 def shared_engine_loop() -> EngineLoop:
-    """One in-process engine on its own thread for the playground and the guided pages."""
-    return EngineLoop(LLMEngine(EngineConfig(), name="lab"))
+    """One in-process engine on its own thread (which also builds it) for the playground and the guided
+    pages."""
+    return EngineLoop(lambda: LLMEngine(EngineConfig(), name="lab"), name="lab")
 
 
 def lesson_results() -> dict:

@@ -11,7 +11,7 @@ from engine.metrics import summarize
 
 @pytest.fixture
 def loop(make_engine):
-    loop = EngineLoop(make_engine())
+    loop = EngineLoop(make_engine)
     yield loop
     loop.stop()
 
@@ -80,3 +80,25 @@ def test_run_metrics_match_a_hand_computation_from_the_token_times(loop, chat):
     first_sent = min(s.sent for s in streams)
     last_token = max(s.token_times[-1] for s in streams)
     assert summary.output_throughput == pytest.approx(24 / (last_token - first_sent))
+
+
+def test_the_engine_is_built_on_the_loops_own_thread(make_engine):
+    # Each thread that runs PyTorch's OpenMP code keeps its own thread pool; on a small CPU two pools
+    # slow every step, so the thread that steps the engine is the one that builds it.
+    built_on = []
+    loop = EngineLoop(lambda: (built_on.append(threading.current_thread()), make_engine())[1], name="t")
+    try:
+        assert loop.engine is not None
+        assert built_on == [loop._thread] and built_on[0] is not threading.current_thread()
+    finally:
+        loop.stop()
+
+
+def test_an_engine_that_cannot_be_built_fails_its_callers_clearly():
+    def broken():
+        raise ValueError("no such model: nowhere")
+    loop = EngineLoop(broken, name="broken")
+    with pytest.raises(RuntimeError, match="could not be built: no such model: nowhere"):
+        loop.submit("hello")
+    loop.stop(timeout=5)
+    assert not loop._thread.is_alive()
