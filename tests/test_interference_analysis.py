@@ -5,7 +5,7 @@ import pytest
 from engine.core.client_stream import ClientStream
 from engine.core.events import FinishReason
 from engine.metrics import SLO
-from lab.interference import RunResult, summarize_run
+from lab.interference import RunResult, summarize_run, token_table
 from lab.load_generator import RequestKind, Sent
 
 
@@ -40,3 +40,20 @@ def test_gaps_are_split_at_the_long_prompt_and_the_stall_is_the_longest_gap_duri
     assert summary["itl_before_ms"]["max"] == pytest.approx(100.0)
     assert summary["longest_stall_ms"] == pytest.approx(2300.0)
     assert summary["long_ttft_s"] == [2.1]
+
+
+def test_token_table_has_one_row_per_token_with_its_gap_to_the_previous_token_of_its_request():
+    a = Sent(RequestKind.SHORT, 0, stream("a", 0.0, [0.5, 0.6, 0.9], FinishReason.LENGTH))
+    empty = Sent(RequestKind.SHORT, 1, stream("b", 0.2, [], FinishReason.ABORT))   # cut before any token
+    long = Sent(RequestKind.LONG, -1, stream("c", 0.8, [2.9, 3.0], FinishReason.LENGTH))
+    result = RunResult("hand-made", 0.25, [a, empty, long], [(0.8, 2.9)], slo=SLO(ttft=1.0, tpot=0.5))
+    table = token_table(result)
+    assert list(table.columns) == ["request_id", "kind", "user", "index", "t", "gap_ms"]
+    assert table["request_id"].tolist() == ["a", "a", "a", "c", "c"]
+    assert table["kind"].tolist() == [RequestKind.SHORT] * 3 + [RequestKind.LONG] * 2
+    assert table["user"].tolist() == [0, 0, 0, -1, -1] and table["index"].tolist() == [0, 1, 2, 0, 1]
+    assert table["t"].tolist() == pytest.approx([0.25, 0.35, 0.65, 2.65, 2.75])
+    gaps = table["gap_ms"].tolist()
+    assert gaps[0] != gaps[0] and gaps[3] != gaps[3]   # NaN: a request's first token has no gap
+    assert [gaps[1], gaps[2], gaps[4]] == pytest.approx([100.0, 300.0, 100.0])
+    assert token_table(RunResult("nothing", 0.0, [], [], slo=SLO(ttft=1.0, tpot=0.5))).empty
