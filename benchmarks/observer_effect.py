@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.reference_tools import free_port  # noqa: E402
+from benchmarks.reference_tools import free_port, server  # noqa: E402
 from lab.live_lab import LabStatus, LiveLab  # noqa: E402
 from lab.load_generator import ChatLoad  # noqa: E402
 from lab.target import TargetSpec  # noqa: E402
@@ -68,46 +67,29 @@ def without_dashboard(runs: Path) -> dict:
 def with_dashboard(runs: Path) -> dict:
     from playwright.sync_api import expect, sync_playwright
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port",
-                               str(port), "--server.headless", "true"], cwd=ROOT,
-                              env={**os.environ, "PDLAB_RUNS": str(runs)}, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-            page = browser.new_page(viewport={"width": 1500, "height": 1900})
-            _open(page, f"http://127.0.0.1:{port}")
-            page.get_by_role("button", name="Start engine").click()
-            expect(page.get_by_text("worker-0 (colocated")).to_be_visible(timeout=300_000)
-            ui, chrome = psutil.Process(server.pid), _browser_processes()
-            ui_before, chrome_before = _cpu(ui), sum(_cpu(c) for c in chrome)
-            page.get_by_role("button", name="Start users").click()
-            page.wait_for_timeout(BEFORE_INJECT_S * 1000)
-            page.get_by_role("button", name="Inject long prompt").click()
-            page.wait_for_timeout(AFTER_INJECT_S * 1000)
-            ui_cpu, chrome_cpu = _cpu(ui) - ui_before, sum(_cpu(c) for c in chrome) - chrome_before
-            page.get_by_role("button", name="Save this run").click()
-            expect(page.get_by_text("Saved to")).to_be_visible(timeout=60_000)
-            browser.close()
-    finally:
-        server.terminate()
-        try:
-            server.wait(60)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+               "--server.headless", "true"]
+    with server(command, port, {**os.environ, "PDLAB_RUNS": str(runs)}, health="/_stcore/health") as url, \
+            sync_playwright() as p:
+        ui = next(c for c in psutil.Process().children() if "streamlit" in " ".join(c.cmdline()))
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1900})
+        page.goto(url)
+        page.get_by_role("button", name="Start engine").click()
+        expect(page.get_by_text("worker-0 (colocated")).to_be_visible(timeout=300_000)
+        chrome = _browser_processes()
+        ui_before, chrome_before = _cpu(ui), sum(_cpu(c) for c in chrome)
+        page.get_by_role("button", name="Start users").click()
+        page.wait_for_timeout(BEFORE_INJECT_S * 1000)
+        page.get_by_role("button", name="Inject long prompt").click()
+        page.wait_for_timeout(AFTER_INJECT_S * 1000)
+        ui_cpu, chrome_cpu = _cpu(ui) - ui_before, sum(_cpu(c) for c in chrome) - chrome_before
+        page.get_by_role("button", name="Save this run").click()
+        expect(page.get_by_text("Saved to")).to_be_visible(timeout=60_000)
+        browser.close()
     folder = max(runs.iterdir(), key=lambda f: f.stat().st_mtime)
     return {**_summary(folder), "lab_cpu_s": round(ui_cpu, 1), "browser_cpu_s": round(chrome_cpu, 1)}
-
-
-def _open(page, url: str) -> None:
-    for _ in range(120):   # until Streamlit answers
-        try:
-            page.goto(url)
-            return
-        except Exception:
-            time.sleep(0.5)
-    raise RuntimeError(f"the lab did not answer on {url}")
 
 
 def _browser_processes() -> list[psutil.Process]:

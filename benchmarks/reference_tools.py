@@ -85,8 +85,9 @@ def vllm_server(model_folder: Path, *args: str, ready_s: float = 900):
 
 
 @contextlib.contextmanager
-def server(command: list, port: int, env: dict | None = None, ready_s: float = 300) -> Iterator[str]:
-    """A server process on `port`: its base URL once /health answers, while the block runs; then
+def server(command: list, port: int, env: dict | None = None, ready_s: float = 300,
+           health: str = "/health") -> Iterator[str]:
+    """A server process on `port`: its base URL once `health` answers, while the block runs; then
     SIGTERM and, should it hang, SIGKILL for its whole process group."""
     server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
@@ -97,7 +98,7 @@ def server(command: list, port: int, env: dict | None = None, ready_s: float = 3
             if server.poll() is not None:
                 raise RuntimeError(f"{command[0]} exited with code {server.returncode} before it was ready")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                if httpx.get(f"{base}{health}", timeout=2).status_code == 200:
                     break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{command[0]} was not ready after {ready_s:.0f} s")
