@@ -126,18 +126,19 @@ def live_view():
     st.markdown("**" + t(lang, "summary", p50=s["p50"], p99=s["p99"], stall=s["max"],
                          ttft=f"{ttft:.0f}" if ttft == ttft else "-", n=len(requests)) + "**")
     now = time.perf_counter() - result.started
-    for sent, first in relative_injections(result):
+    injections = relative_injections(result)
+    for sent, first in injections:
         if first is None:
             st.markdown(t(lang, "prefilling", s=f"{now - sent:.0f}"))
     st.caption(t(lang, "live_charts", window=f"{LIVE_WINDOW_S:.0f}"))
     bars = lab.timeline(result)
-    newest = (lang, result.started, len(tokens), len(requests), tuple(relative_injections(result)),
+    newest = (lang, result.started, len(tokens), len(requests), tuple(injections),
               max((b["start"] + b["seconds"] for b in bars), default=None))
 
     def build():
         recent = tokens[tokens["t"] >= now - LIVE_WINDOW_S]
         title = t(lang, "chart_itl_live", slice=f"{LIVE_SLICE_S:g}")
-        figures = [("itl", itl_timeline(recent, relative_injections(result), title, lang, now=now,
+        figures = [("itl", itl_timeline(recent, injections, title, lang, now=now,
                                         slice_s=LIVE_SLICE_S))]
         if bars:
             window = (max(0.0, now - TIMELINE_WINDOW_S), now)
