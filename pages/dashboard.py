@@ -61,7 +61,7 @@ with st.sidebar:
 def inject_controls():
     """A fragment: the click reruns only these controls, not the whole page, whose redraw took the
     browser ~0.75 s of CPU just as the long prompt starts its prefill (benchmarks/observer_effect.py)."""
-    c1, c2, c3 = st.columns([2, 3, 1])
+    c1, c2, c3 = st.columns([2, 3, 1.4])  # room for the button's longer Russian label
     inject_tokens = c1.slider(t(lang, "inject_tokens"), 1000, 8000, 4000, step=500, key="inject_tokens")
     inject_text = c2.text_area(t(lang, "inject_text"), "", height=68, key="inject_text")
     if c3.button(t(lang, "inject"), key="inject", type="primary", disabled=not lab.load_running):
