@@ -26,6 +26,8 @@ class KVHandOff:
     send_seconds: float
     output_logprobs: tuple[TokenLogprob, ...] = ()   # the first token's, if the request asked for logprobs
     written_during_prefill: bool = False   # pushed layer by layer as computed: only the rest waits after it
+    writing_seconds: float = 0.0           # ...and how long the prefill worker spent writing it then (shm's
+                                           # copies; 0 where the writes run on their own, as NIXL's)
 
 
 @dataclass(frozen=True)

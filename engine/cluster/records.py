@@ -44,7 +44,7 @@ class TransferRecord:
     finished_at: float = 0.0     # 0 until the decode worker has loaded the KV
     during_prefill: bool = False   # written layer by layer while the prompt computed (push): the times
                                    # below are then only what was left after the prefill ended
-
+    written_during_prefill_s: float = 0.0   # a push's writes inside the prefill (shm's copies; NIXL's run on their own)
 
     @property
     def total_seconds(self) -> float:

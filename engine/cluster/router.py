@@ -21,7 +21,7 @@ from .messages import (Abort, AddRequest, ImportKV, KVHandle, KVReady, Ready, Re
                        StepReport, TransferDone, WorkerFailed, WorkerLoad)
 from .records import TransferRecord, WorkerStatus
 from .topology import Mode, Role, Topology
-from .transports import TRANSPORTS, TransportSettings
+from .transports import PUSH_COPIES, TRANSPORTS, TransportSettings
 from .worker_pool import ClusterError, WorkerPool, WorkerProcess
 
 
@@ -134,8 +134,9 @@ class Router:
             return
         self.transfers[hand_off.request_id] = TransferRecord(
             hand_off.request_id, self.transport.name, ready.worker, target.spec.name, hand_off.nbytes,
-            hand_off.num_kv_tokens, hand_off.send_started, hand_off.send_seconds, self.transport.copies,
-            during_prefill=hand_off.written_during_prefill)
+            hand_off.num_kv_tokens, hand_off.send_started, hand_off.send_seconds,
+            PUSH_COPIES if hand_off.written_during_prefill else self.transport.copies,
+            during_prefill=hand_off.written_during_prefill, written_during_prefill_s=hand_off.writing_seconds)
         self._pending_handles[hand_off.request_id] = hand_off.handle
         self._assign(hand_off.request_id, target)
         target.inbox.put(ImportKV(hand_off))

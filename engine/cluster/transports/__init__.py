@@ -2,7 +2,9 @@
 
 Each transport stands for a route in a real cluster and counts the copies of the KV bytes between
 the two pools (one module each):
-  shm   shared memory, 2 copies: the "minimum copies" route (CUDA IPC / NVLink in one node)
+  shm   shared memory: the prefill worker copies each layer's KV into blocks the decode worker
+        reserved, as soon as the layer is computed, 1 copy (else a segment after the prefill, 2 copies):
+        the "minimum copies" route (CUDA IPC / NVLink in one node)
   disk  safetensors files, optional fsync, 4 copies: the NVMe/SSD or 3FS route
   tcp   a loopback socket pulled by the decode side, 4 copies: the network (RDMA) route
   nixl  NVIDIA's NIXL library, as vLLM, SGLang and Dynamo use it: the prefill worker writes each
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import KVHandle, Received, SendResult, TransferError, Transport
+from .base import PUSH_COPIES, KVHandle, Received, SendResult, TransferError, Transport
 from .disk import DiskHandle, DiskTransport, leaked_kv_folders
 from .shm import ShmHandle, SharedMemoryTransport, leaked_shm_segments
 from .nixl import NixlHandle, NixlTransport, unavailable_reason
@@ -61,6 +63,6 @@ def make_transport(settings: TransportSettings) -> Transport:
     return TRANSPORTS[settings.name](settings)
 
 
-__all__ = ["TRANSPORTS", "available_transports", "working_transports", "TransportSettings", "make_transport",
-           "Transport", "TransferError", "SendResult", "Received", "KVHandle", "ShmHandle", "DiskHandle", "TcpHandle",
-           "NixlHandle", "leaked_shm_segments", "leaked_kv_folders"]
+__all__ = ["TRANSPORTS", "PUSH_COPIES", "available_transports", "working_transports", "TransportSettings",
+           "make_transport", "Transport", "TransferError", "SendResult", "Received", "KVHandle", "ShmHandle",
+           "DiskHandle", "TcpHandle", "NixlHandle", "leaked_shm_segments", "leaked_kv_folders"]

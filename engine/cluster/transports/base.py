@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from . import TransportSettings
 
 
+PUSH_COPIES = 1   # a push writes from pool to pool
+
+
 class TransferError(RuntimeError):
     pass
 
@@ -32,6 +35,7 @@ class SendResult:
     nbytes: int
     started: float
     seconds: float
+    during_seconds: float = 0.0   # a push: time its writes took inside the prefill, before `started`
 
 
 @dataclass
@@ -94,3 +98,22 @@ def split_payload(flat: torch.Tensor, shape: tuple[int, ...]) -> KVPayload:
     """One flat buffer holding K then V, viewed as the two tensors."""
     half = flat.numel() // 2
     return KVPayload(flat[:half].view(shape), flat[half:].view(shape))
+
+
+def slot_runs(local_table, remote_table, block_size: int, start: int, end: int) -> list[list[int]]:
+    """[local slot, remote slot, tokens] for token positions [start, end) of one prompt, one entry per
+    run that is consecutive on both sides (blocks are usually allocated in runs, so these are few)."""
+    runs: list[list[int]] = []
+    pos = start
+    while pos < end:
+        index, offset = divmod(pos, block_size)
+        if index >= len(local_table) or index >= len(remote_table):
+            raise TransferError(f"{end} tokens need {-(-end // block_size)} blocks on both sides")
+        n = min(block_size - offset, end - pos)
+        here, there = local_table[index] * block_size + offset, remote_table[index] * block_size + offset
+        if runs and runs[-1][0] + runs[-1][2] == here and runs[-1][1] + runs[-1][2] == there:
+            runs[-1][2] += n
+        else:
+            runs.append([here, there, n])
+        pos += n
+    return runs

@@ -27,7 +27,7 @@ from functools import cache
 import torch
 
 from ...core.kv_cache import PagedKVCache
-from .base import SendResult, TransferError, Transport
+from .base import SendResult, TransferError, Transport, slot_runs
 
 HOLD_TIMEOUT_S = 30.0     # a prefill worker frees pulled blocks that no reader claimed within this
 PROGRESS_S = 0.002        # how often this agent's own thread lets UCX progress (transfers, notifications)
@@ -355,7 +355,7 @@ class NixlTransport(Transport):
                 raise TransferError(f"the decode worker reserved room for {len(push.target.blocks)} blocks, "
                                     f"the prompt needs more")
             if push.runs[0] != (start, end):
-                push.runs = ((start, end), _slot_runs(table, push.target.blocks, self.address.block_size, start, end))
+                push.runs = ((start, end), slot_runs(table, push.target.blocks, self.address.block_size, start, end))
             local, remote = _descriptors(push.runs[1], layers, self.address, push.target.pool)
             xfer = self.agent.initialize_xfer("WRITE", self.agent.get_xfer_descs(local, self.address.mem_type),
                                               self.agent.get_xfer_descs(remote, push.target.pool.mem_type),
@@ -400,7 +400,7 @@ class NixlTransport(Transport):
         again), posted after every other write completed: NIXL delivers a transfer's notification
         after that transfer's data."""
         push.ready_posted = True
-        runs = _slot_runs(push.blocks or [], push.target.blocks, self.address.block_size, 0, 1)
+        runs = slot_runs(push.blocks or [], push.target.blocks, self.address.block_size, 0, 1)
         local, remote = _descriptors(runs, range(1), self.address, push.target.pool)
         try:
             xfer = self.agent.initialize_xfer("WRITE", self.agent.get_xfer_descs(local[:1], self.address.mem_type),
@@ -457,7 +457,7 @@ class NixlTransport(Transport):
         try:
             self.address.check_matches(handle.pool)
             remote = self._remote(handle.pool)
-            runs = _slot_runs(block_table, handle.blocks, cache.block_size, 0, handle.num_tokens)
+            runs = slot_runs(block_table, handle.blocks, cache.block_size, 0, handle.num_tokens)
             local_descs, remote_descs = _descriptors(runs, range(self.address.layers), self.address, handle.pool)
             xfer = self.agent.initialize_xfer("READ", self.agent.get_xfer_descs(local_descs, self.address.mem_type),
                                               self.agent.get_xfer_descs(remote_descs, handle.pool.mem_type), remote,
@@ -485,25 +485,6 @@ class NixlTransport(Transport):
         if self.cache is not None:
             self.agent.deregister_memory(self._registered)
         self.held.clear()
-
-
-def _slot_runs(local_table, remote_table, block_size: int, start: int, end: int) -> list[list[int]]:
-    """[local slot, remote slot, tokens] for token positions [start, end) of one prompt, one entry per
-    run that is consecutive on both sides (blocks are usually allocated in runs, so these are few)."""
-    runs: list[list[int]] = []
-    pos = start
-    while pos < end:
-        index, offset = divmod(pos, block_size)
-        if index >= len(local_table) or index >= len(remote_table):
-            raise TransferError(f"{end} tokens need {-(-end // block_size)} blocks on both sides")
-        n = min(block_size - offset, end - pos)
-        here, there = local_table[index] * block_size + offset, remote_table[index] * block_size + offset
-        if runs and runs[-1][0] + runs[-1][2] == here and runs[-1][1] + runs[-1][2] == there:
-            runs[-1][2] += n
-        else:
-            runs.append([here, there, n])
-        pos += n
-    return runs
 
 
 def _descriptors(runs, layers: range, local: PoolAddress, remote: PoolAddress):
