@@ -60,7 +60,9 @@ def main() -> None:
         t = r["long_transfer"]
         transfer = (f"{t['bytes'] / 1e6:.0f} MB: send {1000 * t['send_s']:.0f} ms + receive "
                     f"{1000 * t['receive_s']:.0f} ms, total {1000 * t['total_s']:.0f} ms"
-                    + (" after the prefill (written layer by layer during it)" if t.get("during_prefill") else "")
+                    + (" after the prefill (written layer by layer during it"
+                       + (f", copies {1000 * t['writing_s']:.0f} ms" if t["writing_s"] else "") + ")"
+                       if t["during_prefill"] else "")
                     ) if t else "-"
         lines.append(f"| {r['label']} | {r['itl_before_ms']['p50']} / {r['itl_during_ms']['p50']} | "
                      f"{r['itl_before_ms']['p99']} / {r['itl_during_ms']['p99']} | {r['longest_stall_ms']} | "

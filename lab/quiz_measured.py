@@ -33,7 +33,7 @@ class Figures:
     itl_ms: float
     kv_tokens: int
     kv_bytes: int
-    shm_ms: float
+    shm_ms: float                # the whole time its bytes moved (inside the prefill and after it)
     colocated_ttft_s: float      # the long prompt's, on all the cores (page 4)
     disaggregated_ttft_s: float  # the same prompt disaggregated (page 5), prefill on a share of the cores
     transfer_s: float            # its KV transfer
@@ -49,7 +49,8 @@ def learner_figures(results: dict, folder: Path = RESULTS) -> Figures:
     f = dict(prefill_tok_s=bench["prefill_tok_s"]["2048"], decode_ms_1=bench["decode_step_ms"]["1"],
              decode_ms_16=bench["decode_step_ms"]["16"], users=bench["itl_6_streams"]["streams"],
              itl_ms=bench["itl_6_streams"]["itl_p50_ms"], kv_tokens=transfer["tokens"], kv_bytes=transfer["bytes"],
-             shm_ms=1000 * transfer["total_s"], colocated_ttft_s=colocated_run["long_ttft_s"][0],
+             shm_ms=1000 * (transfer["writing_s"] + transfer["total_s"]),
+             colocated_ttft_s=colocated_run["long_ttft_s"][0],
              disaggregated_ttft_s=disaggregated_run["long_ttft_s"][0], transfer_s=transfer["total_s"])
     mine = set()
     if "stages" in results:
@@ -71,7 +72,7 @@ def learner_figures(results: dict, folder: Path = RESULTS) -> Figures:
         shm = next((m for m in results["transports"] if m["transport"] == "shm"), None)
         if shm:
             f.update(kv_tokens=round(shm["bytes"] / LAB_KV_BYTES_PER_TOKEN), kv_bytes=shm["bytes"],
-                     shm_ms=shm["total_ms"])
+                     shm_ms=shm["writing_ms"] + shm["total_ms"])
             mine.add("transports")
     return Figures(**f, mine=frozenset(mine))
 

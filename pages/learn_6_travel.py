@@ -37,12 +37,14 @@ if measured:
     best = max(measured, key=lambda m: m["gbps"])
     after = [m for m in measured if not m["during_prefill"]]
     facts = dict(transport=best["transport"], tokens=MEASURED_PROMPT_TOKENS, size=human_bytes(best["bytes"], units),
-                 gbps=f"{best['gbps']:.2f}", ms=f"{best['total_ms']:.0f}")
+                 gbps=f"{best['gbps']:.2f}", ms=f"{best['total_ms']:.1f}")
     if best["during_prefill"]:   # its time is only what was left after the prefill: say so
         take = t(lang, "l6_take_overlap", **facts)
         if after:
             other = min(after, key=lambda m: m["total_ms"])
             take += t(lang, "l6_take_overlap_vs", other=other["transport"], other_ms=f"{other['total_ms']:.0f}")
+        if best["writing_ms"] > 0:   # copies the prefill worker made itself (shm), not a copy engine's (nixl)
+            take += t(lang, "l6_take_overlap_copies", writing_ms=f"{best['writing_ms']:.0f}")
         st.info(take)
     else:
         st.info(t(lang, "l6_take_measured", **facts))

@@ -72,6 +72,16 @@ def test_disaggregated_greedy_output_is_token_identical_and_nothing_leaks(chat, 
     assert not list(tmp_path.iterdir())   # the workers' private KV folders went with them
 
 
+def test_with_push_off_shm_sends_after_the_prefill_with_the_same_tokens(chat, expected):
+    with Cluster(Topology("disaggregated"), ENGINE, transport=TransportSettings("shm", push=False)) as cluster:
+        streams = ask_all(cluster, chat)
+        assert [s.token_ids for s in streams] == expected
+        transfers = list(cluster.transfers.values())
+        assert transfers and all(not t.during_prefill and t.copies == 2 and t.receive_seconds > 0 for t in transfers)
+        assert kv_blocks_in_use(cluster) == 0
+    assert not leaked_shm_segments()
+
+
 def test_colocated_and_chunked_workers_match_generate(chat, expected):
     for mode in ("colocated", "chunked"):
         with Cluster(Topology(mode), EngineConfig(kv_cache_tokens=4096, chunk_size=8)) as cluster:

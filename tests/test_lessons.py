@@ -73,9 +73,9 @@ def test_every_experiment_runs_on_the_real_engine_and_feeds_the_summary_and_quiz
     assert decode_steps and max(b["seconds"] for b in decode_steps) < long_bars["prefill"]["seconds"] / 3
     assert [w["role"] for w in fixed["workers"]] == ["prefill", "decode"]
     assert {m["transport"] for m in results["transports"]} == set(working_transports())
-    # Only nixl writes the KV during the prefill (layer by layer); the others send after it.
+    # shm and nixl write the KV during the prefill (layer by layer); the others send after it.
     assert {m["transport"]: m["during_prefill"] for m in results["transports"]} == {
-        name: name == "nixl" for name in working_transports()}
+        name: name in ("shm", "nixl") for name in working_transports()}
     cold, warm, expired = results["lifetime"]
     assert warm["cached_tokens"] > 0 and cold["cached_tokens"] == expired["cached_tokens"] == 0
 

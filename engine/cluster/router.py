@@ -21,7 +21,7 @@ from .messages import (Abort, AddRequest, ImportKV, KVHandle, KVReady, Ready, Re
                        StepReport, TransferDone, WorkerFailed, WorkerLoad)
 from .records import TransferRecord, WorkerStatus
 from .topology import Mode, Role, Topology
-from .transports import PUSH_COPIES, TRANSPORTS, TransportSettings
+from .transports import PUSH_COPIES, TransportSettings
 from .worker_pool import ClusterError, WorkerPool, WorkerProcess
 
 
@@ -60,7 +60,7 @@ class Router:
         self.streams[stream.request_id] = stream
         self._assign(stream.request_id, worker)
         request = AddRequest(stream.request_id, prompt_ids, params, stream.sent, prefill_only)
-        if prefill_only and TRANSPORTS[self.transport.name].pushes:
+        if prefill_only and self.transport.pushes:
             self._reserved_on[stream.request_id] = decode.spec.name
             self._outstanding[decode.spec.name].add(stream.request_id)   # its death fails the request
             self._awaiting_target[stream.request_id] = (worker.spec.name, request)

@@ -46,6 +46,8 @@ class TransportSettings:
     name: str = "shm"
     disk_folder: str | None = None   # disk only: where each worker makes its private folder (default: temp)
     fsync: bool = False              # disk only: flush each file to the device before handing it over
+    push: bool = True                # shm, nixl: write the KV into reserved blocks during the prefill
+                                     # (False: send it after the prefill, to compare)
 
     def __post_init__(self):
         if self.name not in TRANSPORTS:
@@ -57,6 +59,10 @@ class TransportSettings:
     @property
     def copies(self) -> int:
         return TRANSPORTS[self.name].copies
+
+    @property
+    def pushes(self) -> bool:
+        return self.push and TRANSPORTS[self.name].pushes
 
 
 def make_transport(settings: TransportSettings) -> Transport:
