@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import statistics
@@ -20,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.reference_tools import cpu_model  # noqa: E402
 from engine.cluster.cluster import Cluster  # noqa: E402
 from engine.cluster.topology import Topology  # noqa: E402
 from engine.cluster.transports import TransportSettings  # noqa: E402
@@ -61,7 +63,7 @@ def main() -> None:
         mine = [r for r in rows if r["push"] == push]
         medians["push" if push else "pull"] = {k: round(statistics.median(r[k] for r in mine), 4)
                                                for k in mine[0] if k not in ("round", "push", "copies")}
-    machine = f"{platform.platform()}, {platform.machine()}, {platform.processor() or 'cpu'}"
+    machine = f"{cpu_model()}, {os.cpu_count()} cores, {platform.platform()}"
     lines = [f"# shm: push against pull, one {a.tokens}-token prompt per round, 1P1D, no other load", "",
              f"Machine: {machine}. Medians of {a.rounds} alternating rounds.", "",
              "| route | copies | writing inside the prefill (ms) | after the prefill (ms) | exposed share "

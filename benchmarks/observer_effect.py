@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -32,7 +31,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.reference_tools import free_port, server  # noqa: E402
+from benchmarks.reference_tools import cpu_model, free_port, server  # noqa: E402
 from lab.live_lab import LabStatus, LiveLab  # noqa: E402
 from lab.load_generator import ChatLoad  # noqa: E402
 from lab.target import TargetSpec  # noqa: E402
@@ -114,13 +113,6 @@ def _summary(folder: Path) -> dict:
             "stall_s": round(s["longest_stall_ms"] / 1000, 2)}
 
 
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=2)
@@ -139,7 +131,7 @@ def main() -> None:
         alone = statistics.median(r[metric] for r in rows if r["run"] == "without dashboard")
         watched = statistics.median(r[metric] for r in rows if r["run"] == "with dashboard")
         ratios[metric] = round(watched / alone, 2)
-    machine = f"{_cpu_model()}, {os.cpu_count()} cores"
+    machine = f"{cpu_model()}, {os.cpu_count()} cores"
     header = "| round | run | ITL p50 before (ms) | ITL p99 before (ms) | long-prompt TTFT (s) | longest stall (s) " \
              "| lab process CPU (s) | browser CPU (s) |"
     lines = [f"# Observer effect ({machine})", "", header, "|" + "---|" * 8]
