@@ -26,6 +26,7 @@ bench: $(STAMP)  # every figure in the README's results, about 40 minutes on 2 c
 	$(PY) benchmarks/engine_bench.py
 	$(PY) benchmarks/engine_bench.py --dtype bfloat16
 	$(PY) benchmarks/interference_bench.py
+	$(PY) benchmarks/kv_push.py
 	$(PY) benchmarks/planner_calibration.py
 	$(PY) benchmarks/soak.py
 	$(PY) benchmarks/observer_effect.py --rounds 3

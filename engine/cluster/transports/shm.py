@@ -89,6 +89,16 @@ class _Written:
         pass
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # alive, another user's
+        return True
+    return True
+
+
 def _untrack(shm: shared_memory.SharedMemory) -> None:
     # The creator hands ownership to the receiver, which unlinks (unlink() also unregisters the
     # attach). Left registered, the tracker would unlink the segment when the creator exits.
@@ -137,6 +147,8 @@ class SharedMemoryTransport(Transport):
         push = _Push(target)
         try:
             target.pool.check_fits(self.cache)
+            for pid, fd in [w for w in self.mapped if not _alive(w[0])]:
+                del self.mapped[pid, fd]   # a decode worker that is gone: let the kernel free its pool
             where = (target.pool.pid, target.pool.fd)
             if where not in self.mapped:
                 self.mapped[where] = open_pool(target.pool)
@@ -189,7 +201,7 @@ class SharedMemoryTransport(Transport):
             raise TransferError(push.error)
         del self.outgoing[request_id]
         written_at = time.perf_counter()
-        self.poster.post(push.target.notices, READY + request_id.encode())
+        self._notify(push.target, READY + request_id.encode())
         return SendResult(ShmPushedHandle(request_id, written_at), num_tokens * cache.bytes_per_token, start,
                           written_at - start, during)
 
@@ -204,7 +216,10 @@ class SharedMemoryTransport(Transport):
         self._stop(target, request_id, "not written")
 
     def _stop(self, target: ShmTarget, request_id: str, why: str) -> None:
-        if not self.poster.post(target.notices, STOP + f"{request_id}\n{why}".encode()):
+        self._notify(target, STOP + f"{request_id}\n{why}".encode())
+
+    def _notify(self, target: ShmTarget, message: bytes) -> None:
+        if not self.poster.post(target.notices, message):
             self.mapped.pop((target.pool.pid, target.pool.fd), None)   # its worker is gone: unmap its pool
 
     @property
@@ -232,7 +247,6 @@ class SharedMemoryTransport(Transport):
     def start_read(self, handle, cache: PagedKVCache, block_table: list[int]) -> _Written:
         """A hand-off for reserved blocks: pushed there already, or (pulled) loaded into them now."""
         if isinstance(handle, ShmPushedHandle):
-            self.notices.pop(handle.request_id, None)
             return _Written(handle.written_at)
         received = self.open(handle, cache.key.dtype)
         try:
