@@ -26,10 +26,8 @@ WRITE = {"shm": ("_write", "shared-memory write"), "nixl": ("_post", "NIXL write
 
 @pytest.fixture(params=PUSHING)
 def pair(request):
-    prefill, decode = worker_pair(request.param)
-    yield prefill, decode
-    for worker in (prefill, decode):
-        worker.transport.close()
+    with worker_pair(request.param) as workers:
+        yield workers
 
 
 def reserve(decode, chat) -> Reserved:
@@ -130,15 +128,11 @@ def test_a_reservation_no_writer_knew_of_is_freed_at_once(pair, chat):
 
 @pytest.mark.parametrize("transport", PUSHING)
 def test_with_no_room_the_decode_worker_reserves_nothing_and_says_so(chat, transport):
-    prefill, decode = worker_pair(transport, decode_tokens=16)
-    try:
+    with worker_pair(transport, decode_tokens=16) as (_, decode):
         decode.inbox.put(Reserve("req-1", chat(PROMPT), PARAMS, 0.0))
         decode.step()
         answer = next(m for m in decode.outbox.messages if isinstance(m, Reserved))
         assert answer.target is None and not decode.reserved and decode.engine.cache.allocator.num_used == 0
-    finally:
-        for worker in (prefill, decode):
-            worker.transport.close()
 
 
 def test_a_request_that_ends_with_its_first_token_frees_its_reservation(pair, chat):
@@ -156,10 +150,8 @@ def test_a_request_that_ends_with_its_first_token_frees_its_reservation(pair, ch
 
 @pytest.fixture
 def shm_pair():
-    prefill, decode = worker_pair("shm")
-    yield prefill, decode
-    for worker in (prefill, decode):
-        worker.transport.close()
+    with worker_pair("shm") as workers:
+        yield workers
 
 
 def test_over_shm_each_layer_is_in_the_decode_pool_when_the_next_one_starts(shm_pair, chat, monkeypatch):

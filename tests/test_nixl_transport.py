@@ -20,10 +20,8 @@ pytestmark = pytest.mark.skipif(available_transports()["nixl"] is not None, reas
 @pytest.fixture
 def pair():
     """A prefill and a decode worker over nixl, in this process (each its own NIXL agent)."""
-    prefill, decode = worker_pair("nixl")
-    yield prefill, decode
-    for worker in (prefill, decode):
-        worker.transport.close()
+    with worker_pair("nixl") as workers:
+        yield workers
 
 
 def test_pulled_the_decode_worker_reads_the_prompts_blocks_into_its_own_and_the_sender_frees_them(pair, chat):

@@ -1,6 +1,7 @@
 """A prefill and a decode worker driven in-process, step by step, and what the transport tests ask of them."""
 from __future__ import annotations
 
+import contextlib
 import queue
 import time
 
@@ -16,10 +17,17 @@ PROMPT = "Tell me about the sea and the wind."
 PARAMS = SamplingParams(max_tokens=8, ignore_eos=True)
 
 
-def worker_pair(transport: str, decode_tokens: int = 1024) -> tuple[Worker, Worker]:
-    return tuple(Worker(WorkerSpec(f"{role}-0", role, EngineConfig(kv_cache_tokens=tokens),
-                                   TransportSettings(transport)), queue.Queue(), Collected())
-                 for role, tokens in ((Role.PREFILL, 1024), (Role.DECODE, decode_tokens)))
+@contextlib.contextmanager
+def worker_pair(transport: str, decode_tokens: int = 1024):
+    """(prefill, decode) workers over `transport`, their transports closed after."""
+    workers = [Worker(WorkerSpec(f"{role}-0", role, EngineConfig(kv_cache_tokens=tokens),
+                                 TransportSettings(transport)), queue.Queue(), Collected())
+               for role, tokens in ((Role.PREFILL, 1024), (Role.DECODE, decode_tokens))]
+    try:
+        yield tuple(workers)
+    finally:
+        for worker in workers:
+            worker.transport.close()
 
 
 def prefill_step(prefill: Worker, chat, target=None, params: SamplingParams = PARAMS, *then) -> None:
