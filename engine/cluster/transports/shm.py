@@ -9,12 +9,14 @@ push (the usual way, on CPU pools): every worker keeps its KV pool in shared mem
     inside the step: on a CPU they lengthen the prefill by their time (reported per request) instead
     of following it. The writer then tells the reservation "ready" or "stop" on its notice board
     (notices.py), so that freed blocks are never written to.
-pull (no reservation: the decode worker had no room, or its pool is on a GPU): the prefill worker
+pull (no reservation: the decode worker had no room, or its pool is on a GPU; or a pool the prefill
+    worker cannot map, whose reserved blocks the pulled KV then fills): the prefill worker
     gathers the KV into a shared-memory segment after the prefill, the decode worker loads it a few
     layers at a time and unlinks it (2 copies).
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -30,6 +32,7 @@ from .notices import READY, STOP, NoticeBoard, Poster
 from .shared_pool import SharedPool, open_pool, share
 
 SHM_PREFIX = "pdlab-kv-"
+log = logging.getLogger("pdlab.cluster")
 WRITER_TIMEOUT_S = 120.0   # a released reservation is freed after this even if its writer never said it stopped
 
 
@@ -70,8 +73,8 @@ class ShmPushedHandle:
 class _Push:
     """The prefill side of one pushed prompt."""
     target: ShmTarget
-    key: torch.Tensor | None = None      # the decode worker's pool, mapped here
-    value: torch.Tensor | None = None
+    key: torch.Tensor                    # the decode worker's pool, mapped here
+    value: torch.Tensor
     written_upto: int = 0                # tokens whose every layer is written
     seconds: float = 0.0                 # time spent writing, so far
     error: str | None = None
@@ -143,8 +146,10 @@ class SharedMemoryTransport(Transport):
     # ---- push, prefill side ----
 
     def set_target(self, request_id: str, target: ShmTarget) -> None:
-        """Where to write this prompt's KV, which is not computed yet."""
-        push = _Push(target)
+        """Where to write this prompt's KV, which is not computed yet. A pool this process cannot map
+        (a host that hides other processes' descriptors, another user's worker) gets the KV after the
+        prefill instead, into the same reserved blocks; the reservation hears at once that nothing
+        will be written."""
         try:
             target.pool.check_fits(self.cache)
             for pid, fd in [w for w in self.mapped if not _alive(w[0])]:
@@ -152,10 +157,12 @@ class SharedMemoryTransport(Transport):
             where = (target.pool.pid, target.pool.fd)
             if where not in self.mapped:
                 self.mapped[where] = open_pool(target.pool)
-            push.key, push.value = self.mapped[where]
         except TransferError as exc:
-            push.error = str(exc)
-        self.outgoing[request_id] = push
+            log.warning("shm: cannot write into the decode worker's KV pool (%s); %s's KV is sent after "
+                        "its prefill", exc, request_id)
+            self._stop(target, request_id, f"not written: {exc}")
+            return
+        self.outgoing[request_id] = _Push(target, *self.mapped[where])
 
     def layer_written(self, layer: int, work) -> None:
         """Called by the model, inside a step, as soon as `layer`'s KV of the step's tokens is in the
