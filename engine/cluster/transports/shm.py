@@ -11,8 +11,8 @@ push (the usual way, on CPU pools): every worker keeps its KV pool in shared mem
     (notices.py), so that freed blocks are never written to.
 pull (no reservation: the decode worker had no room, or its pool is on a GPU; or a pool the prefill
     worker cannot map, whose reserved blocks the pulled KV then fills): the prefill worker
-    gathers the KV into a shared-memory segment after the prefill, the decode worker loads it a few
-    layers at a time and unlinks it (2 copies).
+    gathers the KV into a shared-memory segment after the prefill, the decode worker loads it (a few
+    layers at a time between its steps; into reserved blocks, at once) and unlinks it (2 copies).
 """
 from __future__ import annotations
 
