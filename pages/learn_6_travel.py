@@ -40,11 +40,13 @@ if measured:
                  gbps=f"{best['gbps']:.2f}", ms=f"{best['total_ms']:.1f}")
     if best["during_prefill"]:   # its time is only what was left after the prefill: say so
         take = t(lang, "l6_take_overlap", **facts)
+        if best["writing_ms"] > 0:   # copies the prefill worker made itself (shm), timed
+            take += t(lang, "l6_take_overlap_copies", writing_ms=f"{best['writing_ms']:.0f}", gbps=facts["gbps"])
+        else:                        # writes on their own (NIXL): only the rest after the prefill is seen
+            take += t(lang, "l6_take_overlap_rate", gbps=facts["gbps"])
         if after:
             other = min(after, key=lambda m: m["total_ms"])
             take += t(lang, "l6_take_overlap_vs", other=other["transport"], other_ms=f"{other['total_ms']:.0f}")
-        if best["writing_ms"] > 0:   # copies the prefill worker made itself (shm), not a copy engine's (nixl)
-            take += t(lang, "l6_take_overlap_copies", writing_ms=f"{best['writing_ms']:.0f}")
         st.info(take)
     else:
         st.info(t(lang, "l6_take_measured", **facts))

@@ -129,3 +129,28 @@ def test_planner_page_plans_and_recommends():
     at.selectbox(key="plan_model").set_value("Llama-3.1-70B")
     at.button(key="plan").click().run()
     assert "more than the 96 GiB of 2x L40S" in at.error[0].value   # 3 GPUs: TP2 at most
+
+
+def _moved(transport: str, writing_ms: float, total_ms: float, during: bool) -> dict:
+    nbytes = 69_120_000
+    return {"transport": transport, "bytes": nbytes, "copies": 1 if during else 4, "during_prefill": during,
+            "writing_ms": writing_ms, "send_ms": 0.0 if during else total_ms / 2, "total_ms": total_ms,
+            "gbps": nbytes / ((writing_ms + total_ms) / 1000) / 1e9}
+
+
+@pytest.mark.parametrize("measured,says,not_says", [
+    # shm's push: its own copies, timed inside the prefill, are what it cost
+    ([_moved("shm", 7.0, 0.004, True), _moved("disk", 0.0, 1119.0, False)],
+     ["only 0.0 ms were left", "The copies themselves took 7 ms (9.87 GB/s)", "disk, took 1119 ms"], ["effective"]),
+    # NIXL's push: writes on their own, only the rest after the prefill is seen
+    ([_moved("nixl", 0.0, 4.0, True), _moved("tcp", 0.0, 1887.0, False)],
+     ["only 4.0 ms were left", "an effective 17.28 GB/s", "tcp, took 1887 ms"], ["copies themselves"]),
+    # no push at all
+    ([_moved("disk", 0.0, 1119.0, False)], ["1119"], ["were left after the prefill"]),
+])
+def test_page6_says_what_the_fastest_measured_transport_did(measured, says, not_says):
+    at = page("learn_6_travel")
+    at.session_state["lesson_results"] = {"transports": measured}
+    at.run()
+    text = " ".join(box.value for box in at.info)
+    assert not at.exception and all(s in text for s in says) and not any(s in text for s in not_says), text

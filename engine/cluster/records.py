@@ -53,4 +53,7 @@ class TransferRecord:
 
     @property
     def gbps(self) -> float:
-        return self.nbytes / self.total_seconds / 1e9 if self.total_seconds > 0 else float("nan")
+        """The bytes over the time they were seen moving: a push's timed copies and what followed the
+        prefill (for an untimed push, NIXL's, only what followed it: an effective rate)."""
+        moving = self.written_during_prefill_s + self.total_seconds
+        return self.nbytes / moving / 1e9 if moving > 0 else float("nan")
