@@ -40,20 +40,19 @@ with st.sidebar:
                           int(threshold) or None)
     else:
         spec = TargetSpec(TargetKind.REMOTE, url=st.text_input(t(lang, "url"), "http://127.0.0.1:8000", key="url"))
-    c1, c2 = st.columns(2)
-    if c1.button(t(lang, "start_target"), key="start_target", type="primary"):
+    # One under the other, the sidebar's width each: side by side, the Russian labels were cut.
+    if st.button(t(lang, "start_target"), key="start_target", type="primary", width="stretch"):
         lab.start_target(spec)
-    if c2.button(t(lang, "stop_target"), key="stop_target"):
+    if st.button(t(lang, "stop_target"), key="stop_target", width="stretch"):
         lab.stop_target()
 
     st.subheader(t(lang, "load"))
     users = st.slider(t(lang, "users"), 1, 16, 6, key="users")
     output_tokens = st.slider(t(lang, "output_tokens"), 8, 256, 48, key="output_tokens")
     rate = st.number_input(t(lang, "rate"), 0.0, 20.0, 0.0, step=0.5, key="rate")
-    c1, c2 = st.columns(2)
-    if c1.button(t(lang, "start_load"), key="start_load", disabled=lab.status != LabStatus.READY):
+    if st.button(t(lang, "start_load"), key="start_load", disabled=lab.status != LabStatus.READY, width="stretch"):
         lab.start_load(ChatLoad(users=users, output_tokens=output_tokens, rate_rps=rate or None))
-    if c2.button(t(lang, "stop_load"), key="stop_load"):
+    if st.button(t(lang, "stop_load"), key="stop_load", width="stretch"):
         lab.stop_load()
 
 # ---- inject ---------------------------------------------------------------------------------------
