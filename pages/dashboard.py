@@ -22,8 +22,13 @@ st.caption(t(lang, "dashboard_intro"))
 # ---- sidebar: target and load ------------------------------------------------------------------
 with st.sidebar:
     st.subheader(t(lang, "target"))
-    kind = st.radio(t(lang, "target"), list(TargetKind), key="target_kind", label_visibility="collapsed",
+    # Keyed per language: a radio whose option labels change under the same key is drawn with nothing
+    # selected after the switch (Streamlit 1.67), so each language has its own, set from the last choice.
+    kinds = list(TargetKind)
+    kind = st.radio(t(lang, "target"), kinds, key=f"target_kind_{lang}", label_visibility="collapsed",
+                    index=kinds.index(st.session_state.get("target_kind", TargetKind.LOCAL)),
                     format_func=lambda k: t(lang, f"target_{k}"))
+    st.session_state["target_kind"] = kind
     if kind == TargetKind.LOCAL:
         mode = st.selectbox(t(lang, "mode"), list(Mode), key="mode", format_func=lambda m: t(lang, f"mode_{m}"))
         prefill_workers = decode_workers = 1
@@ -60,10 +65,10 @@ with st.sidebar:
 def inject_controls():
     """A fragment: the click reruns only these controls, not the whole page, whose redraw took the
     browser ~0.75 s of CPU just as the long prompt starts its prefill (benchmarks/observer_effect.py)."""
-    c1, c2, c3 = st.columns([2, 3, 1.4])  # room for the button's longer Russian label
+    c1, c2, c3 = st.columns([2, 3, 1.4])  # the button's label wraps: the Russian one is longer
     inject_tokens = c1.slider(t(lang, "inject_tokens"), 1000, 8000, 4000, step=500, key="inject_tokens")
     inject_text = c2.text_area(t(lang, "inject_text"), "", height=68, key="inject_text")
-    if c3.button(t(lang, "inject"), key="inject", type="primary", disabled=not lab.load_running):
+    if c3.button(t(lang, "inject"), key="inject", type="primary", disabled=not lab.load_running, wrap=True):
         lab.inject(inject_tokens, inject_text.strip() or None)
 
 
@@ -210,7 +215,8 @@ if c2.button(t(lang, "record"), key="record", disabled=lab.current() is None):
         # Show the new run at once, beside the last one compared.
         st.session_state["compare"] = [folder.name] + st.session_state.get("compare", [])[:1]
 saved = lab.runs.names()
-chosen = st.multiselect(t(lang, "compare"), saved, key="compare")
+chosen = st.multiselect(t(lang, "compare"), saved, key="compare",   # Streamlit's own placeholder is English
+                        placeholder=t(lang, "compare_choose" if saved else "compare_none"))
 if chosen:
     loaded = {run: lab.runs.load(run) for run in chosen}
     runs = {loaded[r][2].get("name", r): loaded[r][0] for r in chosen}

@@ -40,7 +40,8 @@ def ask(n: int, q: Question) -> None:
         labels = {o["id"]: o[lang] for o in q.options}
         if q.kind == "single":
             kept = next(iter(answers.get(q.id, ())), None)
-            choice = st.radio(prompt, list(labels), format_func=labels.get, key=f"q-{q.id}",
+            # Keyed per language: its labels change with it (pages/dashboard.py says why)
+            choice = st.radio(prompt, list(labels), format_func=labels.get, key=f"q-{q.id}-{lang}",
                               index=list(labels).index(kept) if kept in labels else None, label_visibility="collapsed")
             chosen = {choice} if choice else set()
         else:

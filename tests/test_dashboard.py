@@ -44,6 +44,15 @@ def test_dashboard_renders_in_both_languages(app, lang, title):
     assert app.title[0].value == title
 
 
+def test_the_chosen_target_stays_chosen_when_the_language_changes(app):
+    app.run()
+    app.radio(key="target_kind_en").set_value("remote").run()
+    app.session_state["lang"] = "ru"
+    app.run()
+    assert app.radio(key="target_kind_ru").value == "remote" and app.text_input(key="url")
+    assert not app.exception
+
+
 def test_start_users_inject_and_record_on_the_real_engine(app, tmp_path):
     app.run()
     app.button(key="start_target").click().run()

@@ -98,10 +98,15 @@ def test_every_experiment_runs_on_the_real_engine_and_feeds_the_summary_and_quiz
 def test_quiz_gives_feedback_and_score_and_can_be_retried():
     at = page("quiz")
     at.run()
-    at.radio(key="q-when-needed").set_value("services").run()
+    at.radio(key="q-when-needed-en").set_value("services").run()
     at.button(key="check-when-needed").click().run()
     assert at.success[0].value == "Correct."
-    at.radio(key="q-compute-bound").set_value("decode").run()
+    at.session_state["lang"] = "ru"   # the checked answer stays chosen in the other language
+    at.run()
+    assert at.radio(key="q-when-needed-ru").value == "services"
+    at.session_state["lang"] = "en"
+    at.run()
+    at.radio(key="q-compute-bound-en").set_value("decode").run()
     at.button(key="check-compute-bound").click().run()
     assert at.error[0].value == "Not quite."
     assert at.metric[0].label == "Score: 1 of 23"
