@@ -8,18 +8,15 @@ Takes about five minutes on 2 cores: each page runs its experiment on the real e
 """
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 from playwright.sync_api import expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.reference_tools import free_port  # noqa: E402
+from benchmarks.reference_tools import free_port, server  # noqa: E402
 
 DOCS = ROOT / "docs"
 CHROMIUM = "/usr/bin/chromium"
@@ -28,20 +25,6 @@ PAGES = [("learn_1_stages", "1. Two stages", "Measure prefill and decode"),
          ("learn_5_fix", "5. The fix: disaggregated prefill", "Run it"),
          ("learn_6_travel", "6. How the KV cache travels", "Measure the transports of this machine")]
 RUSSIAN_TITLES = {"learn_4_problem": "4. Проблема", "learn_5_fix": "5. Решение: disaggregated prefill"}
-
-
-def start_lab(port: int, runs: str) -> subprocess.Popen:
-    lab = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
-                            "--server.headless", "true"], cwd=ROOT, env={"PDLAB_RUNS": runs, "PATH": "/usr/bin:/bin"},
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(120):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).status_code == 200:
-                return lab
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    lab.kill()
-    raise RuntimeError("the lab did not start")
 
 
 def quiz(page, title: str, mine: str, screenshot: str) -> None:
@@ -64,8 +47,9 @@ def quiz(page, title: str, mine: str, screenshot: str) -> None:
 def main() -> None:
     port = free_port()
     with tempfile.TemporaryDirectory() as runs:
-        lab = start_lab(port, runs)
-        try:
+        command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+                   "--server.headless", "true"]
+        with server(command, port, env={"PDLAB_RUNS": runs, "PATH": "/usr/bin:/bin"}, health="/_stcore/health"):
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM)
                 # Streamlit scrolls inside the page, so a full-page shot shows one screen: use a tall window.
@@ -91,9 +75,6 @@ def main() -> None:
                     page.screenshot(path=str(DOCS / f"lesson-{name}-ru.png"))
                 quiz(page, "10. Квиз", "Ваши собственные измерения", "quiz-ru.png")
                 browser.close()
-        finally:
-            lab.terminate()
-            lab.wait(60)
 
 
 if __name__ == "__main__":
