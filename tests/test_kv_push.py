@@ -170,6 +170,7 @@ def test_over_shm_each_layer_is_in_the_decode_pool_when_the_next_one_starts(shm_
     monkeypatch.setattr(prefill.engine, "layer_written", layer_written)
     ready = prefilled(prefill, chat, reserved.target)
     assert in_place == [True] * prefill.engine.cache.key.shape[0]
+    assert decode.transport.address is not None and prefill.transport.address is None   # only its pool is shared
     assert 0 < ready.hand_off.writing_seconds   # the copies' time inside the prefill is reported
 
 

@@ -24,6 +24,7 @@ from ..core.sequence import Sequence
 from .messages import (Abort, AddRequest, ImportKV, KVHandOff, KVReady, Ready, Release, Reserve, Reserved,
                        Shutdown, StepReport, TransferDone, WorkerFailed, WorkerLoad)
 from .placement import WorkerSpec
+from .topology import Role
 from .transports import KVHandle, Received, TransferError, make_transport
 
 LAYERS_PER_ITERATION = 6  # an import loads this many layers between decode steps, so it never stalls them long
@@ -120,7 +121,7 @@ class Worker:
         self.sent: deque[KVHandle] = deque(maxlen=RECENT_HAND_OFFS)
         self.engine = LLMEngine(spec.engine, name=spec.name)
         self.transport = make_transport(spec.transport)
-        self.transport.attach(self.engine.cache)
+        self.transport.attach(self.engine.cache, receives_pushes=spec.role == Role.DECODE)
         self.prefill_only: set[str] = set()
         self.imports: deque[KVHandOff] = deque()
         self.active_import: ActiveImport | None = None

@@ -67,8 +67,9 @@ class Transport:
     def __init__(self, settings: TransportSettings | None = None):
         """`settings` carries the options some transports have (the disk's folder and fsync)."""
 
-    def attach(self, cache: PagedKVCache) -> None:
-        """The worker's KV pool, once, before any transfer (a transport may register it)."""
+    def attach(self, cache: PagedKVCache, receives_pushes: bool = False) -> None:
+        """The worker's KV pool, once, before any transfer (a transport may register it).
+        `receives_pushes`: other workers will write into it (a decode worker's)."""
 
     def poll(self) -> bool:
         """Called every worker iteration: a transport may finish its own bookkeeping here. True if

@@ -238,8 +238,8 @@ class NixlTransport(Transport):
             else:
                 self._arrived.append(message)
 
-    def attach(self, cache: PagedKVCache) -> None:
-        self.cache = cache
+    def attach(self, cache: PagedKVCache, receives_pushes: bool = False) -> None:
+        self.cache = cache   # registered either way: a pull reads from the sender's pool
         self._registered = self.agent.register_memory([cache.key, cache.value])
         device = cache.key.device
         layers, slots, heads, dim = cache.key.shape

@@ -1,7 +1,7 @@
 """Shared memory between the workers of one host: the "minimum copies" route (like CUDA IPC or NVLink
 between the GPUs of one node).
 
-push (the usual way, on CPU pools): every worker keeps its KV pool in shared memory
+push (the usual way, on CPU pools): every decode worker keeps its KV pool in shared memory
     (shared_pool.py). When a prompt arrives, the router has a decode worker reserve blocks for it and
     sends the prompt to the prefill worker with where they are; the prefill worker copies each
     layer's KV into them as soon as the layer is computed, so when the prompt is done its KV is
@@ -118,7 +118,7 @@ class SharedMemoryTransport(Transport):
     def __init__(self, settings=None):
         super().__init__(settings)
         self.cache: PagedKVCache | None = None
-        self.address: SharedPool | None = None   # None while the pool is not shared (on a GPU)
+        self.address: SharedPool | None = None   # None unless a decode worker's pool on a CPU
         self._fd: int | None = None
         self.board = NoticeBoard()
         self.poster = Poster()
@@ -126,9 +126,10 @@ class SharedMemoryTransport(Transport):
         self.notices: dict[str, tuple[float, str | None]] = {}    # push, decode side: (when, error or None)
         self.mapped: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}   # other workers' pools
 
-    def attach(self, cache: PagedKVCache) -> None:
+    def attach(self, cache: PagedKVCache, receives_pushes: bool = False) -> None:
+        """Only a pool others write into moves to shared memory (a copy of the whole pool at start)."""
         self.cache = cache
-        if cache.key.device.type == "cpu":
+        if receives_pushes and cache.key.device.type == "cpu":
             self.address, self._fd = share(cache)
 
     def poll(self) -> bool:
