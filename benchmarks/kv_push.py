@@ -40,11 +40,10 @@ def one_prompt(push: bool, tokens: int, rng: random.Random) -> dict:
         while not cluster.finished_transfers() and time.time() < deadline:
             time.sleep(0.05)
         t = cluster.finished_transfers()[0]
-    moving = t.written_during_prefill_s + t.total_seconds   # the whole time the bytes took to move
     return {"push": push, "ttft_s": stream.token_times[0] - stream.sent, "mb": t.nbytes / 1e6, "copies": t.copies,
-            "writing_inside_prefill_ms": 1000 * t.written_during_prefill_s, "send_ms": 1000 * t.send_seconds,
+            "writing_inside_prefill_ms": 1000 * t.writing_seconds, "send_ms": 1000 * t.send_seconds,
             "receive_ms": 1000 * t.receive_seconds, "after_prefill_ms": 1000 * t.total_seconds,
-            "exposed_share": t.total_seconds / moving}
+            "exposed_share": t.total_seconds / t.moving_seconds}
 
 
 def main() -> None:

@@ -87,7 +87,7 @@ def collect_result(generator: LoadGenerator, label: str, slo: SLO) -> RunResult:
     transfers = [{"request_id": t.request_id, "transport": t.transport, "bytes": t.nbytes,
                   "tokens": t.tokens, "copies": t.copies, "send_s": t.send_seconds, "receive_s": t.receive_seconds,
                   "total_s": t.total_seconds, "gbps": t.gbps, "during_prefill": t.during_prefill,
-                  "writing_s": t.written_during_prefill_s}
+                  "writing_s": t.writing_seconds}
                  for t in generator.target.finished_transfers()]
     return RunResult(label, generator.started, requests, injections, transfers, slo)
 

@@ -44,7 +44,7 @@ class TransferRecord:
     finished_at: float = 0.0     # 0 until the decode worker has loaded the KV
     during_prefill: bool = False   # written layer by layer while the prompt computed (push): the times
                                    # below are then only what was left after the prefill ended
-    written_during_prefill_s: float = 0.0   # a push's writes inside the prefill (shm's copies; NIXL's run on their own)
+    writing_seconds: float = 0.0   # a push's writes inside the prefill (shm's copies; NIXL's run on their own)
 
     @property
     def total_seconds(self) -> float:
@@ -52,8 +52,11 @@ class TransferRecord:
         return self.finished_at - self.send_started
 
     @property
+    def moving_seconds(self) -> float:
+        """The time the bytes were seen moving: a push's timed copies and what followed the prefill (for
+        an untimed push, NIXL's, only what followed it)."""
+        return self.writing_seconds + self.total_seconds
+
+    @property
     def gbps(self) -> float:
-        """The bytes over the time they were seen moving: a push's timed copies and what followed the
-        prefill (for an untimed push, NIXL's, only what followed it: an effective rate)."""
-        moving = self.written_during_prefill_s + self.total_seconds
-        return self.nbytes / moving / 1e9 if moving > 0 else float("nan")
+        return self.nbytes / self.moving_seconds / 1e9 if self.moving_seconds > 0 else float("nan")

@@ -136,7 +136,7 @@ class Router:
             hand_off.request_id, self.transport.name, ready.worker, target.spec.name, hand_off.nbytes,
             hand_off.num_kv_tokens, hand_off.send_started, hand_off.send_seconds,
             PUSH_COPIES if hand_off.written_during_prefill else self.transport.copies,
-            during_prefill=hand_off.written_during_prefill, written_during_prefill_s=hand_off.writing_seconds)
+            during_prefill=hand_off.written_during_prefill, writing_seconds=hand_off.writing_seconds)
         self._pending_handles[hand_off.request_id] = hand_off.handle
         self._assign(hand_off.request_id, target)
         target.inbox.put(ImportKV(hand_off))

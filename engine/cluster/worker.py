@@ -376,7 +376,7 @@ class Worker:
             self.outbox.send(KVReady(self.spec.name, KVHandOff(
                 rid, seq.prompt_ids, seq.output_ids, seq.params, seq.record.arrival, sent.handle, seq.num_computed,
                 sent.nbytes, sent.started, sent.seconds, tuple(seq.output_logprobs), pushed,
-                sent.during_seconds)))
+                sent.writing_seconds)))
         return forward
 
     def _error(self, request_id: str, message: str) -> TokenEvent:

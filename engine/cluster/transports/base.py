@@ -35,7 +35,7 @@ class SendResult:
     nbytes: int
     started: float
     seconds: float
-    during_seconds: float = 0.0   # a push: time its writes took inside the prefill, before `started`
+    writing_seconds: float = 0.0   # a push: time its writes took inside the prefill, before `started`
 
 
 @dataclass
