@@ -31,13 +31,12 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.reference_tools import cpu_model, free_port, server  # noqa: E402
+from benchmarks.reference_tools import chromium_page, cpu_model, free_port, server  # noqa: E402
 from lab.live_lab import LabStatus, LiveLab  # noqa: E402
 from lab.load_generator import ChatLoad  # noqa: E402
 from lab.target import TargetSpec  # noqa: E402
 
 RESULTS = ROOT / "results"
-CHROMIUM = "/usr/bin/chromium"
 USERS, OUTPUT_TOKENS, LONG_TOKENS = 6, 48, 4000   # the dashboard's defaults
 BEFORE_INJECT_S, AFTER_INJECT_S = 15.0, 45.0
 
@@ -71,9 +70,7 @@ def with_dashboard(runs: Path) -> dict:
     with server(command, port, {**os.environ, "PDLAB_RUNS": str(runs)}, health="/_stcore/health") as url, \
             sync_playwright() as p:
         ui = next(c for c in psutil.Process().children() if "streamlit" in " ".join(c.cmdline()))
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = browser.new_page(viewport={"width": 1500, "height": 1900})
+        browser, page = chromium_page(p, 1500, 1900)
         page.goto(url)
         page.get_by_role("button", name="Start engine").click()
         expect(page.get_by_text("worker-0 (colocated")).to_be_visible(timeout=300_000)

@@ -120,3 +120,13 @@ def cpu_model() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+CHROMIUM = "/usr/bin/chromium"   # Debian's package: no tool here downloads a browser of its own
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def chromium_page(playwright, width: int, height: int):
+    """(browser, page): Debian's headless Chromium driven by Playwright, one page of that viewport."""
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    return browser, browser.new_page(viewport={"width": width, "height": height})

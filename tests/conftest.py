@@ -1,8 +1,6 @@
 """Shared fixtures (the bundled model is loaded once per test session, on CPU) and helpers."""
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -69,12 +67,6 @@ def nothing_left_behind():
     yield
     left = kv_leftovers() - before
     assert not left, f"the tests left KV segments or folders behind: {sorted(left)}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Collected:

@@ -11,9 +11,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import free_port
-
-CHROMIUM = "/usr/bin/chromium"
+from benchmarks.reference_tools import CHROMIUM, chromium_page, free_port
 ROOT = Path(__file__).resolve().parents[1]
 
 try:
@@ -60,9 +58,7 @@ def lab_url(tmp_path):
 def test_browser_starts_engine_injects_and_sees_the_itl_chart_update(lab_url, tmp_path):
     screenshot = Path(os.environ.get("PDLAB_SCREENSHOT", tmp_path / "dashboard.png"))
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = browser.new_page(viewport={"width": 1500, "height": 1900})
+        browser, page = chromium_page(p, 1500, 1900)
         page.goto(lab_url)
         page.get_by_role("button", name="Start engine").click()
         expect(page.get_by_text("worker-0 (colocated")).to_be_visible(timeout=120_000)
@@ -82,9 +78,7 @@ def test_browser_starts_engine_injects_and_sees_the_itl_chart_update(lab_url, tm
 
 def test_a_deep_link_on_a_fresh_server_shows_the_language_selector_and_switches_language(lab_url, tmp_path):
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        browser, page = chromium_page(p, 1400, 900)
         page.goto(f"{lab_url}/planner")
         expect(page.get_by_role("heading", name="Cluster planner", exact=False).first).to_be_visible(timeout=60_000)
         # The lab's own menu, not the file names Streamlit would list for the pages/ folder.

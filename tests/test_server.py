@@ -14,7 +14,7 @@ from engine.core.config import EngineConfig, SamplingParams
 from engine.server.app import create_app
 from engine.cluster.topology import Topology
 from lab.http_target import HttpTarget
-from tests.conftest import free_port
+from benchmarks.reference_tools import free_port
 
 MODEL = "SmolLM2-135M-Instruct"
 

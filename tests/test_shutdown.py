@@ -15,7 +15,8 @@ import pytest
 
 from engine.cluster import shutdown
 from engine.cluster.shutdown import exit_on_signals
-from tests.conftest import free_port, kv_leftovers
+from benchmarks.reference_tools import free_port
+from tests.conftest import kv_leftovers
 
 ROOT = Path(__file__).resolve().parents[1]
 

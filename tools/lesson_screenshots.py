@@ -16,10 +16,9 @@ from playwright.sync_api import expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.reference_tools import free_port, server  # noqa: E402
+from benchmarks.reference_tools import chromium_page, free_port, server  # noqa: E402
 
 DOCS = ROOT / "docs"
-CHROMIUM = "/usr/bin/chromium"
 PAGES = [("learn_1_stages", "1. Two stages", "Measure prefill and decode"),
          ("learn_4_problem", "4. The problem", "Run colocated"),
          ("learn_5_fix", "5. The fix: disaggregated prefill", "Run it"),
@@ -51,9 +50,8 @@ def main() -> None:
                    "--server.headless", "true"]
         with server(command, port, env={"PDLAB_RUNS": runs, "PATH": "/usr/bin:/bin"}, health="/_stcore/health"):
             with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM)
                 # Streamlit scrolls inside the page, so a full-page shot shows one screen: use a tall window.
-                page = browser.new_page(viewport={"width": 1400, "height": 3400})
+                browser, page = chromium_page(p, 1400, 3400)
                 page.goto(f"http://127.0.0.1:{port}/")
                 page.wait_for_timeout(3000)
                 for name, title, button in PAGES:   # one session: page 4 predicts from page 1, 5 compares with 4
