@@ -27,6 +27,8 @@ def model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--chunk-size", type=int, default=256)
     p.add_argument("--kv-cache-tokens", type=int, default=16384)
+    p.add_argument("--compile-decode", action="store_true",
+                   help="compile the decode step at start (CPU: ~10-20%% faster steps, ~1-2 min to compile)")
 
 
 def engine_args(p: argparse.ArgumentParser) -> None:
@@ -39,7 +41,8 @@ def engine_args(p: argparse.ArgumentParser) -> None:
 
 def make_engine(a: argparse.Namespace) -> LLMEngine:
     return LLMEngine(EngineConfig(model=a.model, device=a.device, dtype=a.dtype, policy=a.policy,
-                                  chunk_size=a.chunk_size, kv_cache_tokens=a.kv_cache_tokens, threads=a.threads))
+                                  chunk_size=a.chunk_size, kv_cache_tokens=a.kv_cache_tokens, threads=a.threads,
+                                  compile_decode=a.compile_decode))
 
 
 def generate(a: argparse.Namespace) -> None:
@@ -84,7 +87,8 @@ def bench(a: argparse.Namespace) -> None:
 
 def serve(a: argparse.Namespace) -> None:
     topology = Topology(a.mode, a.prefill_workers, a.decode_workers, a.workers, a.device)
-    config = EngineConfig(model=a.model, dtype=a.dtype, chunk_size=a.chunk_size, kv_cache_tokens=a.kv_cache_tokens)
+    config = EngineConfig(model=a.model, dtype=a.dtype, chunk_size=a.chunk_size, kv_cache_tokens=a.kv_cache_tokens,
+                          compile_decode=a.compile_decode)
     threshold = a.conditional_threshold if a.conditional_threshold > 0 else None
     with exit_on_signals(), Cluster(topology, config, a.transport, conditional_threshold=threshold) as cluster:
         for w in cluster.status():

@@ -30,7 +30,10 @@ def plan_workers(topology: Topology, base: EngineConfig, transport: TransportSet
     def spec(name: str, role: Role, **placement) -> WorkerSpec:
         policy = topology.policy(role)
         chunk = {"chunk_size": decode_chunk_size} if role == Role.DECODE else {}
-        return WorkerSpec(name, role, replace(base, policy=policy, **chunk, **placement), transport)
+        # A prefill worker hands each request off after its first token: it has no decode steps to compile.
+        compile_decode = base.compile_decode and role != Role.PREFILL
+        return WorkerSpec(name, role, replace(base, policy=policy, compile_decode=compile_decode, **chunk,
+                                              **placement), transport)
 
     use_cuda = topology.device == "cuda" or (topology.device == "auto" and torch.cuda.is_available())
     if use_cuda:

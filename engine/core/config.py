@@ -35,6 +35,7 @@ class EngineConfig:
     cpu_cores: tuple[int, ...] | None = None  # CPU affinity of this engine's process
     prefix_cache_tokens: int = 0    # keep prompt-prefix KV after requests end, up to this many tokens (0: off)
     prefix_cache_ttl_s: float = 300.0   # ...for this long after its last use
+    compile_decode: bool = False    # compile the decode step at start (CPU; core/compiled_decode.py)
 
     def __post_init__(self) -> None:
         if self.policy not in set(Policy):

@@ -133,6 +133,11 @@ class PagedKVCache:
         self.key[layer].index_copy_(0, slots, key)
         self.value[layer].index_copy_(0, slots, value)
 
+    def write_layers(self, slots: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
+        """Every layer's rows at once: key, value [layers, len(slots), kv_heads, head_dim]."""
+        self.key.index_copy_(1, slots, key)
+        self.value.index_copy_(1, slots, value)
+
     def export_into(self, block_table: list[int], num_tokens: int, key: torch.Tensor, value: torch.Tensor) -> None:
         """Gather a sequence's KV straight into caller-owned tensors (e.g. shared memory): one copy."""
         slots = self.slots(block_table, 0, num_tokens)

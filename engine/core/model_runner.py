@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 import torch
 
+from .compiled_decode import CompiledDecode
 from .kv_cache import PagedKVCache
 from .model_loader import LoadedModel
 from .paged_attention import DecodeGroup, PrefillSegment, StepBatch
@@ -18,6 +19,11 @@ class ModelRunner:
         self.loaded = loaded
         self.cache = cache
         self.device = loaded.device
+        self.compiled: CompiledDecode | None = None   # set by compile_decode()
+
+    def compile_decode(self) -> None:
+        """Compile the common decode step (compiled_decode.py): CPUs, fused decoders, packed linears."""
+        self.compiled = CompiledDecode(self.loaded.model, self.cache)
 
     @torch.inference_mode()
     def run(self, work: list[tuple[Sequence, int]],
@@ -51,10 +57,31 @@ class ModelRunner:
         input_ids = torch.tensor(ids, device=self.device)
         position_ids = torch.tensor(positions, device=self.device)
         keep = torch.tensor(last_rows, dtype=torch.long, device=self.device)
-        logits = self.loaded.forward(input_ids, position_ids, keep, batch)
+        logits = None
+        if self.compiled is not None and not prefills and len(batch.decodes) == 1 \
+                and isinstance(batch.decodes[0].context, torch.Tensor):
+            logits = self._compiled_decode(decodes, batch, input_ids, position_ids, work, layer_written)
+        if logits is None:
+            logits = self.loaded.forward(input_ids, position_ids, keep, batch)
         for seq, n in ordered:
             seq.num_computed += n
         return sampling, logits
+
+    def _compiled_decode(self, decodes, batch: StepBatch, input_ids, position_ids, work, layer_written):
+        """The step through the compiled graph, which leaves the pool alone: the new keys and values
+        are written here, all layers at once; a push transport then hears of every layer."""
+        slots = batch.decodes[0].context
+        earlier = torch.tensor([s.num_computed for s, _ in decodes], device=self.device).unsqueeze(1)
+        valid = torch.arange(slots.shape[1], device=self.device).unsqueeze(0) < earlier
+        out = self.compiled(input_ids, position_ids, slots, valid)
+        if out is None:
+            return None
+        logits, keys, values = out
+        self.cache.write_layers(batch.write_slots, keys, values)
+        if layer_written is not None:
+            for layer in range(keys.shape[0]):
+                layer_written(layer, work)
+        return logits
 
     def _prefill_segment(self, seq: Sequence, row: int, n: int) -> PrefillSegment:
         start = seq.num_computed
