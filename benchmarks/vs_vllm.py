@@ -37,7 +37,9 @@ def start(run: str, dtype: str):
     if run == "vllm":
         return vllm_server(bundled_model_folder(), "--dtype", dtype, "--max-model-len", "8192",
                            "--served-model-name", MODEL, "--no-enable-prefix-caching")
-    return pdlab_server("--mode", run, "--dtype", dtype, "--kv-cache-tokens", "16384")
+    # Both compile at start: vLLM its model (torch.compile), pd-lab its decode step (--compile-decode).
+    return pdlab_server("--mode", run, "--dtype", dtype, "--kv-cache-tokens", "16384", "--compile-decode",
+                        ready_s=900)
 
 
 def ratio(value, reference):
