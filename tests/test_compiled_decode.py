@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from engine.cluster.cluster import Cluster
 from engine.cluster.placement import plan_workers
 from engine.cluster.topology import Mode, Role, Topology
 from engine.cluster.transports import TransportSettings
@@ -55,6 +56,35 @@ def test_compiled_decode_gives_the_eager_tokens_and_kv(small_llama):
     # The graph's new keys and values were written where the eager attention writes them.
     torch.testing.assert_close(compiled.cache.key, eager.cache.key, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(compiled.cache.value, eager.cache.value, rtol=1e-4, atol=1e-5)
+
+
+def test_a_step_the_graph_was_not_compiled_for_is_left_to_the_eager_path(small_llama):
+    engine = LLMEngine(EngineConfig(model=small_llama, device="cpu", dtype="float32", kv_cache_tokens=2048,
+                                    compile_decode=True))
+    with torch.inference_mode():   # the runner makes its inputs in inference mode; the graph's guards check it
+        slots = torch.zeros(3, 4, dtype=torch.long)
+        valid = torch.ones(3, 4, dtype=torch.bool)
+        ids = torch.zeros(3, dtype=torch.long)
+        positions = torch.zeros(3, dtype=torch.long)
+        assert engine.runner.compiled(ids, positions, slots, valid) is not None
+        # int32 token ids: the graph's guards do not hold, and no second compile is made mid-serving.
+        assert engine.runner.compiled(ids.int(), positions, slots, valid) is None
+    assert engine.runner.compiled.steps == 1
+
+
+def test_a_compiled_decode_worker_streams_the_eager_tokens_from_its_shared_pool(small_llama):
+    """Over shm the decode worker's pool moves into shared memory after the engine (and its graph) is
+    built: the graph must read the pool the transport pushes into."""
+    _, eager_tokens = run(small_llama, compile_decode=False)
+    config = EngineConfig(model=small_llama, device="cpu", dtype="float32", kv_cache_tokens=2048, compile_decode=True)
+    with Cluster(Topology("disaggregated"), config, transport=TransportSettings("shm")) as cluster:
+        details = {w.role: w.detail for w in cluster.status()}
+        streams = [cluster.submit(p, SamplingParams(max_tokens=24, ignore_eos=True)) for p in PROMPTS]
+        for stream in streams:
+            assert stream.wait(120)
+        assert [s.token_ids for s in streams] == [eager_tokens[f"r{i}"] for i in range(len(PROMPTS))]
+        assert all(t.during_prefill for t in cluster.transfers.values())   # pushed into the shared pool
+    assert "decode step compiled" in details[Role.DECODE] and "compiled" not in details[Role.PREFILL]
 
 
 def test_only_workers_that_decode_compile():

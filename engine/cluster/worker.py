@@ -133,7 +133,8 @@ class Worker:
         if self.transport.pushes:
             self.engine.layer_written = self.transport.layer_written
         device = self.engine.loaded.device
-        outbox.send(Ready(spec.name, str(device), describe_device(device)))
+        compiled = ", decode step compiled" if self.engine.runner.compiled is not None else ""
+        outbox.send(Ready(spec.name, str(device), describe_device(device) + compiled))
 
     def run(self) -> None:
         while not self.stop.is_set():
