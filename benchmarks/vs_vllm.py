@@ -62,7 +62,8 @@ def median_row(name: str, measured: list[dict]) -> dict:
     row = {"run": LABELS[name]}
     for key in measured[0]:
         values = [m[key] for m in measured if m[key] is not None]
-        row[key] = round(statistics.median(values), 2 if "vs" in key else 1 if "ms" in key else 3) if values else None
+        digits = 1 if key.endswith("_ms") else 2 if key.endswith("_s") or "vs" in key else 3
+        row[key] = round(statistics.median(values), digits) if values else None
     row["itl_each_round_ms"] = [m["itl_p50_before_ms"] for m in measured]
     return row
 
