@@ -43,8 +43,7 @@ class CompiledDecode:
         self._graph = torch.compile(self._forward, fullgraph=True)
         started = time.perf_counter()
         self._warm_up()
-        self.compile_seconds = time.perf_counter() - started
-        log.info("compiled the decode step in %.1f s", self.compile_seconds)
+        log.info("compiled the decode step in %.1f s", time.perf_counter() - started)
 
     @torch.inference_mode()
     def _warm_up(self) -> None:
