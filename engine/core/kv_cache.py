@@ -139,10 +139,14 @@ class PagedKVCache:
         self.value.index_copy_(1, slots, value)
 
     def export_into(self, block_table: list[int], num_tokens: int, key: torch.Tensor, value: torch.Tensor) -> None:
-        """Gather a sequence's KV straight into caller-owned tensors (e.g. shared memory): one copy."""
+        """Gather a sequence's KV straight into caller-owned tensors (e.g. shared memory): one copy from a
+        pool on the same device; from a GPU pool into host memory, a gather on the GPU and one copy down."""
         slots = self.slots(block_table, 0, num_tokens)
-        torch.index_select(self.key, 1, slots, out=key)
-        torch.index_select(self.value, 1, slots, out=value)
+        for pool, out in ((self.key, key), (self.value, value)):
+            if out.device == pool.device:
+                torch.index_select(pool, 1, slots, out=out)
+            else:
+                out.copy_(pool.index_select(1, slots))
 
     def export(self, block_table: list[int], num_tokens: int) -> KVPayload:
         slots = self.slots(block_table, 0, num_tokens)

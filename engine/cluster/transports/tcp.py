@@ -99,7 +99,8 @@ class TcpTransport(Transport):
         start = time.perf_counter()
         payload = cache.export(block_table, num_tokens)
         key = secrets.token_urlsafe(KEY_BYTES)
-        data = torch.cat([payload.key.reshape(-1), payload.value.reshape(-1)]).view(torch.uint8).numpy().tobytes()
+        flat = torch.cat([payload.key.reshape(-1), payload.value.reshape(-1)]).view(torch.uint8)
+        data = flat.cpu().numpy().tobytes()   # from a GPU pool: one copy down to the host
         with self._lock:
             self._payloads[key] = data
         handle = TcpHandle(tuple(self.address), key, payload_shape(cache, num_tokens))
