@@ -1,5 +1,10 @@
-"""Shared fixtures (the bundled model is loaded once per test session, on CPU) and helpers."""
+"""Shared fixtures (the bundled model is loaded once per test session, on CPU) and helpers.
+
+PDLAB_TEST_DEVICE=cuda runs the model-level tests (greedy equality, bf16 tolerance) on a GPU instead:
+`PDLAB_TEST_DEVICE=cuda pytest tests/test_greedy_matches_generate.py tests/test_bf16_vs_fp32.py`."""
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -12,15 +17,18 @@ from engine.core.llm_engine import LLMEngine
 from engine.core.model_loader import bundled_model_folder, load_model
 
 
+DEVICE = os.environ.get("PDLAB_TEST_DEVICE", "cpu")
+
+
 @pytest.fixture(scope="session")
 def loaded():
-    return load_model("bundled", device="cpu", dtype="float32")
+    return load_model("bundled", device=DEVICE, dtype="float32")
 
 
 @pytest.fixture(scope="session")
 def reference_model():
     """The same weights with transformers' own attention and cache: the yardstick."""
-    return AutoModelForCausalLM.from_pretrained(bundled_model_folder(), dtype=torch.float32).eval()
+    return AutoModelForCausalLM.from_pretrained(bundled_model_folder(), dtype=torch.float32).to(DEVICE).eval()
 
 
 @pytest.fixture
@@ -51,7 +59,8 @@ def run_to_end(engine: LLMEngine) -> dict[str, list[int]]:
 
 def greedy_reference(model, prompt_ids: list[int], n: int) -> list[int]:
     with torch.inference_mode():
-        out = model.generate(torch.tensor([prompt_ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False)
+        out = model.generate(torch.tensor([prompt_ids], device=model.device), max_new_tokens=n, min_new_tokens=n,
+                             do_sample=False)
     return out[0, len(prompt_ids):].tolist()
 
 

@@ -7,7 +7,7 @@ import pytest
 from engine.core.config import EngineConfig, SamplingParams
 from engine.core.llm_engine import LLMEngine
 from engine.core.model_loader import load_model
-from tests.conftest import greedy_reference
+from tests.conftest import DEVICE, greedy_reference
 from tests.test_greedy_matches_generate import PROMPTS
 
 POSITIONS = 24
@@ -17,7 +17,7 @@ TOP = 5
 
 @pytest.fixture(scope="module")
 def bf16_engine():
-    return LLMEngine(EngineConfig(kv_cache_tokens=8192), loaded=load_model("bundled", device="cpu", dtype="bfloat16"))
+    return LLMEngine(EngineConfig(kv_cache_tokens=8192), loaded=load_model("bundled", device=DEVICE, dtype="bfloat16"))
 
 
 def test_bf16_follows_fp32_within_the_stated_tolerance(bf16_engine, chat, reference_model):

@@ -1,22 +1,50 @@
 #!/usr/bin/env bash
-# The nixl transport on a GPU machine, in one short run: the KV pools are registered as VRAM and UCX
-# takes CUDA IPC (NVLink where the GPUs have it) between the two workers. Runs the seed experiment
-# colocated and disaggregated over nixl and over shm, and measures every transport; everything lands
-# in $OUT (default results/gpu). Needs the lab's packages and the bundled model installed, as
-# `make lab` does; with one GPU the two workers share it (the dashboard says so).
-#   OUT=results/gpu bash tools/gpu_nixl_check.sh
-set -euo pipefail
+# The engine on a GPU machine, in one short run (about 8 minutes on one H200). Each step has its own time
+# limit and a failed step does not stop the others; every log and result lands in one archive,
+# $OUT/gpu_check.tgz (default OUT=results/gpu), with failures.txt naming the steps that failed. BUDGET_S
+# (default 900) bounds the whole run: a step gets what is left of it, so the archive is always written.
+#   1. the model-level tests on the GPU: greedy tokens equal model.generate's (fp32), bf16 within its tolerance
+#   2. engine_bench on the GPU in bf16 and fp32: decode step by batch, prefill speed, batching gain, ITL,
+#      and how much of a decode step the GPU's kernels fill (the rest is the host: Python and launches)
+#   3. the seed experiment colocated and disaggregated (shm, nixl), two workers sharing the one GPU
+#   4. one prompt's KV moved over every transport that works there (nixl registers VRAM, UCX takes CUDA IPC)
+# Needs the lab's packages and the bundled model installed, as `make lab` does.
+#   OUT=results/gpu bash tools/gpu_check.sh
+set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-results/gpu}
 py=${PYTHON:-.venv/bin/python}
-mkdir -p "$out"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.csv"
-"$py" -c "from engine.cluster.transports import available_transports as a; print(a())" | tee "$out/transports.txt"
-for run in "colocated shm" "disaggregated nixl" "disaggregated shm"; do
+work=$(mktemp -d)
+end=$((SECONDS + ${BUDGET_S:-900} - 15))   # 15 s kept for the archive
+mkdir -p "$out" "$work/results"
+step() {   # step NAME SECONDS COMMAND...: its output to NAME.log, a failure or timeout to failures.txt
+  local name=$1 limit=$2 left=$((end - SECONDS)); shift 2
+  if [ $left -lt 20 ]; then echo "$name: skipped, out of time" | tee -a "$work/failures.txt"; return; fi
+  [ $limit -lt $left ] || limit=$left
+  echo "== $name ($(date +%T), up to $limit s)"
+  timeout --kill-after=10 "$limit" "$@" > "$work/$name.log" 2>&1
+  local rc=$?
+  [ $rc -eq 0 ] || echo "$name: exit $rc" | tee -a "$work/failures.txt"
+  tail -4 "$work/$name.log"
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$work/gpu.csv"
+"$py" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" \
+  | tee "$work/versions.txt"
+step model 120 "$py" -c "from engine.core.model_loader import bundled_model_folder as f; print(f())"
+step tests 150 env PDLAB_TEST_DEVICE=cuda "$py" -m pytest -q -p no:cacheprovider \
+  tests/test_greedy_matches_generate.py tests/test_bf16_vs_fp32.py
+step bench_bf16 150 "$py" benchmarks/engine_bench.py --device cuda --dtype bfloat16
+for run in "colocated shm" "disaggregated shm"; do
   set -- $run
-  "$py" -m lab.run_experiment --mode "$1" --transport "$2" --long-prompt-tokens 4000 \
-    > "$out/seed-$1-$2.json"
+  step "seed-$1-$2" 120 "$py" -m lab.run_experiment --mode "$1" --transport "$2" --long-prompt-tokens 4000 \
+    --out "$work/results/seed-$1-$2"
 done
-"$py" -c "import json; from lab.lesson_experiments import measure_transports; print(json.dumps(measure_transports(), indent=1))" \
-  > "$out/transfers.json"
-echo "results in $out/"
+step transfers 120 "$py" -c "import json; from lab.lesson_experiments import measure_transports as m; \
+print(json.dumps(m(), indent=1))"
+step seed-disaggregated-nixl 120 "$py" -m lab.run_experiment --mode disaggregated --transport nixl \
+  --long-prompt-tokens 4000 --out "$work/results/seed-disaggregated-nixl"
+step bench_fp32 120 "$py" benchmarks/engine_bench.py --device cuda --dtype float32 --quick
+cp results/engine_bench_*_gpu.* "$work/results/" 2>/dev/null
+tar czf "$out/gpu_check.tgz" -C "$work" .
+rm -rf "$work"
+echo "results in $out/gpu_check.tgz"
