@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The engine on a GPU machine, in one short run (about 8 minutes on one H200). Each step has its own time
-# limit and a failed step does not stop the others; every log and result lands in one archive,
-# $OUT/gpu_check.tgz (default OUT=results/gpu), with failures.txt naming the steps that failed. BUDGET_S
-# (default 900) bounds the whole run: a step gets what is left of it, so the archive is always written.
+# The engine on a GPU machine, in one short run (4.5 minutes on one H200).
+# Each step has its own time limit and a failed step does not stop the others; every log and result lands
+# in one archive, $OUT/gpu_check.tgz (default OUT=results/gpu), with failures.txt naming the steps that
+# failed. BUDGET_S (default 900) bounds the whole run: a step gets what is left of it, so the archive is
+# always written. In order of what each tells:
 #   1. the model-level tests on the GPU: greedy tokens equal model.generate's (fp32), bf16 within its tolerance
-#   2. engine_bench on the GPU in bf16 and fp32: decode step by batch, prefill speed, batching gain, ITL,
-#      and how much of a decode step the GPU's kernels fill (the rest is the host: Python and launches)
-#   3. the seed experiment colocated and disaggregated (shm, nixl), two workers sharing the one GPU
-#   4. one prompt's KV moved over every transport that works there (nixl registers VRAM, UCX takes CUDA IPC)
+#   2. engine_bench in bf16: decode step by batch, prefill speed, batching gain, ITL, and how much of a
+#      decode step the GPU's kernels fill (the rest is the host: Python and kernel launches)
+#   3. the seed experiment colocated, then disaggregated over shm (two workers sharing one GPU)
+#   4. one prompt's KV moved over every transport that works there (nixl: VRAM registered, CUDA IPC)
+#   5. the seed experiment disaggregated over nixl, and engine_bench in fp32 (--quick)
 # Needs the lab's packages and the bundled model installed, as `make lab` does.
 #   OUT=results/gpu bash tools/gpu_check.sh
 set -uo pipefail
