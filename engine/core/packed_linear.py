@@ -29,7 +29,11 @@ class PackedLinear(torch.nn.Module):
 
 
 def can_pack(device: torch.device, dtype: torch.dtype) -> bool:
-    return device.type == "cpu" and dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available()
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    if dtype == torch.bfloat16:   # oneDNN's bf16 linears need AVX-512 (or AVX-NE-CONVERT); AVX2-only CPUs lack them
+        return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return dtype == torch.float32
 
 
 def pack_linear_layers(model: torch.nn.Module) -> int:
