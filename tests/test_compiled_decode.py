@@ -46,6 +46,15 @@ def run(folder: str, compile_decode: bool) -> tuple[LLMEngine, dict[str, list[in
     return engine, tokens
 
 
+def test_a_model_on_unpacked_linears_decodes_eagerly_and_says_so(small_llama, caplog):
+    engine = LLMEngine(EngineConfig(model=small_llama, device="cpu", dtype="float16", kv_cache_tokens=2048,
+                                    compile_decode=True))
+    assert engine.runner.compiled is None
+    assert "decoding runs eagerly" in caplog.text
+    engine.add_request("Hello", SamplingParams(max_tokens=4, ignore_eos=True), request_id="r")
+    assert len(run_to_end(engine)["r"]) == 4
+
+
 def test_compiled_decode_gives_the_eager_tokens_and_kv(small_llama):
     eager, eager_tokens = run(small_llama, compile_decode=False)
     compiled, compiled_tokens = run(small_llama, compile_decode=True)

