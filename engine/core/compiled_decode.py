@@ -3,8 +3,9 @@
 An eager decode step runs some forty small operators per layer (norms, rotary, residual adds, the
 attention's gather and masks), each dispatched from Python; compiled, inductor fuses them into a few
 C++ loops per layer and calls oneDNN's packed linears (the same packed weights, frozen into the graph as
-constants) with the residual add as a post-op. Measured in process on a 2-core AMD EPYC, same greedy
-tokens: a batch-6 fp32 step 36.7 -> 32.9 ms, a single sequence 38.5 -> 30.6 ms (bf16: 30.5 -> 25.7).
+constants) with the residual add as a post-op. Measured in process on a 2-core AMD EPYC with AVX-512,
+same greedy tokens: a batch-6 fp32 step 36.7 -> 32.9 ms, a single sequence 38.5 -> 30.6 ms (bf16: 30.5 ->
+25.7); on an AVX2-only one, 56.2 -> 56.9 ms at batch 6 and 37.0 -> 31.0 ms for one sequence (README).
 
 The graph covers the common step only: every sequence decodes one token and all contexts fit one padded
 group (model_runner's grouping). It does not write the KV pool: it returns each layer's new key and
@@ -24,6 +25,7 @@ import torch._inductor.config
 from transformers.models.llama.modeling_llama import rotate_half
 
 from .kv_cache import PagedKVCache
+from .paged_attention import decode_attention_by_matmul
 
 log = logging.getLogger("pdlab.engine")
 
@@ -86,17 +88,16 @@ class CompiledDecode:
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor, valid: torch.Tensor,
                  key_pool: torch.Tensor, value_pool: torch.Tensor):
-        """What the graph computes: fused_decoder.decoder_forward for one decode token per sequence,
-        its attention over the gathered context plus the token's own key and value."""
+        """What the graph computes: fused_decoder.decoder_forward for one decode token per sequence, its
+        attention (the eager one's function) over the gathered context with the token's own key and value
+        appended, since the graph does not write them into the pool first."""
         inner = self.model.model
         n, width = slots.shape
         heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
-        group = heads // kv_heads                       # query heads that share each KV head
         x = inner.embed_tokens(ids)
         cos, sin = inner.rotary_emb(x, positions.unsqueeze(0))
         cos, sin = cos[0].unsqueeze(1), sin[0].unsqueeze(1)
-        masked = torch.zeros(valid.shape, dtype=torch.float32).masked_fill(~valid, float("-inf"))
-        masked = masked[:, None, None, :]               # [n, 1, 1, width]
+        mask = torch.cat([valid, valid.new_ones(n, 1)], dim=1)[:, None, None, :]   # [n, 1, 1, width + 1]
         flat = slots.reshape(-1)
         new_keys, new_values = [], []
         for index, layer in enumerate(inner.layers):
@@ -104,14 +105,12 @@ class CompiledDecode:
             qkv = attn.qkv_proj(layer.input_layernorm(x)).view(n, heads + 2 * kv_heads, dim)
             qk = qkv[:, :heads + kv_heads]
             qk = qk * cos + rotate_half(qk) * sin
-            q = qk[:, :heads].reshape(n, kv_heads, group, dim)
-            k, v = qk[:, heads:], qkv[:, heads + kv_heads:]
-            context_k = key_pool[index].index_select(0, flat).view(n, width, kv_heads, dim).permute(0, 2, 3, 1)
-            context_v = value_pool[index].index_select(0, flat).view(n, width, kv_heads, dim).transpose(1, 2)
-            earlier = torch.matmul(q, context_k).float() * self.scaling + masked        # [n, kv, group, width]
-            own = (q * k.unsqueeze(2)).sum(-1, keepdim=True).float() * self.scaling     # [n, kv, group, 1]
-            weights = torch.softmax(torch.cat([earlier, own], dim=-1), dim=-1).to(x.dtype)
-            out = torch.matmul(weights[..., :width], context_v) + weights[..., width:] * v.unsqueeze(2)
+            q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, heads + kv_heads:]
+            context_k = torch.cat([key_pool[index].index_select(0, flat).view(n, width, kv_heads, dim),
+                                   k.unsqueeze(1)], dim=1).transpose(1, 2)               # [n, kv, width + 1, dim]
+            context_v = torch.cat([value_pool[index].index_select(0, flat).view(n, width, kv_heads, dim),
+                                   v.unsqueeze(1)], dim=1).transpose(1, 2)
+            out = decode_attention_by_matmul(q.unsqueeze(2), context_k, context_v, mask, self.scaling)
             x = x + attn.o_proj(out.reshape(n, heads * dim))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
             new_keys.append(k)

@@ -61,11 +61,12 @@ class StepBatch:
     after_layer: Callable[[int], None] | None = None   # told as soon as a layer's KV of this step is in the pool
 
 
-def _decode_attention_by_matmul(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+def decode_attention_by_matmul(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                                  scaling: float | None) -> torch.Tensor:
     """One query row per sequence, as two batched matmuls with the softmax in float32. PyTorch's CPU
     SDPA kernel is slow for bf16 decodes: measured on a 2-core AMD EPYC, 6 sequences over 600 tokens
-    took 2.0 ms through it and 0.26 ms this way (in float32 the kernel is as fast, and is kept).
+    took 2.0 ms through it and 0.26 ms this way (in float32 the kernel is as fast, and is kept). The
+    compiled decode step (compiled_decode.py) attends through this function in both dtypes.
     q [n, heads, 1, dim]; k, v [n, kv_heads, width, dim]; mask [n, 1, 1, width] or None -> [n, heads, dim]."""
     n, heads, _, dim = q.shape
     kv_heads = k.shape[1]
@@ -95,7 +96,7 @@ def paged_attention(batch: StepBatch, layer: int, query: torch.Tensor, key: torc
         k, v = k.permute(0, 2, 1, 3), v.permute(0, 2, 1, 3)      # [n, kv_heads, width, dim]
         q = query[rows].unsqueeze(2)                             # [n, heads, 1, dim]
         if q.device.type == "cpu" and q.dtype != torch.float32:
-            out[rows] = _decode_attention_by_matmul(q, k, v, group.mask, scaling)
+            out[rows] = decode_attention_by_matmul(q, k, v, group.mask, scaling)
         else:
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=group.mask, scale=scaling, enable_gqa=True)
             out[rows] = o.squeeze(2)
