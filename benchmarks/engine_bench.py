@@ -136,9 +136,9 @@ def main() -> None:
     config = EngineConfig(device=a.device, dtype=a.dtype, threads=a.threads, kv_cache_tokens=16384,
                           max_prefill_tokens=8192)
     engine = LLMEngine(config)
-    batches = [1, 6, 16] if a.quick else [1, 2, 4, 8, 16, 32] + ([64, 128] if a.device != "cpu" else [])
-    lengths = [128, 1024] if a.quick else [128, 512, 1024, 2048, 4000, 8000]
     on_gpu = engine.loaded.device.type == "cuda"
+    batches = [1, 6, 16] if a.quick else [1, 2, 4, 8, 16, 32] + ([64, 128] if on_gpu else [])
+    lengths = [128, 1024] if a.quick else [128, 512, 1024, 2048, 4000, 8000]
     out = {
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpus": torch.get_num_threads(), "torch": torch.__version__,

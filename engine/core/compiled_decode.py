@@ -12,7 +12,7 @@ group (model_runner's grouping). It does not write the KV pool: it returns each 
 value and the runner writes them after (one copy per pool for all layers), so the graph has no side
 effects. Sizes are dynamic (one compile serves every batch and context width); a batch or width of one
 is padded to two, since torch.compile specializes sizes 0 and 1. The compile happens once, at start
-(75-90 s for the bundled model on 2 cores, which is why it is opt-in); a step that would need another
+(75-100 s for the bundled model on 2 cores, which is why it is opt-in); a step that would need another
 one runs eagerly instead.
 """
 from __future__ import annotations

@@ -62,7 +62,7 @@ class StepBatch:
 
 
 def decode_attention_by_matmul(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-                                 scaling: float | None) -> torch.Tensor:
+                               scaling: float | None) -> torch.Tensor:
     """One query row per sequence, as two batched matmuls with the softmax in float32. PyTorch's CPU
     SDPA kernel is slow for bf16 decodes: measured on a 2-core AMD EPYC, 6 sequences over 600 tokens
     took 2.0 ms through it and 0.26 ms this way (in float32 the kernel is as fast, and is kept). The
