@@ -29,6 +29,10 @@ step() {   # step NAME SECONDS COMMAND...: its output to NAME.log, a failure or 
   [ $rc -eq 0 ] || echo "$name: exit $rc" | tee -a "$work/failures.txt"
   tail -4 "$work/$name.log"
 }
+seed() {   # seed MODE TRANSPORT: the seed experiment, its runs saved beside the logs
+  step "seed-$1-$2" 120 "$py" -m lab.run_experiment --mode "$1" --transport "$2" --long-prompt-tokens 4000 \
+    --out "$work/results/seed-$1-$2"
+}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$work/gpu.csv"
 "$py" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" \
   | tee "$work/versions.txt"
@@ -36,15 +40,11 @@ step model 120 "$py" -c "from engine.core.model_loader import bundled_model_fold
 step tests 150 env PDLAB_TEST_DEVICE=cuda "$py" -m pytest -q -p no:cacheprovider \
   tests/test_greedy_matches_generate.py tests/test_bf16_vs_fp32.py
 step bench_bf16 150 "$py" benchmarks/engine_bench.py --device cuda --dtype bfloat16
-for run in "colocated shm" "disaggregated shm"; do
-  set -- $run
-  step "seed-$1-$2" 120 "$py" -m lab.run_experiment --mode "$1" --transport "$2" --long-prompt-tokens 4000 \
-    --out "$work/results/seed-$1-$2"
-done
+seed colocated shm
+seed disaggregated shm
 step transfers 120 "$py" -c "import json; from lab.lesson_experiments import measure_transports as m; \
 print(json.dumps(m(), indent=1))"
-step seed-disaggregated-nixl 120 "$py" -m lab.run_experiment --mode disaggregated --transport nixl \
-  --long-prompt-tokens 4000 --out "$work/results/seed-disaggregated-nixl"
+seed disaggregated nixl
 step bench_fp32 120 "$py" benchmarks/engine_bench.py --device cuda --dtype float32 --quick
 cp results/engine_bench_*_gpu.* "$work/results/" 2>/dev/null
 tar czf "$out/gpu_check.tgz" -C "$work" .
