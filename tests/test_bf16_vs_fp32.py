@@ -3,10 +3,12 @@ greedy continuation token by token (teacher forcing), the bf16 engine picks the 
 least 90% of the time, and fp32's token is always among its five most likely. (Measured on a
 2-core AMD EPYC: 115 of 120 the same, 120 of 120 in the top five.)"""
 import pytest
+import torch
 
 from engine.core.config import EngineConfig, SamplingParams
 from engine.core.llm_engine import LLMEngine
 from engine.core.model_loader import load_model
+from engine.core.packed_linear import PackedLinear
 from tests.conftest import DEVICE, greedy_reference
 from tests.test_greedy_matches_generate import PROMPTS
 
@@ -38,3 +40,11 @@ def test_bf16_follows_fp32_within_the_stated_tolerance(bf16_engine, chat, refere
                    if token not in {t for t, _ in requests[rid].logprob.top}]
     assert same >= SAME_AT_LEAST * len(expected), f"bf16 picked fp32's token {same} times of {len(expected)}"
     assert not outside_top
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="oneDNN's packed linears are a CPU path")
+def test_bf16_loads_on_any_cpu_packed_only_where_onednn_has_bf16_linears(caplog):
+    loaded = load_model("bundled", device="cpu", dtype="bfloat16")
+    supported = torch.ops.mkldnn._is_mkldnn_bf16_supported()   # AVX-512 or AVX-NE-CONVERT
+    assert isinstance(loaded.model.lm_head, PackedLinear) == supported
+    assert ("bf16 on this CPU runs on plain linears" in caplog.text) == (not supported)
