@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 
 import torch
 import torch._inductor.config
@@ -30,6 +31,16 @@ from .paged_attention import decode_attention_by_matmul
 log = logging.getLogger("pdlab.engine")
 
 MIN_SIZE = 2   # torch.compile specializes sizes 0 and 1: batches and widths are padded to this
+INDUCTOR_SETTINGS = {
+    # The weights become constants, which inductor's own GEMMs need to lay them out once, at compile.
+    "freezing": True,
+    # Each linear's GEMM: inductor's C++ template (tiled for this CPU's vector width) or oneDNN's packed
+    # linear, whichever its benchmark at compile finds faster.
+    "max_autotune": True,
+    "max_autotune_gemm_backends": "CPP,ATEN",
+    "autotune_num_choices_displayed": 0, "max_autotune_report_choices_stats": False,   # no tables on stderr
+    "compile_threads": 1,   # no pool of compile processes that could outlive this one
+}
 
 
 class CompiledDecode:
@@ -41,7 +52,6 @@ class CompiledDecode:
         attn = model.model.layers[0].self_attn
         self.heads, self.kv_heads, self.head_dim = attn.heads, attn.kv_heads, attn.head_dim
         self.scaling = attn.scaling if attn.scaling is not None else self.head_dim ** -0.5
-        # freezing: the weights become constants, which inductor's oneDNN linear lowering needs.
         self._graph = torch.compile(self._forward, fullgraph=True)
         started = time.perf_counter()
         self._warm_up()
@@ -59,8 +69,9 @@ class CompiledDecode:
                 torch._dynamo.mark_dynamic(tensor, dim)
         positions = ids.clone()
         torch._dynamo.mark_dynamic(positions, 0)
-        # compile_threads=1: no pool of compile processes that could outlive this one.
-        with torch._inductor.config.patch(freezing=True, compile_threads=1):
+        with torch._inductor.config.patch(INDUCTOR_SETTINGS), warnings.catch_warnings():
+            # inductor's own use of a deprecated torch API, nothing a user can act on
+            warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
             self._graph(ids, positions, slots, valid, self.cache.key, self.cache.value)
 
     def __call__(self, input_ids: torch.Tensor, position_ids: torch.Tensor, slots: torch.Tensor,
@@ -102,7 +113,7 @@ class CompiledDecode:
         new_keys, new_values = [], []
         for index, layer in enumerate(inner.layers):
             attn = layer.self_attn
-            qkv = attn.qkv_proj(layer.input_layernorm(x)).view(n, heads + 2 * kv_heads, dim)
+            qkv = _linear(attn.qkv_proj, layer.input_layernorm(x)).view(n, heads + 2 * kv_heads, dim)
             qk = qkv[:, :heads + kv_heads]
             qk = qk * cos + rotate_half(qk) * sin
             q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, heads + kv_heads:]
@@ -111,8 +122,15 @@ class CompiledDecode:
             context_v = torch.cat([value_pool[index].index_select(0, flat).view(n, width, kv_heads, dim),
                                    v.unsqueeze(1)], dim=1).transpose(1, 2)
             out = decode_attention_by_matmul(q.unsqueeze(2), context_k, context_v, mask, self.scaling)
-            x = x + attn.o_proj(out.reshape(n, heads * dim))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
+            x = x + _linear(attn.o_proj, out.reshape(n, heads * dim))
+            mlp = layer.mlp
+            gate_up = _linear(mlp.gate_up_proj, layer.post_attention_layernorm(x))
+            x = x + _linear(mlp.down_proj, mlp.act_fn(gate_up[:, :mlp.intermediate]) * gate_up[:, mlp.intermediate:])
             new_keys.append(k)
             new_values.append(v)
-        return self.model.lm_head(inner.norm(x)), torch.stack(new_keys), torch.stack(new_values)
+        return _linear(self.model.lm_head, inner.norm(x)), torch.stack(new_keys), torch.stack(new_values)
+
+
+def _linear(layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A packed linear layer's product on its plain weight: a GEMM that inductor writes itself."""
+    return torch.nn.functional.linear(x, layer.weight, layer.bias)

@@ -31,7 +31,8 @@ class LLMEngine:
         self.config = config or EngineConfig()
         if self.config.cpu_cores or self.config.threads:
             place_on_cpu_cores(self.config.threads, self.config.cpu_cores)
-        self.loaded = loaded or load_model(self.config.model, self.config.device, self.config.dtype)
+        self.loaded = loaded or load_model(self.config.model, self.config.device, self.config.dtype,
+                                         for_compiled_decode=self.config.compile_decode)
         self.tokenizer = self.loaded.tokenizer
         self.name = name
         mc = self.loaded.config

@@ -105,7 +105,9 @@ def bundled_model_folder() -> Path:
     return folder
 
 
-def load_model(name: str = BUNDLED, device: str = "auto", dtype: str = "auto") -> LoadedModel:
+def load_model(name: str = BUNDLED, device: str = "auto", dtype: str = "auto",
+               for_compiled_decode: bool = False) -> LoadedModel:
+    """`for_compiled_decode`: packed linears also keep their plain weights (compiled_decode.py reads them)."""
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     source = bundled_model_folder() if name == BUNDLED else name
@@ -128,7 +130,7 @@ def load_model(name: str = BUNDLED, device: str = "auto", dtype: str = "auto") -
     if fused:
         fuse_layers(model)
     if can_pack(torch_device, torch_dtype):
-        pack_linear_layers(model)
+        pack_linear_layers(model, keep_weights=for_compiled_decode)
     elif torch_device.type == "cpu" and torch_dtype == torch.bfloat16:
         log.warning("bf16 on this CPU runs on plain linears: oneDNN's bf16 ones need AVX-512 or AVX-NE-CONVERT, "
                     "which it lacks; fp32 ran 2-6x faster on such a CPU (README)")

@@ -26,13 +26,16 @@ class ModelRunner:
         self.compiled: CompiledDecode | None = None   # set by compile_decode()
 
     def compile_decode(self) -> None:
-        """Compile the common decode step (compiled_decode.py): CPUs, fused decoders, packed linears;
-        for any other model the steps run eagerly, with a warning."""
-        if self.loaded.fused and isinstance(self.loaded.model.lm_head, PackedLinear):
+        """Compile the common decode step (compiled_decode.py): CPUs, fused decoders, packed linears that
+        kept their plain weights (load_model's for_compiled_decode); any other model decodes eagerly, with
+        a warning."""
+        lm_head = self.loaded.model.lm_head
+        if self.loaded.fused and isinstance(lm_head, PackedLinear) and lm_head.weight is not None:
             self.compiled = CompiledDecode(self.loaded.model, self.cache)
         else:
-            log.warning("compile_decode is for fused Llama-family models on packed CPU linears (here: %s, %s on "
-                        "%s); decoding runs eagerly", self.loaded.name, self.loaded.dtype, self.loaded.device)
+            log.warning("compile_decode is for fused Llama-family models on packed CPU linears loaded for it "
+                        "(here: %s, %s on %s); decoding runs eagerly",
+                        self.loaded.name, self.loaded.dtype, self.loaded.device)
 
     @torch.inference_mode()
     def run(self, work: list[tuple[Sequence, int]],

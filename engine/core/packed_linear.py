@@ -15,12 +15,16 @@ BATCH_HINT = 8   # rows oneDNN tunes the layout for; any number of rows is compu
 
 
 class PackedLinear(torch.nn.Module):
-    def __init__(self, linear: torch.nn.Linear):
+    """`keep_weight`: also keep the plain weight, which the compiled decode step's own GEMMs read
+    (compiled_decode.py); it costs the layer's weight a second time in memory."""
+
+    def __init__(self, linear: torch.nn.Linear, keep_weight: bool = False):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         # Buffers, not plain attributes: torch.compile's freezing makes them constants (compiled_decode.py).
         self.register_buffer("packed", torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), BATCH_HINT))
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach())
+        self.register_buffer("weight", linear.weight.detach() if keep_weight else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
@@ -36,13 +40,13 @@ def can_pack(device: torch.device, dtype: torch.dtype) -> bool:
     return dtype == torch.float32
 
 
-def pack_linear_layers(model: torch.nn.Module) -> int:
+def pack_linear_layers(model: torch.nn.Module, keep_weights: bool = False) -> int:
     """Replace every nn.Linear in place (a tied output layer gets its own packed copy; the
     embedding keeps the original). Returns how many were replaced."""
     replaced = 0
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, torch.nn.Linear):
-                setattr(module, name, PackedLinear(child))
+                setattr(module, name, PackedLinear(child, keep_weights))
                 replaced += 1
     return replaced
