@@ -2,18 +2,20 @@
 
 An eager decode step runs some forty small operators per layer (norms, rotary, residual adds, the
 attention's gather and masks), each dispatched from Python; compiled, inductor fuses them into a few
-C++ loops per layer and calls oneDNN's packed linears (the same packed weights, frozen into the graph as
-constants) with the residual add as a post-op. Measured in process on a 2-core AMD EPYC with AVX-512,
-same greedy tokens: a batch-6 fp32 step 36.7 -> 32.9 ms, a single sequence 38.5 -> 30.6 ms (bf16: 30.5 ->
-25.7); on an AVX2-only one, 56.2 -> 56.9 ms at batch 6 and 37.0 -> 31.0 ms for one sequence (README).
+C++ loops per layer. Each linear layer's product is a GEMM on the layer's plain weight, frozen into the
+graph as a constant, which inductor lays out once and computes either with its own C++ template (tiled
+for this CPU's vector width) or with oneDNN's packed linear, whichever its benchmark at compile time
+finds faster. On an AVX2-only 2-core AMD EPYC the template won for every layer; the fp32 step, eager ->
+compiled, same greedy tokens: batch 6 61.5 -> 42.9 ms, one sequence 40.6 -> 25.0 ms
+(benchmarks/one_core_vs_two.py).
 
 The graph covers the common step only: every sequence decodes one token and all contexts fit one padded
 group (model_runner's grouping). It does not write the KV pool: it returns each layer's new key and
 value and the runner writes them after (one copy per pool for all layers), so the graph has no side
 effects. Sizes are dynamic (one compile serves every batch and context width); a batch or width of one
 is padded to two, since torch.compile specializes sizes 0 and 1. The compile happens once, at start
-(75-100 s for the bundled model on 2 cores, which is why it is opt-in); a step that would need another
-one runs eagerly instead.
+(about 2.5 minutes for the bundled model on 2 cores, which is why it is opt-in); a step that would need
+another one runs eagerly instead.
 """
 from __future__ import annotations
 
