@@ -15,7 +15,7 @@ from engine.cluster.topology import Mode, Role, Topology
 from engine.cluster.transports import TransportSettings
 from engine.core.config import EngineConfig, SamplingParams
 from engine.core.llm_engine import LLMEngine
-from engine.core.model_loader import bundled_model_folder
+from engine.core.model_loader import bundled_model_folder, load_model
 
 from tests.conftest import run_to_end
 
@@ -53,6 +53,17 @@ def test_a_model_on_unpacked_linears_decodes_eagerly_and_says_so(small_llama, ca
     assert "decoding runs eagerly" in caplog.text
     engine.add_request("Hello", SamplingParams(max_tokens=4, ignore_eos=True), request_id="r")
     assert len(run_to_end(engine)["r"]) == 4
+
+
+def test_a_model_loaded_without_its_plain_weights_decodes_eagerly_and_says_so(small_llama, caplog):
+    """The graph's GEMMs read the plain weights, which only a load for compile_decode keeps."""
+    loaded = load_model(small_llama, device="cpu", dtype="float32")
+    assert loaded.model.lm_head.weight is None
+    engine = LLMEngine(EngineConfig(model=small_llama, kv_cache_tokens=2048, compile_decode=True), loaded=loaded)
+    assert engine.runner.compiled is None
+    assert "loaded for it" in caplog.text
+    kept = load_model(small_llama, device="cpu", dtype="float32", for_compiled_decode=True)
+    assert torch.equal(kept.model.lm_head.weight, kept.model.model.embed_tokens.weight)   # tied, as loaded
 
 
 def test_compiled_decode_gives_the_eager_tokens_and_kv(small_llama):
