@@ -22,11 +22,12 @@ lab: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=10
 
-bench: $(STAMP)  # every figure in the README's results, about 40 minutes on 2 cores (observer_effect needs chromium)
+bench: $(STAMP)  # every figure in the README's results, about 50 minutes on 2 cores (observer_effect needs chromium)
 	$(PY) benchmarks/engine_bench.py
 	$(PY) benchmarks/engine_bench.py --dtype bfloat16
 	$(PY) benchmarks/interference_bench.py
 	$(PY) benchmarks/kv_push.py
+	$(PY) benchmarks/one_core_vs_two.py
 	$(PY) benchmarks/planner_calibration.py
 	$(PY) benchmarks/soak.py
 	$(PY) benchmarks/observer_effect.py --rounds 3

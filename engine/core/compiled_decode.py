@@ -6,8 +6,8 @@ C++ loops per layer. Each linear layer's product is a GEMM on the layer's plain 
 graph as a constant, which inductor lays out once and computes either with its own C++ template (tiled
 for this CPU's vector width) or with oneDNN's packed linear, whichever its benchmark at compile time
 finds faster. On an AVX2-only 2-core AMD EPYC the template won for every layer; the fp32 step, eager ->
-compiled, same greedy tokens: batch 6 61.5 -> 42.9 ms, one sequence 40.6 -> 25.0 ms
-(benchmarks/one_core_vs_two.py).
+compiled, same greedy tokens: batch 6 55.7-61.5 -> 41.0-42.9 ms, one sequence 39.7-40.6 -> 25.0-26.1 ms
+(two runs of benchmarks/one_core_vs_two.py).
 
 The graph covers the common step only: every sequence decodes one token and all contexts fit one padded
 group (model_runner's grouping). It does not write the KV pool: it returns each layer's new key and
