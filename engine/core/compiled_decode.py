@@ -2,12 +2,13 @@
 
 An eager decode step runs some forty small operators per layer (norms, rotary, residual adds, the
 attention's gather and masks), each dispatched from Python; compiled, inductor fuses them into a few
-C++ loops per layer. Each linear layer's product is a GEMM on the layer's plain weight, frozen into the
-graph as a constant, which inductor lays out once and computes either with its own C++ template (tiled
-for this CPU's vector width) or with oneDNN's packed linear, whichever its benchmark at compile time
-finds faster. On an AVX2-only 2-core AMD EPYC the template won for every layer; the fp32 step, eager ->
-compiled, same greedy tokens: batch 6 55.7-61.5 -> 41.0-42.9 ms, one sequence 39.7-40.6 -> 25.0-26.1 ms
-(two runs of benchmarks/one_core_vs_two.py).
+C++ loops per layer. Each linear layer's product is a GEMM on the layer's plain weight (a PackedLinear
+that kept it traces as a plain product), frozen into the graph as a constant, which inductor lays out
+once and computes either with its own C++ template (tiled for this CPU's vector width) or with oneDNN's
+packed linear, whichever its benchmark at compile time finds faster. On an AVX2-only 2-core AMD EPYC
+the template won for every layer; the fp32 step, eager -> compiled, same greedy tokens: batch 6
+55.7-61.5 -> 41.0-42.9 ms, one sequence 39.7-40.6 -> 25.0-26.1 ms (two runs of
+benchmarks/one_core_vs_two.py).
 
 The graph covers the common step only: every sequence decodes one token and all contexts fit one padded
 group (model_runner's grouping). It does not write the KV pool: it returns each layer's new key and
@@ -115,7 +116,7 @@ class CompiledDecode:
         new_keys, new_values = [], []
         for index, layer in enumerate(inner.layers):
             attn = layer.self_attn
-            qkv = _linear(attn.qkv_proj, layer.input_layernorm(x)).view(n, heads + 2 * kv_heads, dim)
+            qkv = attn.qkv_proj(layer.input_layernorm(x)).view(n, heads + 2 * kv_heads, dim)
             qk = qkv[:, :heads + kv_heads]
             qk = qk * cos + rotate_half(qk) * sin
             q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, heads + kv_heads:]
@@ -124,15 +125,8 @@ class CompiledDecode:
             context_v = torch.cat([value_pool[index].index_select(0, flat).view(n, width, kv_heads, dim),
                                    v.unsqueeze(1)], dim=1).transpose(1, 2)
             out = decode_attention_by_matmul(q.unsqueeze(2), context_k, context_v, mask, self.scaling)
-            x = x + _linear(attn.o_proj, out.reshape(n, heads * dim))
-            mlp = layer.mlp
-            gate_up = _linear(mlp.gate_up_proj, layer.post_attention_layernorm(x))
-            x = x + _linear(mlp.down_proj, mlp.act_fn(gate_up[:, :mlp.intermediate]) * gate_up[:, mlp.intermediate:])
+            x = x + attn.o_proj(out.reshape(n, heads * dim))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
             new_keys.append(k)
             new_values.append(v)
-        return _linear(self.model.lm_head, inner.norm(x)), torch.stack(new_keys), torch.stack(new_values)
-
-
-def _linear(layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A packed linear layer's product on its plain weight: a GEMM that inductor writes itself."""
-    return torch.nn.functional.linear(x, layer.weight, layer.bias)
+        return self.model.lm_head(inner.norm(x)), torch.stack(new_keys), torch.stack(new_values)

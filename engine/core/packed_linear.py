@@ -27,6 +27,9 @@ class PackedLinear(torch.nn.Module):
         self.register_buffer("weight", linear.weight.detach() if keep_weight else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight is not None and torch.compiler.is_compiling():
+            # Traced by compiled_decode.py: a plain product, whose GEMM inductor writes for this CPU.
+            return torch.nn.functional.linear(x, self.weight, self.bias)
         rows = x.reshape(-1, self.in_features)
         out = torch.ops.mkldnn._linear_pointwise(rows, self.packed, self.bias, "none", [], "")
         return out.view(*x.shape[:-1], self.out_features)
