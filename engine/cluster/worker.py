@@ -7,6 +7,7 @@ imports handed-off KV and streams the rest.
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import os
 import queue
 import signal
@@ -29,7 +30,6 @@ from .transports import KVHandle, Received, TransferError, make_transport
 
 LAYERS_PER_ITERATION = 6  # an import loads this many layers between decode steps, so it never stalls them long
 IDLE_WAIT_S = 0.2         # an idle worker waits this long for a message before looking again
-PARENT_POLL_S = 0.5       # how often a worker checks that its parent lives
 ORPHAN_GRACE_S = 30.0     # an orphaned worker finishes its step and cleans up within this, or is ended
 RECENT_HAND_OFFS = 64     # KV sent lately, freed by the worker itself if its parent dies
 
@@ -85,7 +85,7 @@ def worker_main(spec: WorkerSpec, inbox, conn) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    _watch_parent(os.getppid(), stop)
+    _watch_parent(stop)
     outbox = Outbox(conn)
     try:
         Worker(spec, inbox, outbox, stop).run()
@@ -96,12 +96,13 @@ def worker_main(spec: WorkerSpec, inbox, conn) -> None:
         outbox.close()
 
 
-def _watch_parent(parent: int, stop: threading.Event) -> None:
-    """A worker whose parent died (killed, crashed) stops by itself, and is gone within a grace period
-    even if a step never ends: nothing else would ever stop it."""
+def _watch_parent(stop: threading.Event) -> None:
+    """A worker whose parent (the process that started it: the server, the lab) died, killed or crashed,
+    stops by itself, and is gone within a grace period even if a step never ends: nothing else would
+    ever stop it. The parent is watched through multiprocessing's pipe from it, which reads EOF when it
+    dies; the process id of its parent is the fork server's, which outlives it while workers run."""
     def watch():
-        while os.getppid() == parent:
-            time.sleep(PARENT_POLL_S)
+        multiprocessing.parent_process().join()
         stop.set()
         time.sleep(ORPHAN_GRACE_S)
         os._exit(1)
@@ -117,7 +118,7 @@ class Worker:
         self.inbox = inbox
         self.outbox = outbox
         self.stop = stop or threading.Event()   # set by Shutdown, SIGTERM or the parent's death
-        self.parent = os.getppid()
+        self.parent = multiprocessing.parent_process()   # None when the worker runs in the caller's process
         self.sent: deque[KVHandle] = deque(maxlen=RECENT_HAND_OFFS)
         self.engine = LLMEngine(spec.engine, name=spec.name)
         self.transport = make_transport(spec.transport)
@@ -143,7 +144,7 @@ class Worker:
             hand_off.handle.discard()
         for active in filter(None, [self.active_import, *self.landing]):
             active.abandon()
-        if os.getppid() != self.parent:   # no router is left to forward or free what this worker sent
+        if self.parent is not None and not self.parent.is_alive():   # no router is left to free what it sent
             for handle in self.sent:
                 handle.discard()
         self._send(StepReport(self.spec.name, events=self.engine.fail_all(f"{self.spec.name} stopped")))

@@ -14,6 +14,12 @@ from .placement import WorkerSpec
 from .worker import worker_main
 
 START_TIMEOUT_S = 600
+# Workers fork from multiprocessing's fork server, a process that has imported torch, transformers and
+# the engine once and never runs an operator: a fresh interpreter per worker ("spawn") spent 6-9 s of a
+# 2-core machine on those imports at every start. Forking the owner itself would copy its torch thread
+# pools, and a GPU owner's CUDA state, in a broken state. The fork server ends after its owner and workers.
+WORKERS = mp.get_context("forkserver")
+WORKERS.set_forkserver_preload([worker_main.__module__])
 MAX_RESTART_DELAY_S = 60.0
 log = logging.getLogger("pdlab.cluster")
 
@@ -48,10 +54,9 @@ class WorkerPool:
 
     @staticmethod
     def _start(spec: WorkerSpec) -> WorkerProcess:
-        ctx = mp.get_context("spawn")  # fork would copy torch's thread pools in a broken state
-        inbox = ctx.Queue()
-        receiver, sender = ctx.Pipe(duplex=False)
-        process = ctx.Process(target=worker_main, args=(spec, inbox, sender), name=spec.name, daemon=True)
+        inbox = WORKERS.Queue()
+        receiver, sender = WORKERS.Pipe(duplex=False)
+        process = WORKERS.Process(target=worker_main, args=(spec, inbox, sender), name=spec.name, daemon=True)
         process.start()
         sender.close()  # the worker holds the only sending end: its death reads as EOF here
         return WorkerProcess(spec, process, inbox, receiver)
