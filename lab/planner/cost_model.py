@@ -51,12 +51,16 @@ def step_seconds(model: ModelSpec, device: Device, tokens: int, sampled: int, de
     head = _matmul(2 * model.lm_head_params * sampled, model.lm_head_params * model.dtype_bytes, device, sampled,
                    efficiency) if sampled else 0.0
     prefill_attention = prefill_attention_flops / (device.flops * device.attention_share(tokens, efficiency))
-    decode_attention = max(4 * model.layers * model.hidden * decode_context
-                           / (device.flops * device.attention_share(max(decodes, 1), efficiency)),
-                           model.kv_bytes_per_token * decode_context / _bandwidth(device, efficiency))
+    decode_attention = decode_context * _kv_token_seconds(model, device, decodes, efficiency)
     fixed = device.layer_overhead + tokens * device.token_overhead + decodes * device.sequence_overhead
     return (blocks + head + prefill_attention + decode_attention + model.layers * fixed
             + allreduce_seconds(model, device, tokens))
+
+
+def _kv_token_seconds(model: ModelSpec, device: Device, decodes: int, efficiency: float) -> float:
+    """Decode attention's time per token of KV it reads: its FLOPs or its bytes, whichever bounds it."""
+    return max(4 * model.layers * model.hidden / (device.flops * device.attention_share(max(decodes, 1), efficiency)),
+               model.kv_bytes_per_token / _bandwidth(device, efficiency))
 
 
 def allreduce_seconds(model: ModelSpec, device: Device, tokens: int) -> float:
@@ -85,7 +89,15 @@ def prefill_seconds(model: ModelSpec, device: Device, prompts: list[int], effici
 def decode_seconds(model: ModelSpec, device: Device, batch: int, context_tokens: int,
                    efficiency: float = 0.7) -> float:
     """One decode step for `batch` sequences holding `context_tokens` of KV in all."""
-    return step_seconds(model, device, batch, batch, batch, 0.0, context_tokens, efficiency)
+    seconds, per_kv_token = decode_cost(model, device, batch, efficiency)
+    return seconds + per_kv_token * context_tokens
+
+
+def decode_cost(model: ModelSpec, device: Device, batch: int, efficiency: float = 0.7) -> tuple[float, float]:
+    """A decode step of `batch` sequences as (seconds without their KV, seconds per token of KV they hold):
+    the step is linear in the KV it reads, so a simulation of millions of steps prices each batch size once."""
+    return (step_seconds(model, device, batch, batch, batch, 0.0, 0, efficiency),
+            _kv_token_seconds(model, device, batch, efficiency))
 
 
 def mixed_seconds(model: ModelSpec, device: Device, chunk: int, chunk_context: int, batch: int,

@@ -63,14 +63,27 @@ def _first_token(r: Request, t: float, running: Running) -> None:
         running.add(r)
 
 
-def _decode_step(hw: Hardware, running: Running, t: float) -> float:
-    t += cm.decode_seconds(hw.model, hw.device, len(running), running.context, hw.efficiency)
-    running.advance(t)
-    return t
+class DecodeSteps:
+    """One instance's decode steps: each batch size's cost is computed once, then a step's time is
+    that plus the KV it reads (a sweep runs millions of steps over a few hundred batch sizes)."""
+
+    def __init__(self, hw: Hardware):
+        self.hw = hw
+        self.costs: dict[int, tuple[float, float]] = {}
+
+    def run(self, running: Running, t: float) -> float:
+        """One step of every running request, starting at `t`; returns when it ends."""
+        batch = len(running)
+        if batch not in self.costs:
+            self.costs[batch] = cm.decode_cost(self.hw.model, self.hw.device, batch, self.hw.efficiency)
+        seconds, per_kv_token = self.costs[batch]
+        t += seconds + per_kv_token * running.context
+        running.advance(t)
+        return t
 
 
 def _colocated(hw: Hardware, reqs: list[Request], chunk: int | None) -> None:
-    t, i, waiting, running = 0.0, 0, deque(), Running()
+    t, i, waiting, running, decode = 0.0, 0, deque(), Running(), DecodeSteps(hw)
     while i < len(reqs) or waiting or running:
         while i < len(reqs) and reqs[i].arrival <= t:
             waiting.append(reqs[i])
@@ -98,7 +111,7 @@ def _colocated(hw: Hardware, reqs: list[Request], chunk: int | None) -> None:
                 waiting.popleft()
                 _first_token(head, t, running)
         else:
-            t = _decode_step(hw, running, t)
+            t = decode.run(running, t)
 
 
 def _prefill_only(hw: Hardware, reqs: list[Request], links: int) -> None:
@@ -118,7 +131,7 @@ def _prefill_only(hw: Hardware, reqs: list[Request], links: int) -> None:
 
 def _decode_only(hw: Hardware, reqs: list[Request]) -> None:
     reqs.sort(key=lambda r: r.ready)
-    t, i, running = 0.0, 0, Running()
+    t, i, running, decode = 0.0, 0, Running(), DecodeSteps(hw)
     while i < len(reqs) or running:
         while i < len(reqs) and reqs[i].ready <= t and running.fits(hw, reqs[i]):
             _first_token(reqs[i], max(reqs[i].ready, t), running)  # the KV lands when there is room for it
@@ -126,7 +139,7 @@ def _decode_only(hw: Hardware, reqs: list[Request]) -> None:
         if not running:
             t = max(t, reqs[i].ready)
             continue
-        t = _decode_step(hw, running, t)
+        t = decode.run(running, t)
 
 
 def _instance(hw: Hardware, tp: int, tokens: int) -> Hardware:
