@@ -68,7 +68,9 @@ def test_browser_starts_engine_injects_and_sees_the_itl_chart_update(lab_url, tm
         page.get_by_role("button", name="Inject long prompt").click()
         # The ITL chart shades the long prompt's prefill: a 'long prompt' annotation appears on it.
         expect(page.get_by_text("long prompt", exact=True).first).to_be_visible(timeout=90_000)
-        page.wait_for_timeout(25_000)  # let the stall and the recovery show on the charts
+        # Its first token ends the stall: the page stops counting its prefill, and the streams go on.
+        expect(page.get_by_text("has been prefilling")).to_have_count(0, timeout=120_000)
+        page.wait_for_timeout(5_000)  # let the recovery show on the charts
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(screenshot), full_page=True)
         page.get_by_role("button", name="Stop users").click()
