@@ -53,18 +53,24 @@ def page_frame(title_key: str) -> str:
     st.sidebar.radio("Language / Язык", list(LANGUAGES), index=list(LANGUAGES).index(lang), key=selector,
                      format_func=LANGUAGES.get, horizontal=True,
                      on_change=lambda: st.session_state.update(lang=st.session_state[selector]))
+    if st.query_params.get("lang") != lang:   # in the address too, so a reload or a shared link keeps it
+        st.query_params["lang"] = lang
     st.sidebar.title(t(lang, "app_title"))
     for section, entries in MENU:
         st.sidebar.caption(t(lang, section))
         for file, key in entries:
-            st.sidebar.page_link(file, label=t(lang, key))
+            st.sidebar.page_link(file, label=t(lang, key), query_params={"lang": lang})
     st.title(t(lang, title_key))
     return lang
 
 
 def current_language() -> str:
-    """The learner's language, kept across pages (app.py titles the navigation with it)."""
-    return st.session_state.setdefault("lang", DEFAULT_LANGUAGE)
+    """The learner's language, kept across pages (app.py titles the navigation with it); a new session
+    (a reload, a link) starts from the address's ?lang=."""
+    if "lang" not in st.session_state:
+        asked = st.query_params.get("lang")
+        st.session_state["lang"] = asked if asked in LANGUAGES else DEFAULT_LANGUAGE
+    return st.session_state["lang"]
 
 
 # ---- objects shared across pages and sessions ---------------------------------------------------------

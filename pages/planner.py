@@ -48,7 +48,7 @@ SWEEP_PROMPTS = [64, 128, 256, 512, 1024, 2048, 4096, 8192]
 ATTAINMENT_LINES = 5   # the best placements only: a large budget has dozens
 
 lang = page_frame("plan_title")
-apply_preset(st.query_params.to_dict())
+apply_preset({k: v for k, v in st.query_params.to_dict().items() if k != "lang"})
 st.markdown(t(lang, "plan_text"))
 c1, c2, c3, c4 = st.columns(4)
 model = c1.selectbox(t(lang, "plan_model"), list(MODELS), index=0, key="plan_model")

@@ -58,7 +58,7 @@ def ask(n: int, q: Question) -> None:
             st.page_link(PAGE_FILES[q.page], label=t(lang, "quiz_see", page=t(lang, PAGE_TITLES[q.page])))
         if q.page == "planner":
             scenario = next(s for s in SCENARIOS if s.id == q.id)
-            st.page_link(PAGE_FILES["planner"], label=t(lang, "qp_open"), query_params=scenario.query)
+            st.page_link(PAGE_FILES["planner"], label=t(lang, "qp_open"), query_params={**scenario.query, "lang": lang})
 
 
 for n, q in enumerate(fixed, 1):

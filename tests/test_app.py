@@ -61,3 +61,17 @@ def test_the_language_chosen_on_one_page_holds_on_the_next():
     at.run()
     assert not at.exception
     assert at.sidebar.radio[0].value == "ru" and at.title[0].value == "10. Квиз"
+
+
+def test_the_address_keeps_the_language_so_a_reload_does_too():
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.switch_page("pages/learn_2_metrics.py")
+    at.run()
+    at.sidebar.radio[0].set_value("ru").run()
+    assert at.query_params["lang"] == "ru"
+    assert all(link.proto.query_string == "lang=ru" for link in at.sidebar.get("page_link"))
+    reloaded = AppTest.from_file(APP, default_timeout=300)   # a new session, from the same address
+    reloaded.query_params["lang"] = "ru"
+    reloaded.switch_page("pages/learn_2_metrics.py")
+    reloaded.run()
+    assert reloaded.sidebar.radio[0].value == "ru" and "Метрики" in reloaded.title[0].value
