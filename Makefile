@@ -28,6 +28,7 @@ bench: $(STAMP)  # every figure in the README's results, about 50 minutes on 2 c
 	$(PY) benchmarks/interference_bench.py
 	$(PY) benchmarks/kv_push.py
 	$(PY) benchmarks/one_core_vs_two.py
+	$(PY) benchmarks/worker_start.py
 	$(PY) benchmarks/planner_calibration.py
 	$(PY) benchmarks/soak.py
 	$(PY) benchmarks/observer_effect.py --rounds 3
