@@ -55,10 +55,12 @@ def ask(n: int, q: Question) -> None:
             right = q.grade(answers[q.id])
             (st.success if right else st.error)(t(lang, "quiz_correct" if right else "quiz_wrong"))
             st.markdown(q.explanation[lang])
-            st.page_link(PAGE_FILES[q.page], label=t(lang, "quiz_see", page=t(lang, PAGE_TITLES[q.page])))
+            st.page_link(PAGE_FILES[q.page], label=t(lang, "quiz_see", page=t(lang, PAGE_TITLES[q.page])),
+                         query_params={"lang": lang})
         if q.page == "planner":
             scenario = next(s for s in SCENARIOS if s.id == q.id)
-            st.page_link(PAGE_FILES["planner"], label=t(lang, "qp_open"), query_params={**scenario.query, "lang": lang})
+            st.page_link(PAGE_FILES["planner"], label=t(lang, "qp_open"),
+                         query_params={**scenario.query, "lang": lang})
 
 
 for n, q in enumerate(fixed, 1):
@@ -74,7 +76,7 @@ st.subheader(t(lang, "quiz_review"))
 wrong = [(n, q) for n, q in enumerate(questions, 1) if q.id in answers and not q.grade(answers[q.id])]
 for n, q in wrong:
     st.page_link(PAGE_FILES[q.page], label=f"{n}. {q.prompt(lang, lesson_results())[:90]}… → "
-                 + t(lang, PAGE_TITLES[q.page]))
+                 + t(lang, PAGE_TITLES[q.page]), query_params={"lang": lang})
 if not wrong:
     st.caption(t(lang, "quiz_review_none"))
 

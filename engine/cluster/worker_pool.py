@@ -14,14 +14,16 @@ from .placement import WorkerSpec
 from .worker import worker_main
 
 START_TIMEOUT_S = 600
-# Workers fork from multiprocessing's fork server, a process that has imported torch, transformers and
-# the engine once and never runs an operator: a fresh interpreter per worker ("spawn") spent 6-9 s of a
-# 2-core machine on those imports at every start. Forking the owner itself would copy its torch thread
-# pools, and a GPU owner's CUDA state, in a broken state. The fork server ends after its owner and workers.
-WORKERS = mp.get_context("forkserver")
-WORKERS.set_forkserver_preload([worker_main.__module__])
 MAX_RESTART_DELAY_S = 60.0
 log = logging.getLogger("pdlab.cluster")
+
+# Workers fork from multiprocessing's fork server, a process that has imported torch, transformers and
+# the engine once and never runs an operator: a fresh interpreter per worker ("spawn") spent about 6 s of
+# a 2-core machine on those imports at every start (benchmarks/worker_start.py). Forking the owner itself
+# would copy its torch thread pools, and a GPU owner's CUDA state, in a broken state. The fork server
+# ends after its owner and its workers.
+WORKERS = mp.get_context("forkserver")
+WORKERS.set_forkserver_preload([worker_main.__module__])
 
 
 class ClusterError(RuntimeError):
