@@ -59,9 +59,15 @@ def page_frame(title_key: str) -> str:
     for section, entries in MENU:
         st.sidebar.caption(t(lang, section))
         for file, key in entries:
-            st.sidebar.page_link(file, label=t(lang, key), query_params={"lang": lang})
+            page_link(st.sidebar, file, t(lang, key), lang)
     st.title(t(lang, title_key))
     return lang
+
+
+def page_link(where, file: str, label: str, lang: str, query: dict | None = None) -> None:
+    """A link to one of the lab's pages that carries the language, so it opens in the learner's language
+    in a new tab (a new session) too."""
+    where.page_link(file, label=label, query_params={**(query or {}), "lang": lang})
 
 
 def current_language() -> str:

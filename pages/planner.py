@@ -27,7 +27,9 @@ PRESET_NUMBERS = {"gpus": (int, 1, 8), "prompt": (int, 1, 131072), "output": (in
 
 def apply_preset(query: dict) -> None:
     """A link from the quiz fills the inputs in (?model=...&gpus=...); once per distinct link, so the
-    learner can change them afterwards. Values out of range or unknown are ignored."""
+    learner can change them afterwards. Values out of range or unknown, and other parameters (?lang=), are
+    ignored."""
+    query = {name: value for name, value in query.items() if name in PRESET_CHOICES or name in PRESET_NUMBERS}
     if not query or st.session_state.get("plan_preset") == query:
         return
     st.session_state["plan_preset"] = query
@@ -48,7 +50,7 @@ SWEEP_PROMPTS = [64, 128, 256, 512, 1024, 2048, 4096, 8192]
 ATTAINMENT_LINES = 5   # the best placements only: a large budget has dozens
 
 lang = page_frame("plan_title")
-apply_preset({k: v for k, v in st.query_params.to_dict().items() if k != "lang"})
+apply_preset(st.query_params.to_dict())
 st.markdown(t(lang, "plan_text"))
 c1, c2, c3, c4 = st.columns(4)
 model = c1.selectbox(t(lang, "plan_model"), list(MODELS), index=0, key="plan_model")

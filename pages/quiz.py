@@ -4,7 +4,7 @@ from lab.i18n import t
 from lab.quiz import Question, decode_answers, encode_answers, load_questions, score
 from lab.quiz_measured import learner_figures, measured_questions
 from lab.quiz_planner import SCENARIOS, best_by_mode, planner_question
-from lab.ui import lesson_results, page_frame
+from lab.ui import lesson_results, page_frame, page_link
 
 PAGE_TITLES = {"stages": "l1_title", "metrics": "l2_title", "chat": "l3_title", "problem": "l4_title",
                "fix": "l5_title", "travel": "l6_title", "lifetime": "l7_title", "summary": "l8_title",
@@ -55,12 +55,10 @@ def ask(n: int, q: Question) -> None:
             right = q.grade(answers[q.id])
             (st.success if right else st.error)(t(lang, "quiz_correct" if right else "quiz_wrong"))
             st.markdown(q.explanation[lang])
-            st.page_link(PAGE_FILES[q.page], label=t(lang, "quiz_see", page=t(lang, PAGE_TITLES[q.page])),
-                         query_params={"lang": lang})
+            page_link(st, PAGE_FILES[q.page], t(lang, "quiz_see", page=t(lang, PAGE_TITLES[q.page])), lang)
         if q.page == "planner":
             scenario = next(s for s in SCENARIOS if s.id == q.id)
-            st.page_link(PAGE_FILES["planner"], label=t(lang, "qp_open"),
-                         query_params={**scenario.query, "lang": lang})
+            page_link(st, PAGE_FILES["planner"], t(lang, "qp_open"), lang, scenario.query)
 
 
 for n, q in enumerate(fixed, 1):
@@ -75,8 +73,8 @@ for n, q in enumerate(planned, len(fixed) + len(measured) + 1):
 st.subheader(t(lang, "quiz_review"))
 wrong = [(n, q) for n, q in enumerate(questions, 1) if q.id in answers and not q.grade(answers[q.id])]
 for n, q in wrong:
-    st.page_link(PAGE_FILES[q.page], label=f"{n}. {q.prompt(lang, lesson_results())[:90]}… → "
-                 + t(lang, PAGE_TITLES[q.page]), query_params={"lang": lang})
+    page_link(st, PAGE_FILES[q.page], f"{n}. {q.prompt(lang, lesson_results())[:90]}… → "
+              + t(lang, PAGE_TITLES[q.page]), lang)
 if not wrong:
     st.caption(t(lang, "quiz_review_none"))
 
