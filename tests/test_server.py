@@ -206,7 +206,9 @@ VLLM_DASHBOARD_METRICS = {
 def test_metrics_expose_latency_histograms_and_kv_transfers(server):
     base, _ = server
     long_prompt = "Summarise: " + "the cache moves between workers. " * 30
-    r = httpx.post(f"{base}/v1/completions", json={"prompt": long_prompt, "max_tokens": 3}, timeout=60)
+    # ignore_eos: the API samples, and a first EOS would end the request before any hand-off.
+    r = httpx.post(f"{base}/v1/completions", timeout=60,
+                   json={"prompt": long_prompt, "max_tokens": 3, "ignore_eos": True})
     assert r.status_code == 200
     text = httpx.get(f"{base}/metrics").text
     label = f'model_name="{MODEL}"'
