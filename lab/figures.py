@@ -6,21 +6,22 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .engine_trace import BAR_KINDS, CHUNK, DECODE, KV_IMPORT, KV_SEND, PREFILL
-from .i18n import t
+from .i18n import SEPARATORS, num, t
 from .load_generator import RequestKind
 
 INJECTION_COLOR = "rgba(214, 39, 40, 0.15)"
 
 
-def layout(fig: go.Figure, title: str, x: str, y: str, height: int = 340) -> go.Figure:
-    """One look for every chart of the lab: title, axis names, height and margins."""
+def layout(fig: go.Figure, lang: str, title: str, x: str, y: str, height: int = 340) -> go.Figure:
+    """One look for every chart of the lab: title, axis names, height, margins, and the numbers on the
+    axes and in the hover boxes written the language's way."""
     return fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, height=height,
-                             margin=dict(l=50, r=20, t=50, b=40))
+                             margin=dict(l=50, r=20, t=50, b=40), separators=SEPARATORS[lang])
 
 
-def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
+def _layout(fig: go.Figure, lang: str, title: str, x: str, y: str) -> go.Figure:
     """The dashboard's charts: shorter, with the legend below so that narrow columns keep their width."""
-    return layout(fig, title, x, y, 320).update_layout(legend=dict(orientation="h", y=-0.25))
+    return layout(fig, lang, title, x, y, 320).update_layout(legend=dict(orientation="h", y=-0.25))
 
 
 def mark_injections(fig: go.Figure, injections: list[tuple[float, float | None]], label: str,
@@ -46,7 +47,7 @@ def itl_timeline(tokens: pd.DataFrame, injections, title: str, lang: str, now: f
                                  name=t(lang, "legend_user", user=user) if user >= 0 else t(lang, "legend_requests")))
     mark_injections(fig, injections, t(lang, "legend_long_prompt"), now)
     fig.update_yaxes(type="log", dtick=1)   # 1, 10, 100, 1000 ms: no unlabeled in-between ticks
-    return _layout(fig, title, t(lang, "axis_time_s"), t(lang, "axis_itl_ms"))
+    return _layout(fig, lang, title, t(lang, "axis_time_s"), t(lang, "axis_itl_ms"))
 
 
 def middle_and_longest_gaps(gaps: pd.DataFrame, slice_s: float) -> pd.DataFrame:
@@ -75,7 +76,7 @@ def rolling_itl(tokens: pd.DataFrame, title: str, lang: str, window_s: float = 2
             if every_s:
                 rolled = rolled.groupby(rolled.index // every_s).tail(1)
             fig.add_trace(go.Scatter(x=rolled.index, y=rolled.values, mode="lines", name=name))
-    return _layout(fig, title, t(lang, "axis_time_s"), t(lang, "axis_itl_ms"))
+    return _layout(fig, lang, title, t(lang, "axis_time_s"), t(lang, "axis_itl_ms"))
 
 
 def ttft_chart(requests: pd.DataFrame, title: str, lang: str) -> go.Figure:
@@ -83,7 +84,7 @@ def ttft_chart(requests: pd.DataFrame, title: str, lang: str) -> go.Figure:
     for kind, rows in requests[requests["ttft_s"].notna()].groupby("kind"):
         fig.add_trace(go.Scatter(x=rows["sent"], y=rows["ttft_s"], mode="markers", name=t(lang, f"legend_{kind}"),
                                  marker=dict(size=7 if kind == RequestKind.SHORT else 12)))
-    return _layout(fig, title, t(lang, "axis_sent_s"), t(lang, "axis_ttft_s"))
+    return _layout(fig, lang, title, t(lang, "axis_sent_s"), t(lang, "axis_ttft_s"))
 
 
 def throughput_chart(tokens: pd.DataFrame, title: str, lang: str, bin_s: float = 1.0) -> go.Figure:
@@ -92,7 +93,7 @@ def throughput_chart(tokens: pd.DataFrame, title: str, lang: str, bin_s: float =
         bins = (tokens["t"] // bin_s) * bin_s
         counts = tokens.groupby(bins).size() / bin_s
         fig.add_trace(go.Bar(x=counts.index, y=counts.values, name=t(lang, "axis_output_tokens_s")))
-    return _layout(fig, title, t(lang, "axis_time_s"), t(lang, "axis_output_tokens_s"))
+    return _layout(fig, lang, title, t(lang, "axis_time_s"), t(lang, "axis_output_tokens_s"))
 
 
 def server_chart(samples: pd.DataFrame, title: str, lang: str) -> go.Figure:
@@ -106,7 +107,7 @@ def server_chart(samples: pd.DataFrame, title: str, lang: str) -> go.Figure:
         fig.add_trace(go.Scatter(x=rows["t"], y=100 * rows["kv_used"], name=t(lang, "legend_kv", worker=worker),
                                  mode="lines", yaxis="y2", line=dict(dash="dash")))
     fig.update_layout(yaxis2=dict(overlaying="y", side="right", range=[0, 100], title=t(lang, "axis_kv_pct")))
-    return _layout(fig, title, t(lang, "axis_time_s"), t(lang, "axis_requests"))
+    return _layout(fig, lang, title, t(lang, "axis_time_s"), t(lang, "axis_requests"))
 
 
 def transfer_chart(transfers: list[dict], title: str, lang: str) -> go.Figure:
@@ -115,11 +116,11 @@ def transfer_chart(transfers: list[dict], title: str, lang: str) -> go.Figure:
     if transfers:
         frame = pd.DataFrame(transfers)
         fig.add_trace(go.Bar(x=frame["tokens"], y=1000 * frame["total_s"], name=t(lang, "legend_total_ms"),
-                             hovertext=[f"{b / 1e6:.1f} MB, {g:.2f} GB/s"
+                             hovertext=[t(lang, "transfer_hover", mb=b / 1e6, gbps=g)
                                         for b, g in zip(frame["bytes"], frame["gbps"])]))
         fig.add_trace(go.Bar(x=frame["tokens"], y=1000 * (frame["send_s"] + frame["receive_s"]),
                              name=t(lang, "legend_send_receive_ms")))
-    return _layout(fig, title, t(lang, "axis_tokens_moved"), t(lang, "axis_ms"))
+    return _layout(fig, lang, title, t(lang, "axis_tokens_moved"), t(lang, "axis_ms"))
 
 
 def compare_itl(runs: dict[str, pd.DataFrame], title: str, lang: str) -> go.Figure:
@@ -130,7 +131,7 @@ def compare_itl(runs: dict[str, pd.DataFrame], title: str, lang: str) -> go.Figu
         fig.add_trace(go.Scatter(x=shorts["t"], y=shorts["gap_ms"], mode="markers", marker=dict(size=4),
                                  name=label))
     fig.update_yaxes(type="log")
-    return _layout(fig, title, t(lang, "axis_time_s"), t(lang, "axis_itl_ms"))
+    return _layout(fig, lang, title, t(lang, "axis_time_s"), t(lang, "axis_itl_ms"))
 
 
 BAR_COLORS = {PREFILL: "#1f77b4", CHUNK: "#ff7f0e", DECODE: "#2ca02c", KV_SEND: "#9467bd", KV_IMPORT: "#8c564b"}
@@ -161,7 +162,7 @@ def engine_timeline(bars: list[dict], title: str, lang: str, window: tuple[float
     if window:
         fig.update_xaxes(range=list(window))
     # The legend goes below the axis title, in a margin of its own, so that neither covers the other.
-    return layout(fig, title, t(lang, "axis_time_s"), "", height=230 + 40 * len(lanes)).update_layout(
+    return layout(fig, lang, title, t(lang, "axis_time_s"), "", height=230 + 40 * len(lanes)).update_layout(
         legend=dict(orientation="h", yanchor="top", y=-0.25 - 0.3 / len(lanes)), margin=dict(b=110))
 
 
@@ -176,8 +177,9 @@ def ttft_split_bars(runs: list[tuple[str, dict]], title: str, lang: str) -> go.F
     for part, color in zip(SPLIT_PARTS, SPLIT_COLORS):
         values = [split[part] for _, split in runs]
         fig.add_trace(go.Bar(y=names, x=values, orientation="h", name=t(lang, f"split_{part.removesuffix('_s')}"),
-                             marker_color=color, text=[f"{v:.2f} {sec}" if v >= 0.05 else "" for v in values],
+                             marker_color=color,
+                             text=[f"{num(lang, v, '.2f')} {sec}" if v >= 0.05 else "" for v in values],
                              textposition="inside"))
     fig.update_layout(barmode="stack")
-    return layout(fig, title, t(lang, "axis_ttft_s"), "", height=150 + 50 * len(runs)).update_layout(
+    return layout(fig, lang, title, t(lang, "axis_ttft_s"), "", height=150 + 50 * len(runs)).update_layout(
         legend=dict(orientation="h", y=-0.4))

@@ -1,6 +1,8 @@
 """Every text the learner sees lives in lab/texts/<language>.yaml: one file per language."""
 from __future__ import annotations
 
+import numbers
+import string
 from functools import cache
 from pathlib import Path
 
@@ -8,6 +10,8 @@ import yaml
 
 LANGUAGES = {"en": "English", "ru": "Русский"}
 TEXTS = Path(__file__).with_name("texts")
+# The decimal mark, then the thousands separator: Russian writes 1 234,5 where English writes 1,234.5.
+SEPARATORS = {"en": ".,", "ru": ",\u00a0"}
 
 
 @cache
@@ -17,6 +21,34 @@ def texts(lang: str) -> dict[str, str]:
     return yaml.safe_load((TEXTS / f"{lang}.yaml").read_text(encoding="utf-8"))
 
 
+def num(lang: str, value: float, spec: str = "") -> str:
+    """A number as the learner's language writes it: format(value, spec), then its separators."""
+    text = format(value, spec)
+    decimal, thousands = SEPARATORS[lang]
+    return text.translate(str.maketrans({".": decimal, ",": thousands})) if decimal != "." else text
+
+
+def human_bytes(lang: str, n: float) -> str:
+    """`n` bytes in decimal units, named and written in the learner's language (texts: byte_units)."""
+    names = t(lang, "byte_units").split()
+    power = 0
+    while n >= 1000 and power < len(names) - 1:
+        n, power = n / 1000, power + 1
+    return f"{num(lang, n, ',.1f' if power else ',.0f')} {names[power]}"
+
+
+class _Numbers(string.Formatter):
+    """str.format that writes the numbers it is given in one language's way."""
+
+    def __init__(self, lang: str):
+        self.lang = lang
+
+    def format_field(self, value, spec: str) -> str:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):   # numpy's too
+            return num(self.lang, value, spec)
+        return super().format_field(value, spec)
+
+
 def t(lang: str, key: str, **values) -> str:
     text = texts(lang)[key]
-    return text.format(**values) if values else text
+    return _Numbers(lang).format(text, **values) if values else text

@@ -50,13 +50,3 @@ def kv_bytes(model: ModelShape, dtype_bytes: int, tokens: int) -> int:
 
 def transfer_seconds(nbytes: int, gb_per_s: float) -> float:
     return nbytes / (gb_per_s * 1e9)
-
-
-def human_bytes(n: float, units: str = "B KB MB GB TB") -> str:
-    """`n` bytes in decimal units; `units` names them in the learner's language (texts: byte_units)."""
-    names = units.split()
-    for unit in names:
-        if n < 1000 or unit == names[-1]:
-            return f"{n:,.0f} {unit}" if unit == names[0] else f"{n:,.1f} {unit}"
-        n /= 1000
-    return f"{n} {names[0]}"

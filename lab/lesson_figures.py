@@ -10,13 +10,13 @@ from .i18n import t
 def prefill_speed(result: dict, title: str, lang: str) -> go.Figure:
     rows = result["prefill"]
     fig = go.Figure(go.Scatter(x=[r["tokens"] for r in rows], y=[r["tok_s"] for r in rows], mode="lines+markers"))
-    return layout(fig, title, t(lang, "axis_prompt_tokens"), t(lang, "axis_prefill_tokens_s"))
+    return layout(fig, lang, title, t(lang, "axis_prompt_tokens"), t(lang, "axis_prefill_tokens_s"))
 
 
 def decode_steps(result: dict, title: str, lang: str) -> go.Figure:
     rows = result["decode"]
     fig = go.Figure(go.Scatter(x=[r["batch"] for r in rows], y=[r["step_ms"] for r in rows], mode="lines+markers"))
-    return layout(fig, title, t(lang, "axis_batch"), t(lang, "axis_decode_step_ms"))
+    return layout(fig, lang, title, t(lang, "axis_batch"), t(lang, "axis_decode_step_ms"))
 
 
 def roofline(result: dict, title: str, lang: str) -> go.Figure:
@@ -32,7 +32,7 @@ def roofline(result: dict, title: str, lang: str) -> go.Figure:
                              textposition="bottom center", marker=dict(size=10)))
     fig.update_xaxes(type="log", dtick=1)   # powers of ten only: minor labels would overlap
     fig.update_yaxes(type="log", dtick=1)
-    return layout(fig, title, t(lang, "axis_intensity"), "GFLOP/s")
+    return layout(fig, lang, title, t(lang, "axis_intensity"), "GFLOP/s")
 
 
 def metric_marks(result: dict, title: str, lang: str) -> go.Figure:
@@ -46,7 +46,7 @@ def metric_marks(result: dict, title: str, lang: str) -> go.Figure:
     fig.add_hrect(y0=10, y1=100, fillcolor="rgba(44,160,44,0.15)", line_width=0,
                   annotation_text=t(lang, "mark_itl_range"), annotation_position="top left")
     fig.update_yaxes(type="log")
-    return layout(fig, title, "", t(lang, "axis_ms"))
+    return layout(fig, lang, title, "", t(lang, "axis_ms"))
 
 
 def request_timeline(result: dict, title: str, lang: str) -> go.Figure:
@@ -61,7 +61,7 @@ def request_timeline(result: dict, title: str, lang: str) -> go.Figure:
     fig.add_trace(go.Scatter(x=times, y=[t(lang, "phase_decode")] * len(times), mode="markers",
                              name=t(lang, "legend_tokens"),
                              marker=dict(symbol="line-ns-open", size=14)))
-    return layout(fig, title, t(lang, "axis_ms_since_sent"), "", height=260)
+    return layout(fig, lang, title, t(lang, "axis_ms_since_sent"), "", height=260)
 
 
 def link_times(nbytes: int, links: dict[str, float], measured: list[dict], title: str, lang: str) -> go.Figure:
@@ -69,11 +69,11 @@ def link_times(nbytes: int, links: dict[str, float], measured: list[dict], title
     seconds = [nbytes / (bw * 1e9) for bw in links.values()] + [nbytes / (m["gbps"] * 1e9) for m in measured]
     fig = go.Figure(go.Bar(x=[1000 * s for s in seconds], y=names, orientation="h"))
     fig.update_xaxes(type="log")
-    return layout(fig, title, t(lang, "axis_ms_to_move"), "", height=380)
+    return layout(fig, lang, title, t(lang, "axis_ms_to_move"), "", height=380)
 
 
 def prefix_ttft(rows: list[dict], title: str, lang: str) -> go.Figure:
     fig = go.Figure(go.Bar(x=[t(lang, f"request_{r['request']}") for r in rows], y=[r["ttft_ms"] for r in rows],
                            text=[t(lang, "bar_cached", cached=r["cached_tokens"], prompt=r["prompt_tokens"])
                                  for r in rows]))
-    return layout(fig, title, "", t(lang, "legend_ttft_ms"))
+    return layout(fig, lang, title, "", t(lang, "legend_ttft_ms"))

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .i18n import LANGUAGES, t
+from .i18n import LANGUAGES, num, t
 from .kv_calculator import MODELS
 from .quiz import Question
 
@@ -119,8 +119,8 @@ def _chunk(f: Figures) -> Question:
 def _own_machine(f: Figures) -> Question:
     right = f.colocated_ttft_s + f.transfer_s   # all the cores for the prefill, then the hand-off
     return _numeric("own-prefill-machine", "fix", "fix" in f.mine, "s",
-                    {"colocated": f"{f.colocated_ttft_s:.1f}", "disaggregated": f"{f.disaggregated_ttft_s:.1f}",
-                     "transfer": f"{f.transfer_s:.2f}"},
+                    {"colocated": f.colocated_ttft_s, "disaggregated": f.disaggregated_ttft_s,
+                     "transfer": f.transfer_s},
                     right, {"no-change": f.disaggregated_ttft_s, "halved": f.disaggregated_ttft_s / 2,
                             "no-transfer": f.colocated_ttft_s, "added": f.colocated_ttft_s + f.disaggregated_ttft_s})
 
@@ -145,6 +145,5 @@ def _numeric(qid: str, page: str, mine: bool, unit: str, values: dict, right: fl
 
 
 def _amount(lang: str, value: float, unit: str) -> str:
-    """Three significant digits at most, thousands spaced: 26.0 s, 1 290 tokens/s, 0.0739 s."""
-    number = f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
-    return f"{number.replace(',', ' ')} {t(lang, f'unit_{unit}')}"
+    """Three significant digits at most, thousands grouped as the language does: 1,290 tokens/s, 1 290 токенов/с."""
+    return f"{num(lang, value, ',.0f' if value >= 100 else '.3g')} {t(lang, f'unit_{unit}')}"

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 from engine.cluster.topology import Mode
 
-from .i18n import LANGUAGES, t
+from .i18n import LANGUAGES, num, t
 from .planner.hardware import GPUS, LINKS, MODELS
 from .planner.scenario import SLO, Hardware, Workload
 from .planner.search import TIE, plan
@@ -68,6 +68,6 @@ def planner_question(s: Scenario, best: dict[Mode, tuple[str, float]]) -> Questi
     options = [{"id": str(m), **{lang: t(lang, f"mode_{m}") for lang in LANGUAGES}} for m in MODES]
     explanation = {lang: t(lang, f"qp_why_{right}") + " " + t(lang, "qp_numbers", **{
         f"{m}_label": best[m][0] if m in best else "-" for m in MODES}, **{
-        f"{m}_rps": f"{best[m][1]:.2f}" if m in best else "-" for m in MODES}) for lang in LANGUAGES}
+        f"{m}_rps": num(lang, best[m][1], ".2f") if m in best else "-" for m in MODES}) for lang in LANGUAGES}
     text = {lang: t(lang, "qp_question", **values) for lang in LANGUAGES}
     return Question(s.id, "planner", "single", text, options, frozenset({str(right)}), explanation)

@@ -19,7 +19,7 @@ from engine.core.engine_loop import EngineLoop
 from engine.core.llm_engine import LLMEngine
 
 from .figures import engine_timeline, itl_timeline, ttft_split_bars
-from .i18n import LANGUAGES, t
+from .i18n import LANGUAGES, SEPARATORS, num, t
 from .lesson_reasoning import Said, Tone, machine_note
 from .live_lab import LiveLab
 
@@ -163,23 +163,24 @@ def runs_table(lang: str, runs: list[tuple[str, dict]], predicted: dict | None =
     """The runs' key figures side by side (a static table: values wrap, never cut), with a prediction
     column when one was made."""
     ms, sec = t(lang, "unit_ms"), t(lang, "unit_s")
-    rows = {"row_itl_before": lambda s: _value(s["itl_before_ms"]["p50"], "{:.0f} " + ms),
-            "row_itl_during": lambda s: _value(s["itl_during_ms"]["p50"], "{:.0f} " + ms),
-            "row_longest_stall": lambda s: _value(s["longest_stall_ms"] / 1000, "{:.2f} " + sec),
-            "row_long_ttft": lambda s: _value(s["long_ttft_s"][0] if s["long_ttft_s"] else None, "{:.2f} " + sec),
-            "row_throughput_before": lambda s: _value(s["output_tok_per_s_before"], "{:.1f}"),
-            "row_throughput": lambda s: _value(s["output_tok_per_s"], "{:.1f}")}
+    rows = {"row_itl_before": lambda s: _value(lang, s["itl_before_ms"]["p50"], ".0f", ms),
+            "row_itl_during": lambda s: _value(lang, s["itl_during_ms"]["p50"], ".0f", ms),
+            "row_longest_stall": lambda s: _value(lang, s["longest_stall_ms"] / 1000, ".2f", sec),
+            "row_long_ttft": lambda s: _value(lang, s["long_ttft_s"][0] if s["long_ttft_s"] else None, ".2f", sec),
+            "row_throughput_before": lambda s: _value(lang, s["output_tok_per_s_before"], ".1f"),
+            "row_throughput": lambda s: _value(lang, s["output_tok_per_s"], ".1f")}
     frame = pd.DataFrame({t(lang, "col_metric"): [t(lang, key) for key in rows]} |
                          {name: [show(run["summary"]) for show in rows.values()] for name, run in runs})
     if predicted is not None:
         guess = {"row_longest_stall": predicted.get("stall_s"), "row_long_ttft": predicted.get("ttft_s")}
-        frame[t(lang, "prediction")] = [f"≈ {guess[k]:.2f} {sec}" if guess.get(k) is not None else "" for k in rows]
+        frame[t(lang, "prediction")] = [f"≈ {_value(lang, guess[k], '.2f', sec)}" if guess.get(k) is not None else ""
+                                    for k in rows]
     st.table(frame.set_index(t(lang, "col_metric")))
 
 
-def _value(x: float | None, form: str) -> str:
-    """A measured value, or a dash where nothing was measured (never "nan")."""
-    return "-" if x is None or x != x else form.format(x)
+def _value(lang: str, x: float | None, spec: str, unit: str = "") -> str:
+    """A measured value with its unit, or a dash where nothing was measured (never "nan")."""
+    return "-" if x is None or x != x else f"{num(lang, x, spec)} {unit}".rstrip()
 
 
 def show_ttft_split(lang: str, runs: list[tuple[str, dict]], key: str) -> None:
@@ -190,8 +191,11 @@ def show_ttft_split(lang: str, runs: list[tuple[str, dict]], key: str) -> None:
 
 def show_table(lang: str, rows: list[dict]) -> None:
     """Records as a table, the column names in the learner's language (texts: col_<name>)."""
-    frame = pd.DataFrame(rows).round(2)   # measured times and rates: more digits would be noise
-    st.dataframe(frame.rename(columns=lambda name: t(lang, f"col_{name}")), hide_index=True)
+    frame = pd.DataFrame(rows).rename(columns=lambda name: t(lang, f"col_{name}"))
+    decimal, thousands = SEPARATORS[lang]
+    # Two decimals (more would be noise), written the language's way; the values stay numbers, so a
+    # column still sorts by value.
+    st.dataframe(frame.style.format(precision=2, decimal=decimal, thousands=thousands, na_rep="-"), hide_index=True)
 
 
 def workload_controls(lang: str) -> tuple[int, int]:

@@ -194,8 +194,9 @@ def more_charts():
     gpus = gpu_stats()
     if gpus:
         for g in gpus:
-            st.progress(min(100, g["util_pct"]) / 100, text=f"GPU {g['gpu']} {g['name']}: {g['util_pct']}%, "
-                        f"{g['memory_used_gib']:.1f}/{g['memory_total_gib']:.1f} GiB")
+            st.progress(min(100, g["util_pct"]) / 100, text=t(
+                lang, "gpu_load", gpu=g["gpu"], name=g["name"], util=g["util_pct"], used=g["memory_used_gib"],
+                total=g["memory_total_gib"]))
     else:
         for i, pct in enumerate(cpu_stats()):
             st.progress(min(100.0, pct) / 100, text=f"{t(lang, 'cpu_core', i=i)}: {pct:.0f}%")

@@ -1,8 +1,7 @@
 import streamlit as st
 
 from lab.figures import engine_timeline
-from lab.i18n import t
-from lab.kv_calculator import human_bytes
+from lab.i18n import human_bytes, num, t
 from lab.lesson_experiments import chat_timeline
 from lab.lesson_figures import request_timeline
 from lab.ui import page_frame, run_button, shared_engine_loop
@@ -15,8 +14,8 @@ if r:
     st.plotly_chart(request_timeline(r, t(lang, "l3_fig"), lang), key="timeline")
     st.plotly_chart(engine_timeline(r["timeline"], t(lang, "fig_timeline"), lang), key="engine_timeline")
     st.text(r["text"])   # plain text: a model's Markdown (links, images) is not rendered
-    st.info(t(lang, "l3_kv", tokens=r["prompt_tokens"] + r["output_tokens"], per_token=f"{r['kv_bytes_per_token']:,}",
-              total=human_bytes(r["kv_bytes"], t(lang, "byte_units"))))
+    st.info(t(lang, "l3_kv", tokens=r["prompt_tokens"] + r["output_tokens"],
+              per_token=num(lang, r["kv_bytes_per_token"], ","), total=human_bytes(lang, r["kv_bytes"])))
     c1, c2, c3 = st.columns(3)
     ms = t(lang, "unit_ms")
     c1.metric("TTFT", f"{1000 * (r['first_token'] - r['sent']):.0f} {ms}")

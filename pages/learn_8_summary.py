@@ -1,7 +1,7 @@
 import pandas as pd
 import streamlit as st
 
-from lab.i18n import t
+from lab.i18n import num, t
 from lab.ui import lesson_results, page_frame
 
 FIELD = ("field_vllm", "field_distserve", "field_splitwise", "field_mooncake", "field_sarathi", "field_tetri",
@@ -14,10 +14,9 @@ st.markdown(t(lang, "l8_text"))
 
 st.subheader(t(lang, "l8_yours"))
 rows = []
-if "problem" in r:
-    rows.append((t(lang, "row_stall"), f"{r['problem']['summary']['longest_stall_ms'] / 1000:.2f} {sec}"))
-if "fix_disaggregated" in r:
-    rows.append((t(lang, "row_stall_fix"), f"{r['fix_disaggregated']['summary']['longest_stall_ms'] / 1000:.2f} {sec}"))
+for run, row in (("problem", "row_stall"), ("fix_disaggregated", "row_stall_fix")):
+    if run in r:
+        rows.append((t(lang, row), f"{num(lang, r[run]['summary']['longest_stall_ms'] / 1000, '.2f')} {sec}"))
 if "metrics" in r:
     rows.append((t(lang, "row_ttft"), f"{1000 * r['metrics']['ttft_p50_s']:.0f} {ms}"))
     rows.append((t(lang, "row_itl"), f"{r['metrics']['itl_p50_ms']:.0f} {ms}"))
@@ -25,7 +24,8 @@ if "stages" in r:
     rows.append((t(lang, "row_prefill"), f"{r['stages']['prefill'][-1]['tok_s']:.0f}"))
 if r.get("transports"):
     best = max(r["transports"], key=lambda m: m["gbps"])
-    rows.append((t(lang, "row_transfer"), f"{best['transport']}: {best['gbps']:.2f} {t(lang, 'unit_gbps')}"))
+    gbps = f"{num(lang, best['gbps'], '.2f')} {t(lang, 'unit_gbps')}"
+    rows.append((t(lang, "row_transfer"), f"{best['transport']}: {gbps}"))
 if "lifetime" in r:
     cold, warm = r["lifetime"][0]["ttft_ms"], r["lifetime"][1]["ttft_ms"]
     rows.append((t(lang, "row_prefix"), f"{cold - warm:.0f} {ms} ({cold:.0f} -> {warm:.0f})"))

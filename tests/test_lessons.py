@@ -1,11 +1,14 @@
 """The guided pages and the quiz: every page renders in both languages, every experiment button
 runs on the real bundled model, and the quiz grades and explains."""
+import json
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine.cluster.transports import working_transports
+from lab.i18n import t
 from tests.labels import foreign_words, visible_texts
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -159,3 +162,17 @@ def test_page6_says_what_the_fastest_measured_transport_did(measured, says, not_
     at.run()
     text = " ".join(box.value for box in at.info)
     assert not at.exception and all(s in text for s in says) and not any(s in text for s in not_says), text
+
+
+def test_russian_pages_write_numbers_with_a_decimal_comma():
+    at = page("learn_6_travel", "ru")
+    at.session_state["lesson_results"] = {"transports": [_moved("shm", 7.0, 0.004, True),
+                                                         _moved("disk", 0.0, 1119.0, False)]}
+    at.run()
+    text = " ".join(box.value for box in at.info)
+    assert not at.exception and "(9,87 ГБ/с)" in text and "9.87" not in text, text
+    table = at.dataframe[0]   # numbers underneath (a column sorts by value), shown with commas
+    shown = pa.ipc.open_stream(table.proto.arrow_data.styler.display_values).read_all().to_pandas()
+    assert shown[t("ru", "col_gbps")].tolist() == ["9,87", "0,06"] and table.value[t("ru", "col_gbps")].dtype == float
+    charts = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+    assert charts and all(c["layout"]["separators"] == ",\u00a0" for c in charts)   # axes and hover boxes too

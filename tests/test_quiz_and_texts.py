@@ -4,7 +4,7 @@ import re
 import pytest
 import yaml
 
-from lab.i18n import LANGUAGES, texts
+from lab.i18n import LANGUAGES, human_bytes, num, t, texts
 from lab.quiz import QUESTIONS, QuizError, load_questions, score
 
 
@@ -54,3 +54,9 @@ def test_every_text_exists_in_both_languages_with_the_same_placeholders():
         assert english[key].strip() and russian[key].strip(), key
         assert set(re.findall(r"{(\w+)}", english[key])) == set(re.findall(r"{(\w+)}", russian[key])), key
     assert set(LANGUAGES) == {"en", "ru"}
+
+
+def test_numbers_are_written_the_way_each_language_writes_them():
+    assert num("ru", 1234.5, ",.1f") == "1\u00a0234,5" and num("en", 1234.5, ",.1f") == "1,234.5"
+    assert human_bytes("ru", 123_456_789) == "123,5 МБ" and human_bytes("en", 999) == "999 B"
+    assert t("ru", "gpu_load", gpu=0, name="H200", util=7, used=1.26, total=139.8) == "GPU 0 H200: 7%, 1,3/139,8 ГиБ"

@@ -7,20 +7,21 @@ import math
 import plotly.graph_objects as go
 
 from ..figures import layout
-from ..i18n import t
+from ..i18n import num, t
 from .search import PlacementResult, SweepPoint
 
 
 def goodput_bars(results: list[PlacementResult], title: str, lang: str) -> go.Figure:
     fig = go.Figure(go.Bar(x=[r.placement.label for r in results], y=[r.per_gpu for r in results]))
-    return layout(fig, title, t(lang, "axis_placement"), t(lang, "axis_rps_per_gpu"), 320)
+    return layout(fig, lang, title, t(lang, "axis_placement"), t(lang, "axis_rps_per_gpu"), 320)
 
 
 def attainment_lines(rates: list[float], curves: dict[str, list[float]], target: float, title: str,
                      lang: str) -> go.Figure:
     fig = go.Figure([go.Scatter(x=rates, y=curve, name=label) for label, curve in curves.items()])
-    fig.add_hline(y=target, line_dash="dash", annotation_text=t(lang, "mark_slo_target", target=f"{target:.0%}"))
-    return layout(fig, title, t(lang, "axis_rps"), t(lang, "axis_slo_attainment"))
+    fig.add_hline(y=target, line_dash="dash",
+                  annotation_text=t(lang, "mark_slo_target", target=num(lang, target, ".0%")))
+    return layout(fig, lang, title, t(lang, "axis_rps"), t(lang, "axis_slo_attainment"))
 
 
 def crossover_lines(points: list[SweepPoint], crossings: list[tuple[SweepPoint, SweepPoint]],
@@ -38,7 +39,7 @@ def crossover_lines(points: list[SweepPoint], crossings: list[tuple[SweepPoint, 
         fig.add_vrect(x0=math.log10(a.prompt_tokens), x1=math.log10(b.prompt_tokens), fillcolor="orange",
                       opacity=0.2, line_width=0, annotation_text=t(lang, "mark_crossover"))
     fig.update_xaxes(type="log")
-    return layout(fig, title, t(lang, "axis_prompt_tokens"), t(lang, "axis_goodput_per_gpu"))
+    return layout(fig, lang, title, t(lang, "axis_prompt_tokens"), t(lang, "axis_goodput_per_gpu"))
 
 
 def calibration_scatter(rows: list[dict], target_pct: float, title: str, lang: str) -> go.Figure:
@@ -57,10 +58,10 @@ def calibration_scatter(rows: list[dict], target_pct: float, title: str, lang: s
         mine = [r for r in rows if r["step"] == kind]
         fig.add_trace(go.Scatter(x=[r["measured_ms"] for r in mine], y=[r["predicted_ms"] for r in mine],
                                  mode="markers", name=kind, marker=dict(size=11),
-                                 text=[f"{r['size']}: {r['error_pct']:+.0f}%" for r in mine]))
+                                 text=[f"{r['size']}: {num(lang, r['error_pct'], '+.0f')}%" for r in mine]))
     fig.update_xaxes(type="log")
     fig.update_yaxes(type="log")
-    return layout(fig, title, t(lang, "axis_measured_step_ms"), t(lang, "axis_predicted_step_ms"), 380)
+    return layout(fig, lang, title, t(lang, "axis_measured_step_ms"), t(lang, "axis_predicted_step_ms"), 380)
 
 
 def efficiency_lines(calibration: dict, title: str, lang: str) -> go.Figure:
@@ -69,7 +70,7 @@ def efficiency_lines(calibration: dict, title: str, lang: str) -> go.Figure:
                    name=t(lang, f"legend_{key}"), mode="lines+markers")
         for key in ("gemm_efficiency", "attention_efficiency")])
     fig.update_xaxes(type="log")
-    return layout(fig, title, t(lang, "axis_tokens_in_step"), t(lang, "axis_share_of_peak"), 320)
+    return layout(fig, lang, title, t(lang, "axis_tokens_in_step"), t(lang, "axis_share_of_peak"), 320)
 
 
 def pareto_lines(fronts: dict, title: str, lang: str) -> go.Figure:
@@ -77,4 +78,4 @@ def pareto_lines(fronts: dict, title: str, lang: str) -> go.Figure:
     fig = go.Figure([go.Scatter(x=[p.tokens_per_user for p in front], y=[p.tokens_per_gpu for p in front],
                                 text=[p.placement for p in front], name=t(lang, f"mode_{mode}"),
                                 mode="lines+markers") for mode, front in fronts.items()])
-    return layout(fig, title, t(lang, "axis_tokens_per_user"), t(lang, "axis_tokens_per_gpu"))
+    return layout(fig, lang, title, t(lang, "axis_tokens_per_user"), t(lang, "axis_tokens_per_gpu"))
