@@ -35,6 +35,17 @@ def small_llama(tmp_path_factory):
     return str(folder)
 
 
+@pytest.fixture(scope="module")
+def eager(small_llama):
+    return run(small_llama, compile_decode=False)
+
+
+@pytest.fixture(scope="module")
+def compiled(small_llama):
+    """One compiled engine for the module: each compile takes seconds on 2 cores."""
+    return run(small_llama, compile_decode=True)
+
+
 def run(folder: str, compile_decode: bool) -> tuple[LLMEngine, dict[str, list[int]]]:
     engine = LLMEngine(EngineConfig(model=folder, device="cpu", dtype="float32", kv_cache_tokens=2048,
                                     compile_decode=compile_decode))
@@ -66,9 +77,8 @@ def test_a_model_loaded_without_its_plain_weights_decodes_eagerly_and_says_so(sm
     assert torch.equal(kept.model.lm_head.weight, kept.model.model.embed_tokens.weight)   # tied, as loaded
 
 
-def test_compiled_decode_gives_the_eager_tokens_and_kv(small_llama):
-    eager, eager_tokens = run(small_llama, compile_decode=False)
-    compiled, compiled_tokens = run(small_llama, compile_decode=True)
+def test_compiled_decode_gives_the_eager_tokens_and_kv(eager, compiled):
+    (eager, eager_tokens), (compiled, compiled_tokens) = eager, compiled
     assert compiled.runner.compiled is not None and eager.runner.compiled is None
     # Every decode step of both batches went through the graph (the first token comes from the prefill).
     assert compiled.runner.compiled.steps == (24 - 1) + (12 - 1)
@@ -78,9 +88,9 @@ def test_compiled_decode_gives_the_eager_tokens_and_kv(small_llama):
     torch.testing.assert_close(compiled.cache.value, eager.cache.value, rtol=1e-4, atol=1e-5)
 
 
-def test_a_step_the_graph_was_not_compiled_for_is_left_to_the_eager_path(small_llama):
-    engine = LLMEngine(EngineConfig(model=small_llama, device="cpu", dtype="float32", kv_cache_tokens=2048,
-                                    compile_decode=True))
+def test_a_step_the_graph_was_not_compiled_for_is_left_to_the_eager_path(compiled):
+    engine, _ = compiled
+    steps = engine.runner.compiled.steps
     with torch.inference_mode():   # the runner makes its inputs in inference mode; the graph's guards check it
         slots = torch.zeros(3, 4, dtype=torch.long)
         valid = torch.ones(3, 4, dtype=torch.bool)
@@ -89,13 +99,13 @@ def test_a_step_the_graph_was_not_compiled_for_is_left_to_the_eager_path(small_l
         assert engine.runner.compiled(ids, positions, slots, valid) is not None
         # int32 token ids: the graph's guards do not hold, and no second compile is made mid-serving.
         assert engine.runner.compiled(ids.int(), positions, slots, valid) is None
-    assert engine.runner.compiled.steps == 1
+    assert engine.runner.compiled.steps == steps + 1
 
 
-def test_a_compiled_decode_worker_streams_the_eager_tokens_from_its_shared_pool(small_llama):
+def test_a_compiled_decode_worker_streams_the_eager_tokens_from_its_shared_pool(small_llama, eager):
     """Over shm the decode worker's pool moves into shared memory after the engine (and its graph) is
     built: the graph must read the pool the transport pushes into."""
-    _, eager_tokens = run(small_llama, compile_decode=False)
+    _, eager_tokens = eager
     config = EngineConfig(model=small_llama, device="cpu", dtype="float32", kv_cache_tokens=2048, compile_decode=True)
     with Cluster(Topology("disaggregated"), config, transport=TransportSettings("shm")) as cluster:
         details = {w.role: w.detail for w in cluster.status()}
