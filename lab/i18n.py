@@ -23,9 +23,8 @@ def texts(lang: str) -> dict[str, str]:
 
 def num(lang: str, value: float, spec: str = "") -> str:
     """A number as the learner's language writes it: format(value, spec), then its separators."""
-    text = format(value, spec)
     decimal, thousands = SEPARATORS[lang]
-    return text.translate(str.maketrans({".": decimal, ",": thousands})) if decimal != "." else text
+    return format(value, spec).translate(str.maketrans({".": decimal, ",": thousands}))
 
 
 def human_bytes(lang: str, n: float) -> str:
