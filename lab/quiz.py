@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from .i18n import LANGUAGES
+from .i18n import LANGUAGES, num
 
 QUESTIONS = Path(__file__).resolve().parents[1] / "quiz" / "questions.yaml"
 PAGES = ("stages", "metrics", "chat", "problem", "fix", "travel", "lifetime", "summary", "planner")
@@ -32,7 +32,7 @@ class Question:
     def prompt(self, lang: str, results: dict) -> str:
         value = results.get(self.measured) if self.measured else None
         if value is not None and self.text_measured:
-            return self.text_measured[lang].format(value=value)
+            return self.text_measured[lang].format(value=num(lang, value))
         return self.text[lang]
 
     def grade(self, chosen: set[str]) -> bool:

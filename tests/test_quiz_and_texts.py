@@ -27,7 +27,7 @@ def test_grading_needs_exactly_the_correct_set():
 
 def test_measured_questions_quote_the_learners_number():
     q = next(q for q in load_questions() if q.measured)
-    assert "4.2" in q.prompt("en", {q.measured: 4.2}) and "4.2" in q.prompt("ru", {q.measured: 4.2})
+    assert "4.2 s" in q.prompt("en", {q.measured: 4.2}) and "4,2 с" in q.prompt("ru", {q.measured: 4.2})
     assert q.prompt("en", {}) == q.text["en"]
 
 
