@@ -36,6 +36,22 @@ def human_bytes(lang: str, n: float) -> str:
     return f"{num(lang, n, ',.1f' if power else ',.0f')} {names[power]}"
 
 
+class Fixed(float):
+    """A measured value rounded for a sentence: it formats with its own decimals (unless a format says
+    otherwise), and t() writes it the learner's way, 2.16 or 2,16."""
+
+    def __new__(cls, value: float, digits: int):
+        fixed = super().__new__(cls, value)
+        fixed.digits = digits
+        return fixed
+
+    def __format__(self, spec: str) -> str:
+        return float.__format__(self, spec or f".{self.digits}f")
+
+    def __str__(self) -> str:
+        return format(self)
+
+
 class _Numbers(string.Formatter):
     """str.format that writes the numbers it is given in one language's way."""
 

@@ -14,6 +14,8 @@ from enum import StrEnum
 
 from engine.cluster.topology import Mode
 
+from .i18n import Fixed
+
 CLEAR_STALL = 5.0        # a stall this many times the usual ITL is unmistakable
 PREDICTION_TOLERANCE = 0.3
 SAME = 0.15              # closer than this, two measurements are the same for a lesson
@@ -33,8 +35,8 @@ class Said:
     tone: Tone = Tone.FINDING
 
 
-def _r(x: float, digits: int = 1) -> str:
-    return f"{x:.{digits}f}"
+def _r(x: float, digits: int = 1) -> Fixed:
+    return Fixed(x, digits)
 
 
 # ---- page 1: two stages ----------------------------------------------------------------------------

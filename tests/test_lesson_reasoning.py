@@ -34,6 +34,11 @@ def keys(said):
     return [s.key for s in said]
 
 
+def shown(said) -> dict[str, str]:
+    """A sentence's values as an English text shows them."""
+    return {k: str(v) for k, v in said.values.items()}
+
+
 @pytest.mark.parametrize("decode_ms,expected", [((50, 52, 55, 60, 70), "l1_take_flat"),
                                                 ((50, 60, 70, 90, 120), "l1_take_fixed_cost"),
                                                 ((50, 100, 200, 400, 750), "l1_take_linear")])
@@ -41,7 +46,7 @@ def test_page1_explains_the_decode_curve_it_sits_under(decode_ms, expected):
     said = stages_takeaway(stages(decode_ms=decode_ms))
     assert keys(said) == [expected, "l1_take_prefill"]
     ratio = decode_ms[-1] / decode_ms[0]
-    assert said[0].values["ratio"] == f"{ratio:.1f}" and said[0].values["msn"] == f"{decode_ms[-1]:.0f}"
+    assert shown(said[0])["ratio"] == f"{ratio:.1f}" and shown(said[0])["msn"] == f"{decode_ms[-1]:.0f}"
     assert (said[0].tone == Tone.WARNING) == (expected == "l1_take_linear")
     text = t("en", said[0].key, **said[0].values)
     assert f"{ratio:.1f}x" in text
@@ -53,7 +58,7 @@ def test_page4_predicts_the_stall_from_page1s_prefill_speed_and_compares():
     assert stall_prediction(None, 2000, 8)[1] is None
     close = problem_takeaway(run(prefill_s=5.2), seconds)
     assert keys(close) == ["l4_take_stall", "l4_take_predicted"]
-    assert close[0].values["x"] == f"{5000 / 80:.0f}"
+    assert shown(close[0])["x"] == f"{5000 / 80:.0f}"
     assert keys(problem_takeaway(run(prefill_s=8.0), seconds))[1] == "l4_take_slower_than_predicted"
     assert keys(problem_takeaway(run(prefill_s=3.0), seconds))[1] == "l4_take_faster_than_predicted"
 
@@ -80,8 +85,9 @@ def test_page5_blames_the_decode_workers_share_of_cores_and_the_prefill_cores_wh
     said = fix_takeaway(Mode.DISAGGREGATED, fixed, colocated)
     assert keys(said) == ["l5_take_stall", "l5_take_itl_slower_decode_cores", "l5_take_ttft_prefill_cores",
                           "l5_take_throughput_lower"]
-    assert said[0].values == {"colocated": "5.00", "fixed": "0.20", "x": "25"}
-    assert said[1].values["cores"] == "1" and said[1].values["all_cores"] == 2
+    assert shown(said[0]) == {"colocated": "5.00", "fixed": "0.20", "x": "25"}
+    assert shown(said[1])["cores"] == "1" and said[1].values["all_cores"] == 2
+    assert "5,00 с" in t("ru", said[0].key, **said[0].values)   # the same value, written the Russian way
     for item in said:   # every sentence renders in both languages with its measured values
         assert t("en", item.key, **item.values) and t("ru", item.key, **item.values)
 
@@ -109,13 +115,13 @@ def test_page5_says_when_itl_before_fell():
 def test_a_busy_machine_is_named_next_to_the_result():
     assert machine_note(run()) is None
     note = machine_note(run(busy=True))
-    assert note.tone == Tone.WARNING and note.values == {"other": "0.60", "cores": 2}
+    assert note.tone == Tone.WARNING and shown(note) == {"other": "0.60", "cores": "2"}
 
 
 def test_run_to_run_spread_is_shown_once_an_experiment_ran_twice():
     assert spread_note([run()]) is None
     note = spread_note([run(itl_before=80.0), run(itl_before=120.0)])
-    assert note.tone == Tone.WARNING and note.values == {"runs": 2, "low": "80", "high": "120", "pct": "50"}
+    assert note.tone == Tone.WARNING and shown(note) == {"runs": "2", "low": "80", "high": "120", "pct": "50"}
     assert spread_note([run(itl_before=80.0), run(itl_before=84.0)]).tone == Tone.NOTE
 
 
