@@ -14,9 +14,10 @@ INJECTION_COLOR = "rgba(214, 39, 40, 0.15)"
 
 def layout(fig: go.Figure, lang: str, title: str, x: str, y: str, height: int = 340) -> go.Figure:
     """One look for every chart of the lab: title, axis names, height, margins, and the numbers on the
-    axes and in the hover boxes written the language's way."""
+    axes and in the hover boxes written the language's way (10 000 in Russian, not plotly's 10k)."""
     return fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, height=height,
-                             margin=dict(l=50, r=20, t=50, b=40), separators=SEPARATORS[lang])
+                             margin=dict(l=50, r=20, t=50, b=40), separators=SEPARATORS[lang],
+                             xaxis_exponentformat="none", yaxis_exponentformat="none")
 
 
 def _layout(fig: go.Figure, lang: str, title: str, x: str, y: str) -> go.Figure:

@@ -176,3 +176,4 @@ def test_russian_pages_write_numbers_with_a_decimal_comma():
     assert shown[t("ru", "col_gbps")].tolist() == ["9,87", "0,06"] and table.value[t("ru", "col_gbps")].dtype == float
     charts = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
     assert charts and all(c["layout"]["separators"] == ",\u00a0" for c in charts)   # axes and hover boxes too
+    assert all(c["layout"]["yaxis"]["exponentformat"] == "none" for c in charts)   # 10 000, not 10k
