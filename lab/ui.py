@@ -173,8 +173,8 @@ def runs_table(lang: str, runs: list[tuple[str, dict]], predicted: dict | None =
                          {name: [show(run["summary"]) for show in rows.values()] for name, run in runs})
     if predicted is not None:
         guess = {"row_longest_stall": predicted.get("stall_s"), "row_long_ttft": predicted.get("ttft_s")}
-        frame[t(lang, "prediction")] = [f"≈ {_value(lang, guess[k], '.2f', sec)}" if guess.get(k) is not None else ""
-                                    for k in rows]
+        frame[t(lang, "prediction")] = [f"≈ {_value(lang, guess[k], '.2f', sec)}" if guess.get(k) is not None
+                                        else "" for k in rows]
     st.table(frame.set_index(t(lang, "col_metric")))
 
 
