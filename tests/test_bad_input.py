@@ -4,7 +4,7 @@ import pytest
 from engine.__main__ import main
 from engine.core.config import EngineConfig, RequestError, SamplingParams
 from engine.core.model_loader import ModelLoadError, load_model
-from tests.conftest import run_to_end
+from tests.helpers import run_to_end
 
 
 @pytest.mark.parametrize("prompt,message", [

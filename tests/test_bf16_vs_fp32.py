@@ -15,7 +15,7 @@ from engine.core.config import EngineConfig, SamplingParams
 from engine.core.llm_engine import LLMEngine
 from engine.core.model_loader import load_model
 from engine.core.packed_linear import PackedLinear
-from tests.conftest import DEVICE, greedy_reference
+from tests.helpers import DEVICE, greedy_reference
 from tests.test_greedy_matches_generate import PROMPTS
 
 POSITIONS = 24

@@ -9,7 +9,7 @@ from engine.cluster.cluster import Cluster, ClusterError
 from engine.cluster.topology import Topology
 from engine.cluster.transports import TRANSPORTS, TransportSettings, leaked_shm_segments
 from engine.core.config import EngineConfig, RequestError, SamplingParams
-from tests.conftest import greedy_reference
+from tests.helpers import greedy_reference
 
 QUESTIONS = ["What is the capital of France?", "hi", "Write a poem about the sea.", "Why is the sky blue?"]
 NEW_TOKENS = 16

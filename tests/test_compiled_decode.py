@@ -17,7 +17,7 @@ from engine.core.config import EngineConfig, SamplingParams
 from engine.core.llm_engine import LLMEngine
 from engine.core.model_loader import bundled_model_folder, load_model
 
-from tests.conftest import run_to_end
+from tests.helpers import run_to_end
 
 PROMPTS = ["Hello", "Tell me about the sea and the ships on it, please.", "One two three four five six seven"]
 

@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM, Qwen2Config, Qwen3Config
 from engine.core.config import EngineConfig, SamplingParams
 from engine.core.llm_engine import LLMEngine
 from engine.core.model_loader import load_model
-from tests.conftest import greedy_reference, run_to_end
+from tests.helpers import greedy_reference, run_to_end
 
 SMALL = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,

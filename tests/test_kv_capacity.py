@@ -2,7 +2,7 @@
 import pytest
 
 from engine.core.config import SamplingParams
-from tests.conftest import greedy_reference, run_to_end
+from tests.helpers import greedy_reference, run_to_end
 
 NEW_TOKENS = 24
 

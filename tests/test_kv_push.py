@@ -11,8 +11,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from engine.cluster.messages import Abort, ImportKV, KVReady, Release, Reserve, Reserved, TransferDone
-from engine.cluster.transports import available_transports, nixl, shm
+from engine.cluster.messages import Abort, AddRequest, ImportKV, KVReady, Release, Reserve, Reserved, TransferDone
+from engine.cluster.transports import available_transports, push
 from engine.core.config import EngineConfig, SamplingParams
 from engine.core.llm_engine import LLMEngine
 from tests.worker_pair import PARAMS, PROMPT, failed, prefill_step, prefilled, until, worker_pair
@@ -20,8 +20,7 @@ from tests.worker_pair import PARAMS, PROMPT, failed, prefill_step, prefilled, u
 PUSHING = [pytest.param("shm"),
            pytest.param("nixl", marks=pytest.mark.skipif(available_transports()["nixl"] is not None,
                                                          reason="NIXL cannot load here"))]
-MODULES = {"shm": shm, "nixl": nixl}
-WRITE = {"shm": ("_write", "shared-memory write"), "nixl": ("_post", "NIXL write")}   # method, its error
+WRITE_ERROR = {"shm": "shared-memory write", "nixl": "NIXL write"}
 
 
 @pytest.fixture(params=PUSHING)
@@ -50,13 +49,11 @@ def test_pushed_each_layer_is_written_into_the_reserved_blocks_as_soon_as_it_is_
     reserved = reserve(decode, chat)
     reserved_blocks = list(reserved.target.blocks)
     assert decode.engine.cache.allocator.num_used == len(reserved_blocks) > 0
-    layers = prefill.engine.cache.key.shape[0]
+    layers = prefill.engine.cache.num_layers
     posted = []   # the layers of every write, in the order they were made
-    method, _ = WRITE[prefill.transport.name]
-    write = getattr(prefill.transport, method)
-    monkeypatch.setattr(prefill.transport, method, lambda push, which, *a: (
-        posted.append(list(range(layers)[which]) if isinstance(which, slice) else list(which)),
-        write(push, which, *a)))
+    write = prefill.transport._write
+    monkeypatch.setattr(prefill.transport, "_write", lambda p, which, *a: (posted.append(list(which)),
+                                                                              write(p, which, *a)))
     ready = prefilled(prefill, chat, reserved.target)
     assert posted == [[layer] for layer in range(layers)]   # one write per layer, during the step
     assert ready.hand_off.written_during_prefill
@@ -78,8 +75,9 @@ def test_pushed_each_layer_is_written_into_the_reserved_blocks_as_soon_as_it_is_
 def test_a_prompt_the_prefill_worker_refuses_frees_its_reservation_at_once(pair, chat):
     prefill, decode = pair
     reserved = reserve(decode, chat)
-    prefill_step(prefill, chat, reserved.target, SamplingParams(max_tokens=2000))
-    assert failed(prefill) and not prefill.transport.outgoing
+    prefill.inbox.put(AddRequest("req-1", chat(PROMPT), PARAMS, 0.0))   # the id is taken there
+    prefill_step(prefill, chat, reserved.target)
+    assert "already in use" in failed(prefill)[0] and not prefill.transport.outgoing
     decode.inbox.put(Release("req-1", written=True))
     until(lambda: decode.engine.cache.allocator.num_used == 0, decode, seconds=2)   # told "stop", no timeout
 
@@ -100,7 +98,7 @@ def test_a_bad_target_fails_the_request_clearly_and_both_sides_free_their_blocks
     bad = replace(reserved.target, blocks=(10 ** 6,) * len(reserved.target.blocks))   # outside the decode pool
     prefill_step(prefill, chat, bad)
     errors = failed(prefill)
-    assert errors and "KV transfer failed" in errors[0] and WRITE[prefill.transport.name][1] in errors[0]
+    assert errors and "KV transfer failed" in errors[0] and WRITE_ERROR[prefill.transport.name] in errors[0]
     assert not any(isinstance(m, KVReady) for m in prefill.outbox.messages)
     until(lambda: prefill.engine.cache.allocator.num_used == 0 and not prefill.transport.outgoing, prefill)
     decode.inbox.put(Release("req-1", written=True))
@@ -109,7 +107,7 @@ def test_a_bad_target_fails_the_request_clearly_and_both_sides_free_their_blocks
 
 def test_a_reservation_whose_writer_never_speaks_is_freed_after_the_writer_timeout(pair, chat, monkeypatch):
     _, decode = pair
-    monkeypatch.setattr(MODULES[decode.transport.name], "WRITER_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(push, "WRITER_TIMEOUT_S", 0.3)
     reserve(decode, chat)
     decode.inbox.put(Release("req-1", written=True))   # told to the prefill worker, which then died
     decode.step()
@@ -132,7 +130,7 @@ def test_with_no_room_the_decode_worker_reserves_nothing_and_says_so(chat, trans
         decode.inbox.put(Reserve("req-1", chat(PROMPT), PARAMS, 0.0))
         decode.step()
         answer = next(m for m in decode.outbox.messages if isinstance(m, Reserved))
-        assert answer.target is None and not decode.reserved and decode.engine.cache.allocator.num_used == 0
+        assert answer.target is None and not decode.imports and decode.engine.cache.allocator.num_used == 0
 
 
 def test_a_request_that_ends_with_its_first_token_frees_its_reservation(pair, chat):
@@ -169,7 +167,7 @@ def test_over_shm_each_layer_is_in_the_decode_pool_when_the_next_one_starts(shm_
                         and torch.equal(mine.value[layer], theirs.value[layer]))
     monkeypatch.setattr(prefill.engine, "layer_written", layer_written)
     ready = prefilled(prefill, chat, reserved.target)
-    assert in_place == [True] * prefill.engine.cache.key.shape[0]
+    assert in_place == [True] * prefill.engine.cache.num_layers
     assert decode.transport.address is not None and prefill.transport.address is None   # only its pool is shared
     assert 0 < ready.hand_off.writing_seconds   # the copies' time inside the prefill is reported
 

@@ -7,7 +7,7 @@ import torch
 from engine.core.config import SamplingParams
 from engine.core.kv_cache import KVPayload
 from engine.core.prefix_store import PrefixStore
-from tests.conftest import greedy_reference, run_to_end
+from tests.helpers import greedy_reference, run_to_end
 
 
 def kv(tokens: int) -> KVPayload:

@@ -1,6 +1,6 @@
 """Sampling settings do what they say: seeds repeat, stops stop, min/ignore EOS hold."""
 from engine.core.config import SamplingParams
-from tests.conftest import run_to_end
+from tests.helpers import run_to_end
 
 
 def generate(engine, prompt, **params):

@@ -16,7 +16,7 @@ import pytest
 from engine.cluster import shutdown
 from engine.cluster.shutdown import exit_on_signals
 from benchmarks.reference_tools import free_port
-from tests.conftest import kv_leftovers
+from tests.helpers import kv_leftovers
 
 ROOT = Path(__file__).resolve().parents[1]
 

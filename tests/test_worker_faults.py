@@ -10,9 +10,10 @@ from engine.cluster.messages import Abort, AddRequest, ImportKV, KVHandOff, KVRe
 from engine.cluster.placement import WorkerSpec
 from engine.cluster.topology import Role
 from engine.cluster.transports import DiskHandle, ShmHandle, TcpHandle, TransportSettings
-from engine.cluster.worker import LAYERS_PER_ITERATION, Worker
+from engine.cluster.transports.base import LAYERS_PER_POLL
+from engine.cluster.worker import Worker
 from engine.core.config import EngineConfig, SamplingParams
-from tests.conftest import Collected
+from tests.helpers import Collected
 
 
 @pytest.fixture
@@ -75,8 +76,8 @@ def test_prefill_hands_off_and_decode_imports_layer_by_layer_then_abort_frees_bl
     assert not prefill_out.events()                          # the first token waits for the KV to land
     decode.inbox.put(ImportKV(ready.hand_off))
     step(decode)
-    assert decode.active_import is not None and decode.active_import.next_layer == LAYERS_PER_ITERATION < 30
-    step(decode, 30 // LAYERS_PER_ITERATION - 1)
+    assert decode.imports["req-1"].incoming.next_layer == LAYERS_PER_POLL < 30
+    step(decode, 30 // LAYERS_PER_POLL - 1)
     assert any(isinstance(m, TransferDone) for m in decode_out.messages)
     assert decode_out.events()[0].token_id == ready.hand_off.output_ids[0]
     decode.inbox.put(Abort("req-1"))

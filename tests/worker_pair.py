@@ -11,7 +11,7 @@ from engine.cluster.topology import Role
 from engine.cluster.transports import TransportSettings
 from engine.cluster.worker import Worker
 from engine.core.config import EngineConfig, SamplingParams
-from tests.conftest import Collected
+from tests.helpers import Collected
 
 PROMPT = "Tell me about the sea and the wind."
 PARAMS = SamplingParams(max_tokens=8, ignore_eos=True)

@@ -54,7 +54,8 @@ class Cluster:
     # ---- requests ----------------------------------------------------------------------------
 
     def submit(self, prompt, params: SamplingParams | None = None, request_id: str | None = None) -> RequestStream:
-        """Validates in the caller's thread (RequestError at once), then routes."""
+        """The request's front door: encoded (unless `self.prompts` encoded it already) and checked here, in
+        the caller's thread (RequestError at once), then routed; the workers trust it."""
         params = params or SamplingParams()
         ids = self.prompts.encode(prompt)
         self.prompts.check_length(len(ids), params, self.kv_capacity)
@@ -108,7 +109,7 @@ class Cluster:
 
     @property
     def active_requests(self) -> int:
-        return len(self.router.streams)
+        return len(self.router.live)
 
     @property
     def requests(self) -> History[RequestRecord]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from ..core.config import SamplingParams
 from ..core.events import TokenEvent, TokenLogprob
 from ..core.sequence import RequestRecord, StepRecord
-from .transports import KVHandle
+from .transports import KVHandle, PushTarget
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class AddRequest:
     params: SamplingParams
     arrival: float
     prefill_only: bool = False    # hand the KV off after the first token instead of decoding
-    push_target: object = None    # push transports: the decode worker's reserved blocks to write into
+    push_target: PushTarget | None = None   # push: the decode worker's reserved blocks to write into
 
 
 @dataclass
@@ -116,7 +116,7 @@ class KVReady:
 class Reserved:
     worker: str
     request_id: str
-    target: object   # the transport's PushTarget; None if the decode worker had no room
+    target: PushTarget | None   # None if the decode worker had no room (the KV is then pulled)
 
 
 @dataclass

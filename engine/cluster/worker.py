@@ -1,8 +1,9 @@
 """A worker process: owns one device (a GPU, or a set of CPU cores), one engine and its KV pool.
 
 Its role (topology.Role) says what it does with a request: `colocated` prefills and decodes;
-`prefill` computes a prompt's KV and first token, then hands the KV to a transport; `decode`
-imports handed-off KV and streams the rest.
+`prefill` computes a prompt's KV and first token, then hands the KV to a transport (or, pushing,
+writes it into a decode worker's reserved blocks while it computes); `decode` imports handed-off KV
+and streams the rest. Each import is one record (imports.py) whose phase says where it stands.
 """
 from __future__ import annotations
 
@@ -15,42 +16,20 @@ import threading
 import time
 import traceback
 from collections import deque
-from dataclasses import dataclass
 
-from ..core.devices import describe_device
 from ..core.events import FinishReason, TokenEvent
 from ..core.inbox import drain
 from ..core.llm_engine import LLMEngine
-from ..core.sequence import Sequence
+from .imports import Import, ImportPhase
 from .messages import (Abort, AddRequest, ImportKV, KVHandOff, KVReady, Ready, Release, Reserve, Reserved,
                        Shutdown, StepReport, TransferDone, WorkerFailed, WorkerLoad)
 from .placement import WorkerSpec
 from .topology import Role
-from .transports import KVHandle, Received, TransferError, make_transport
+from .transports import KVHandle, TransferError, make_transport
 
-LAYERS_PER_ITERATION = 6  # an import loads this many layers between decode steps, so it never stalls them long
 IDLE_WAIT_S = 0.2         # an idle worker waits this long for a message before looking again
 ORPHAN_GRACE_S = 30.0     # an orphaned worker finishes its step and cleans up within this, or is ended
 RECENT_HAND_OFFS = 64     # KV sent lately, freed by the worker itself if its parent dies
-
-
-@dataclass
-class ActiveImport:
-    """A KV import in progress: a payload loaded a few layers per iteration (`received`), or a transfer
-    straight into the request's blocks that the transport completes (`pending`: a read, or a push)."""
-    hand_off: KVHandOff
-    seq: Sequence
-    started: float
-    received: Received | None = None
-    pending: object | None = None   # the transport's pending transfer: poll(), cancel(), finished_at
-    next_layer: int = 0
-    reserved: bool = False          # into blocks reserved before the prefill (a writer may still write)
-
-    def abandon(self) -> None:
-        if self.received is not None:
-            self.received.close()
-        if self.pending is not None:
-            self.pending.cancel()
 
 
 class Outbox:
@@ -123,27 +102,21 @@ class Worker:
         self.engine = LLMEngine(spec.engine, name=spec.name)
         self.transport = make_transport(spec.transport)
         self.transport.attach(self.engine.cache, receives_pushes=spec.role == Role.DECODE)
-        self.prefill_only: set[str] = set()
-        self.imports: deque[KVHandOff] = deque()
-        self.active_import: ActiveImport | None = None
-        # Push transports: blocks reserved for prompts still prefilling elsewhere, imports into them
-        # (they wait for no room, so they skip the queue), and reservations freed once no writer writes.
-        self.reserved: dict[str, Sequence] = {}
-        self.landing: list[ActiveImport] = []
-        self.releasing: list[tuple[Sequence, float]] = []
+        self.prefill_only: set[str] = set()          # prompts to hand off after their first token
+        self.imports: dict[str, Import] = {}         # KV coming in, by request id, in arrival order
+        self.releasing: list[Import] = []            # ended reservations, until no writer can write
         if self.transport.pushes:
             self.engine.layer_written = self.transport.layer_written
-        device = self.engine.loaded.device
-        compiled = ", decode step compiled" if self.engine.runner.compiled is not None else ""
-        outbox.send(Ready(spec.name, str(device), describe_device(device) + compiled))
+        outbox.send(Ready(spec.name, str(self.engine.loaded.device), self.engine.describe()))
 
     def run(self) -> None:
         while not self.stop.is_set():
             self.step(wait_for_work=self.idle)
-        for hand_off in self.imports:
-            hand_off.handle.discard()
-        for active in filter(None, [self.active_import, *self.landing]):
-            active.abandon()
+        for record in self.imports.values():
+            if record.incoming is not None:
+                record.incoming.cancel()
+            elif record.phase == ImportPhase.QUEUED:
+                record.hand_off.handle.discard()
         if self.parent is not None and not self.parent.is_alive():   # no router is left to free what it sent
             for handle in self.sent:
                 handle.discard()
@@ -152,17 +125,20 @@ class Worker:
 
     @property
     def idle(self) -> bool:
-        return not self.engine.has_work and not self.imports and self.active_import is None and not self.landing
+        return not self.engine.has_work and not self._in(ImportPhase.QUEUED, ImportPhase.LANDING)
+
+    def _in(self, *phases: ImportPhase) -> list[Import]:
+        return [r for r in self.imports.values() if r.phase in phases]
 
     def step(self, wait_for_work: bool = False) -> None:
-        """Read the router's messages, load a few layers of a KV import, run one engine step, report."""
-        for message in drain(self.inbox, wait_s=IDLE_WAIT_S if wait_for_work else 0.0):
-            self._handle(message)
+        """Read the router's messages, move the imports along, run one engine step, report."""
         report = StepReport(self.spec.name)
+        for message in drain(self.inbox, wait_s=IDLE_WAIT_S if wait_for_work else 0.0):
+            self._handle(message, report)
         pool_changed = self.transport.poll() | self._free_released()
-        self._advance_import(report)
-        for active in list(self.landing):
-            self._advance_one(active, report)
+        self._start_queued(report)
+        for record in self._in(ImportPhase.LANDING):
+            self._advance(record, report)
         if self.engine.has_work:
             try:
                 events = self.engine.step()
@@ -171,190 +147,43 @@ class Worker:
             report.events.extend(self._hand_off_prefilled(events))
         if self.transport.pushes:
             for request_id in self.transport.pushing:
-                if request_id not in self.engine.sequences:   # ended here without a hand-off
+                if not self.engine.has_request(request_id):   # ended here without a hand-off
                     self.transport.drop(request_id)
         self._send(report, load_changed=pool_changed)
 
-    def _handle(self, message) -> None:
+    def _handle(self, message, report: StepReport) -> None:
         if isinstance(message, AddRequest):
-            try:
-                self.engine.add_request(message.prompt_ids, message.params, message.request_id, message.arrival)
-            except ValueError as exc:
-                if message.push_target is not None:   # so the reservation is freed at once
-                    self.transport.decline(message.request_id, message.push_target)
-                self._send(StepReport(self.spec.name, events=[self._error(message.request_id, str(exc))]))
-                return
-            if message.prefill_only:
-                self.prefill_only.add(message.request_id)
-            if message.push_target is not None:
-                self.transport.set_target(message.request_id, message.push_target)
+            self._add(message, report)
         elif isinstance(message, ImportKV):
-            if message.hand_off.request_id in self.reserved:
-                self._land(message.hand_off)
-            else:
-                self.imports.append(message.hand_off)
+            self._arrived(message.hand_off, report)
         elif isinstance(message, Reserve):
             self._reserve(message)
         elif isinstance(message, Release):
-            seq = self.reserved.pop(message.request_id, None)
-            if seq is not None:
-                self._release(seq, message.written)
+            self._release(message)
         elif isinstance(message, Abort):
-            self._abort(message.request_id)
+            self._abort(message.request_id, report)
         elif isinstance(message, Shutdown):
             self.stop.set()
 
-    def _abort(self, request_id: str) -> None:
-        for active in [a for a in [self.active_import, *self.landing] if a and a.hand_off.request_id == request_id]:
-            self._drop_import(active)
-            self._send(StepReport(self.spec.name, events=[TokenEvent.end(request_id, FinishReason.ABORT)]))
-        for hand_off in list(self.imports):
-            if hand_off.request_id == request_id:
-                self.imports.remove(hand_off)
-                hand_off.handle.discard()
-                self._send(StepReport(self.spec.name, events=[TokenEvent.end(request_id, FinishReason.ABORT)]))
-        self.prefill_only.discard(request_id)
-        event = self.engine.abort(request_id)
-        if event:
-            self._send(StepReport(self.spec.name, events=[event]))
+    # ---- prompts: prefill (and decode, unless handed off) ----
 
-    def _advance_import(self, report: StepReport) -> None:
-        """Bring transferred KV in between decode steps, in arrival order and only when this worker's
-        pool has room for it: a few layers per loop iteration, or a read the transport completes."""
-        if self.active_import is None:
-            if not self.imports or not self.engine.can_import(self.imports[0].num_kv_tokens):
-                return
-            self.active_import = self._start_import(self.imports.popleft(), report)
-            if self.active_import is None:
-                return
-        self._advance_one(self.active_import, report)
-
-    def _advance_one(self, active: ActiveImport, report: StepReport) -> None:
+    def _add(self, message: AddRequest, report: StepReport) -> None:
+        """The prompt was encoded and checked at the cluster's front door."""
         try:
-            if not self._import_done(active):
-                return
-        except TransferError as exc:
-            self._drop_import(active, abandon=False)
-            report.events.append(self._error(active.hand_off.request_id, f"KV transfer failed: {exc}"))
+            self.engine.admit(message.prompt_ids, message.params, message.request_id, message.arrival)
+        except ValueError as exc:   # its id is in use here
+            if message.push_target is not None:   # so the reservation is freed at once
+                self.transport.decline(message.request_id, message.push_target)
+            report.events.append(self._error(message.request_id, str(exc)))
             return
-        self._forget_import(active)
-        done = active.pending.finished_at if active.pending else time.perf_counter()
-        self.outbox.send(TransferDone(self.spec.name, active.hand_off.request_id, done - active.started, done))
-        report.events.extend(self.engine.finish_import(active.seq, active.hand_off.output_ids,
-                                                         active.hand_off.output_logprobs))
-
-    def _forget_import(self, active: ActiveImport) -> None:
-        if active is self.active_import:
-            self.active_import = None
-        else:
-            self.landing.remove(active)
-
-    def _drop_import(self, active: ActiveImport, abandon: bool = True) -> None:
-        """An import that will not complete (aborted, failed): free its blocks, at once or, for
-        reserved ones, when no writer can write into them any more."""
-        self._forget_import(active)
-        if abandon:
-            active.abandon()
-        if active.reserved:
-            self._release(active.seq, written=True)
-        else:
-            self.engine.cancel_import(active.seq)
-
-    # ---- push transports: blocks reserved before the prefill ----
-
-    def _reserve(self, message: Reserve) -> None:
-        """Reserve blocks for a prompt another worker is to prefill, and say where they are. With no
-        room now (or a prompt the prefill worker will refuse, with the reason), say so: the prompt's
-        KV is then pulled when it is ready, as with no reservation."""
-        engine, request_id = self.engine, message.request_id
-        seq = None
-        if request_id not in engine.sequences and engine.can_import(len(message.prompt_ids)):
-            try:
-                seq = engine.begin_import(message.prompt_ids, len(message.prompt_ids), message.params,
-                                          request_id, message.arrival)
-            except ValueError:
-                pass
-        if seq is not None:
-            self.reserved[request_id] = seq
-        target = self.transport.push_target(request_id, seq.block_table) if seq is not None else None
-        self.outbox.send(Reserved(self.spec.name, request_id, target))
-
-    def _land(self, hand_off: KVHandOff) -> None:
-        """A hand-off for reserved blocks: pushed there already (or being pushed), or to be read into
-        them; it needs no room, so it does not queue behind the other imports."""
-        seq = self.reserved.pop(hand_off.request_id)
-        # A push's transfer began when the prefill worker sealed it, not when this worker looked.
-        started = min(time.perf_counter(), hand_off.send_started + hand_off.send_seconds)
-        try:
-            pending = self.transport.start_read(hand_off.handle, self.engine.cache, seq.block_table)
-        except TransferError as exc:
-            self._release(seq, written=True)
-            self._send(StepReport(self.spec.name, events=[
-                self._error(hand_off.request_id, f"KV transfer failed: {exc}")]))
-            return
-        self.landing.append(ActiveImport(hand_off, seq, started, pending=pending, reserved=True))
-
-    def _release(self, seq: Sequence, written: bool) -> None:
-        """Free reserved blocks: at once if no writer was told of them, else once it says it stopped."""
-        self.engine.sequences.pop(seq.request_id, None)
-        if written:
-            self.releasing.append((seq, time.monotonic()))
-        else:
-            self.engine.cancel_import(seq)
-
-    def _free_released(self) -> bool:
-        done = [(seq, since) for seq, since in self.releasing if self.transport.writes_ended(seq.request_id, since)]
-        for item in done:
-            self.releasing.remove(item)
-            self.engine.cancel_import(item[0])
-        return bool(done)
-
-    def _start_import(self, hand_off: KVHandOff, report: StepReport) -> ActiveImport | None:
-        start = time.perf_counter()
-        received = None
-        if not self.transport.reads_into_blocks:
-            try:
-                received = self.transport.open(hand_off.handle, self.engine.cache.key.dtype)
-            except (TransferError, OSError) as exc:
-                hand_off.handle.discard()
-                report.events.append(self._error(hand_off.request_id, f"KV transfer failed: {exc}"))
-                return None
-        try:
-            seq = self.engine.begin_import(hand_off.prompt_ids, hand_off.num_kv_tokens, hand_off.params,
-                                           hand_off.request_id, hand_off.arrival)
-        except ValueError as exc:
-            if received is not None:
-                received.close()
-            else:
-                hand_off.handle.discard()
-            report.events.append(self._error(hand_off.request_id, f"KV import refused: {exc}"))
-            return None
-        if received is not None:
-            return ActiveImport(hand_off, seq, start, received=received)
-        try:
-            return ActiveImport(hand_off, seq, start, pending=self.transport.start_read(
-                hand_off.handle, self.engine.cache, seq.block_table))
-        except TransferError as exc:
-            self.engine.cancel_import(seq)
-            report.events.append(self._error(hand_off.request_id, f"KV transfer failed: {exc}"))
-            return None
-
-    def _import_done(self, active: ActiveImport) -> bool:
-        if active.pending is not None:
-            return active.pending.poll()
-        if not active.received.ready():   # still arriving
-            return False
-        layers = slice(active.next_layer, active.next_layer + LAYERS_PER_ITERATION)
-        self.engine.cache.load(active.seq.block_table, active.received.payload, layers)
-        active.next_layer = layers.stop
-        if active.next_layer < self.engine.cache.key.shape[0]:
-            return False
-        active.received.close()
-        return True
+        if message.prefill_only:
+            self.prefill_only.add(message.request_id)
+        if message.push_target is not None:
+            self.transport.set_target(message.request_id, message.push_target)
 
     def _hand_off_prefilled(self, events: list[TokenEvent]) -> list[TokenEvent]:
-        """On a prefill worker, a request's first token means its KV is complete: send it on.
-        The token itself travels with the KV; the client sees it when the decode side has it."""
+        """On a prefill worker, a request's first token means its KV is complete: send it on (or seal
+        its push). The token itself travels with the KV; the client sees it when the decode side has it."""
         if not self.prefill_only:
             return events
         finished = {e.request_id for e in events if e.finish_reason is not None}
@@ -381,6 +210,132 @@ class Worker:
                 sent.writing_seconds)))
         return forward
 
+    def _abort(self, request_id: str, report: StepReport) -> None:
+        record = self.imports.get(request_id)
+        if record is not None and record.phase in (ImportPhase.QUEUED, ImportPhase.LANDING):
+            self._drop(record)
+            report.events.append(TokenEvent.end(request_id, FinishReason.ABORT))
+        self.prefill_only.discard(request_id)
+        event = self.engine.abort(request_id)
+        if event:
+            report.events.append(event)
+
+    # ---- KV coming in ----
+
+    def _reserve(self, message: Reserve) -> None:
+        """Reserve blocks for a prompt another worker is to prefill, and say where they are. With no
+        room now (or a pool others cannot write into), say so: the prompt's KV is then pulled when it
+        is ready, as with no reservation."""
+        request_id, engine, target = message.request_id, self.engine, None
+        if (request_id not in self.imports and not engine.has_request(request_id)
+                and engine.can_import(len(message.prompt_ids))):
+            seq = engine.begin_import(message.prompt_ids, len(message.prompt_ids), message.params, request_id,
+                                      message.arrival)
+            target = self.transport.push_target(request_id, seq.block_table)
+            if target is None:
+                engine.cancel_import(seq)
+            else:
+                self.imports[request_id] = Import(request_id, ImportPhase.RESERVED, seq=seq, reserved=True)
+        self.outbox.send(Reserved(self.spec.name, request_id, target))
+
+    def _arrived(self, hand_off: KVHandOff, report: StepReport) -> None:
+        """A hand-off for reserved blocks lands at once (it needs no room, so it does not queue behind
+        the others); any other waits its turn for room."""
+        record = self.imports.get(hand_off.request_id)
+        if record is None:
+            self.imports[hand_off.request_id] = Import(hand_off.request_id, ImportPhase.QUEUED, hand_off)
+        elif record.phase == ImportPhase.RESERVED:
+            record.hand_off = hand_off
+            # A push's transfer began when the prefill worker sealed it, not when this worker looked.
+            self._land(record, min(time.perf_counter(), hand_off.send_started + hand_off.send_seconds), report)
+        else:   # a second hand-off for one request: never sent by the router
+            hand_off.handle.discard()
+
+    def _start_queued(self, report: StepReport) -> None:
+        """Start the oldest queued import when this pool has room and no other queued one is still
+        loading: one at a time, so the layers loaded between decode steps stay few."""
+        queued = self._in(ImportPhase.QUEUED)
+        if not queued or any(not r.reserved for r in self._in(ImportPhase.LANDING)):
+            return
+        record = queued[0]
+        hand_off = record.hand_off
+        if not self.engine.can_import(hand_off.num_kv_tokens):
+            return
+        try:
+            record.seq = self.engine.begin_import(hand_off.prompt_ids, hand_off.num_kv_tokens, hand_off.params,
+                                                  hand_off.request_id, hand_off.arrival)
+        except ValueError as exc:
+            del self.imports[record.request_id]
+            hand_off.handle.discard()
+            report.events.append(self._error(record.request_id, f"KV import refused: {exc}"))
+            return
+        self._land(record, time.perf_counter(), report)
+
+    def _land(self, record: Import, started: float, report: StepReport) -> None:
+        """Begin bringing the KV into the record's blocks."""
+        try:
+            record.incoming = self.transport.receive(record.hand_off.handle, record.seq.block_table)
+        except (TransferError, OSError) as exc:
+            record.hand_off.handle.discard()
+            self._drop(record, abandon=False)
+            report.events.append(self._error(record.request_id, f"KV transfer failed: {exc}"))
+            return
+        record.phase, record.started = ImportPhase.LANDING, started
+
+    def _advance(self, record: Import, report: StepReport) -> None:
+        try:
+            if not record.incoming.poll():
+                return
+        except TransferError as exc:   # the incoming transfer freed what it held
+            self._drop(record, abandon=False)
+            report.events.append(self._error(record.request_id, f"KV transfer failed: {exc}"))
+            return
+        del self.imports[record.request_id]
+        done = record.incoming.finished_at
+        self.outbox.send(TransferDone(self.spec.name, record.request_id, done - record.started, done))
+        report.events.extend(self.engine.finish_import(record.seq, record.hand_off.output_ids,
+                                                         record.hand_off.output_logprobs))
+
+    def _drop(self, record: Import, abandon: bool = True) -> None:
+        """An import that will not complete (aborted, failed): free its blocks, at once or, for
+        reserved ones, when no writer can write into them any more."""
+        del self.imports[record.request_id]
+        if abandon and record.incoming is not None:
+            record.incoming.cancel()
+        elif abandon and record.phase == ImportPhase.QUEUED:
+            record.hand_off.handle.discard()
+        if record.reserved:
+            self._free_after_writer(record)
+        elif record.seq is not None:
+            self.engine.cancel_import(record.seq)
+
+    def _release(self, message: Release) -> None:
+        """The request ended before its hand-off came: free its reservation, at once if no writer was
+        told of it."""
+        record = self.imports.get(message.request_id)
+        if record is None or record.phase != ImportPhase.RESERVED:
+            return
+        del self.imports[record.request_id]
+        if message.written:
+            self._free_after_writer(record)
+        else:
+            self.engine.cancel_import(record.seq)
+
+    def _free_after_writer(self, record: Import) -> None:
+        """Reserved blocks a writer may still write into: forgotten now, freed once it says it stopped."""
+        self.engine.forget_import(record.seq)
+        record.phase, record.released_at = ImportPhase.RELEASING, time.monotonic()
+        self.releasing.append(record)
+
+    def _free_released(self) -> bool:
+        done = [r for r in self.releasing if self.transport.writes_ended(r.request_id, r.released_at)]
+        for record in done:
+            self.releasing.remove(record)
+            self.engine.free_blocks(record.seq.block_table)
+        return bool(done)
+
+    # ---- reports ----
+
     def _error(self, request_id: str, message: str) -> TokenEvent:
         return TokenEvent.end(request_id, FinishReason.ERROR, message)
 
@@ -392,7 +347,6 @@ class Worker:
         engine.finished.clear()
         if not (report.events or report.steps or report.finished or load_changed):
             return
-        alloc = engine.cache.allocator
-        report.load = WorkerLoad(len(engine.scheduler.running), len(engine.scheduler.waiting) + len(self.imports),
-                                 alloc.num_used, alloc.num_blocks)
+        report.load = WorkerLoad(engine.num_running, engine.num_waiting + len(self._in(ImportPhase.QUEUED)),
+                                 engine.kv_blocks_used, engine.kv_blocks_total)
         self.outbox.send(report)

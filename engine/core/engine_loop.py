@@ -86,7 +86,7 @@ class EngineLoop:
 
     def _add(self, ids: list[int], params: SamplingParams, request_id: str, sent: float) -> None:
         try:
-            self._engine.add_request(ids, params, request_id=request_id, arrival=sent)
+            self._engine.admit(ids, params, request_id=request_id, arrival=sent)   # checked in submit()
         except ValueError as exc:
             self._dispatch([TokenEvent.end(request_id, FinishReason.ERROR, str(exc))])
 

@@ -91,6 +91,10 @@ class PagedKVCache:
         self.value = torch.zeros(shape, dtype=dtype, device=device)
 
     @property
+    def num_layers(self) -> int:
+        return self.key.shape[0]
+
+    @property
     def bytes_per_token(self) -> int:
         layers, _, heads, dim = self.key.shape
         return 2 * layers * heads * dim * self.key.element_size()

@@ -12,7 +12,7 @@ from typing import TypeVar
 import torch
 
 from .config import EngineConfig, RequestError, SamplingParams
-from .devices import place_on_cpu_cores
+from .devices import describe_device, place_on_cpu_cores
 from .events import FinishReason, TokenEvent, TokenLogprob
 from .kv_cache import PagedKVCache
 from .model_loader import LoadedModel, head_dim, load_model
@@ -81,7 +81,13 @@ class LLMEngine:
         params = params or SamplingParams()
         ids = self.encode(prompt)
         self.check_length(len(ids), params)
-        seq = self._new_sequence(ids, params, request_id, arrival)
+        return self.admit(ids, params, request_id, arrival)
+
+    def admit(self, prompt_ids: list[int], params: SamplingParams, request_id: str | None = None,
+              arrival: float | None = None) -> str:
+        """Queue a request whose prompt a front door (EngineLoop.submit, Cluster.submit) has encoded and
+        checked already; raises RequestError only for a request id in use."""
+        seq = self._new_sequence(prompt_ids, params, request_id, arrival)
         self.scheduler.add(seq)
         return seq.request_id
 
@@ -127,9 +133,35 @@ class LLMEngine:
         """End every request in the engine with an error (after a failed step, or at shutdown)."""
         return [self.abort(rid, FinishReason.ERROR, error) for rid in list(self.sequences)]
 
+    def has_request(self, request_id: str) -> bool:
+        return request_id in self.sequences
+
     @property
     def has_work(self) -> bool:
         return self.scheduler.has_work
+
+    # ---- how busy it is, for reports ---------------------------------------------------------
+
+    @property
+    def num_running(self) -> int:
+        return len(self.scheduler.running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.scheduler.waiting)
+
+    @property
+    def kv_blocks_used(self) -> int:
+        return self.cache.allocator.num_used
+
+    @property
+    def kv_blocks_total(self) -> int:
+        return self.cache.allocator.num_blocks
+
+    def describe(self) -> str:
+        """Its device in words, and whether its decode step is compiled."""
+        compiled = ", decode step compiled" if self.runner.compiled is not None else ""
+        return describe_device(self.loaded.device) + compiled
 
     # ---- the step ----------------------------------------------------------------------------
 
@@ -208,9 +240,9 @@ class LLMEngine:
 
     def begin_import(self, prompt_ids: list[int], num_kv_tokens: int, params: SamplingParams,
                      request_id: str, arrival: float) -> Sequence:
-        """Reserve blocks for a request prefilled elsewhere. Its KV is loaded into
-        `seq.block_table` by the caller (layer by layer if it likes), then finish_import()."""
-        self.check_length(len(prompt_ids), params)
+        """Reserve blocks for a request prefilled elsewhere (checked at the cluster's front door). Its KV
+        is loaded into `seq.block_table` by the caller (layer by layer if it likes), then finish_import();
+        or cancel_import(). Raises RequestError if there is no room or the id is in use."""
         if not self.can_import(num_kv_tokens):
             raise RequestError(f"no room for {num_kv_tokens} transferred tokens in this worker's KV cache")
         seq = self._new_sequence(prompt_ids, params, request_id, arrival)
@@ -229,8 +261,17 @@ class LLMEngine:
         return [self._append(seq, token, now, lp) for token, lp in zip(output_ids, brought)]
 
     def cancel_import(self, seq: Sequence) -> None:
-        self.cache.release(seq.block_table)
+        """Forget an import that will not finish, and free its blocks."""
+        self.forget_import(seq)
+        self.free_blocks(seq.block_table)
+
+    def forget_import(self, seq: Sequence) -> None:
+        """Forget an import that will not finish, keeping its blocks allocated (another worker may still
+        write into them) until free_blocks()."""
         self.sequences.pop(seq.request_id, None)
+
+    def free_blocks(self, block_table: list[int]) -> None:
+        self.cache.release(block_table)
 
     def can_import(self, num_kv_tokens: int) -> bool:
         return self.cache.can_grow([], num_kv_tokens + 1)

@@ -14,6 +14,11 @@ def _check_unicode(text: str) -> None:
                            "send UTF-8 text without lone surrogates") from None
 
 
+class TokenIds(list):
+    """A prompt's token ids as an encoder produced or checked them: encoding them again returns them as
+    they are, so a request is checked once, at its front door."""
+
+
 class PromptEncoder:
     def __init__(self, tokenizer, vocab_size: int, max_context: int):
         self.tokenizer = tokenizer
@@ -31,8 +36,10 @@ class PromptEncoder:
         with self._lock:
             return [self.tokenizer.decode([i]) for i in ids]
 
-    def encode(self, prompt: str | list[int] | list[dict]) -> list[int]:
+    def encode(self, prompt: str | list[int] | list[dict]) -> TokenIds:
         """Text, token ids, or chat messages (rendered with the tokenizer's chat template)."""
+        if isinstance(prompt, TokenIds):
+            return prompt
         if isinstance(prompt, str):
             _check_unicode(prompt)
             if not prompt.strip():
@@ -41,14 +48,14 @@ class PromptEncoder:
                 ids = self.tokenizer.encode(prompt, add_special_tokens=False)
             if not ids:
                 raise RequestError("prompt has no tokens after tokenization")
-            return ids
+            return TokenIds(ids)
         if isinstance(prompt, list) and prompt and all(isinstance(m, dict) for m in prompt):
             return self._encode_chat(prompt)
         if isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
             bad = [t for t in prompt if not 0 <= t < self.vocab_size]
             if bad:
                 raise RequestError(f"token ids must be in [0, {self.vocab_size}); got {bad[:5]}")
-            return list(prompt)
+            return TokenIds(prompt)
         raise RequestError("prompt must be non-empty text, a list of token ids, or a list of chat messages")
 
     def _encode_chat(self, messages: list[dict]) -> list[int]:
@@ -60,7 +67,7 @@ class PromptEncoder:
             raise RequestError("all chat messages are empty; send at least one non-space character")
         with self._lock:
             ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+        return TokenIds(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
     def check_length(self, prompt_tokens: int, params: SamplingParams, kv_capacity: int) -> None:
         limit = min(self.max_context, kv_capacity)

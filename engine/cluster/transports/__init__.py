@@ -1,7 +1,7 @@
 """Moving one request's KV cache from a prefill worker to a decode worker.
 
 Each transport stands for a route in a real cluster and counts the copies of the KV bytes between
-the two pools (one module each):
+the two pools (one module each; base.py says what all do, push.py what shm and nixl add):
   shm   shared memory: the prefill worker copies each layer's KV into blocks the decode worker
         reserved, as soon as the layer is computed, 1 copy (else a segment after the prefill, 2 copies):
         the "minimum copies" route (CUDA IPC / NVLink in one node)
@@ -15,11 +15,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import PUSH_COPIES, KVHandle, Received, SendResult, TransferError, Transport
+from .base import PUSH_COPIES, Incoming, KVHandle, SendResult, TransferError, Transport
 from .disk import DiskHandle, DiskTransport, leaked_kv_folders
-from .shm import ShmHandle, SharedMemoryTransport, leaked_shm_segments
-from .nixl import NixlHandle, NixlTransport, unavailable_reason
+from .push import PushedHandle, PushTransport
+from .shm import ShmHandle, ShmTarget, SharedMemoryTransport, leaked_shm_segments
+from .nixl import NixlHandle, NixlTarget, NixlTransport, unavailable_reason
 from .tcp import TcpHandle, TcpTransport
+
+PushTarget = ShmTarget | NixlTarget   # where a prefill worker writes a prompt's KV (a decode worker's blocks)
 
 # The one registry: a transport's name -> its class (which knows its copies and its handle type).
 TRANSPORTS: dict[str, type[Transport]] = {t.name: t for t in (SharedMemoryTransport, DiskTransport, TcpTransport,
@@ -70,5 +73,6 @@ def make_transport(settings: TransportSettings) -> Transport:
 
 
 __all__ = ["TRANSPORTS", "PUSH_COPIES", "available_transports", "working_transports", "TransportSettings",
-           "make_transport", "Transport", "TransferError", "SendResult", "Received", "KVHandle", "ShmHandle",
-           "DiskHandle", "TcpHandle", "NixlHandle", "leaked_shm_segments", "leaked_kv_folders"]
+           "make_transport", "Transport", "PushTransport", "TransferError", "SendResult", "Incoming", "KVHandle",
+           "PushTarget", "PushedHandle", "ShmHandle", "DiskHandle", "TcpHandle", "NixlHandle", "leaked_shm_segments",
+           "leaked_kv_folders"]

@@ -1,10 +1,16 @@
-"""What every KV transport does: send one request's KV from a prefill pool, open it on the decode side.
+"""What every KV transport does, and the one way a decode worker waits for a prompt's KV.
+
+`Transport` sends one request's KV from a prefill pool after its prefill (a pull: the decode side
+fetches it) and receives it on the decode side. `PushTransport` (push.py) can also write the KV into
+blocks a decode worker reserved, layer by layer while the prompt computes.
 
 A send returns a handle: a small frozen, picklable record that travels through the router (the
-payload does not) and knows how to free what it holds if the transfer is abandoned.
+payload does not) and knows how to free what it holds if the transfer is abandoned. A receive
+returns an `Incoming`: whatever the route, the decode worker polls it between its steps.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol
@@ -17,7 +23,9 @@ if TYPE_CHECKING:
     from . import TransportSettings
 
 
-PUSH_COPIES = 1   # a push writes from pool to pool
+PUSH_COPIES = 1               # a push writes from pool to pool
+LAYERS_PER_POLL = 6           # a payload is loaded this many layers per poll, so an import never stalls
+                              # the decode steps between polls for long
 
 
 class TransferError(RuntimeError):
@@ -27,6 +35,18 @@ class TransferError(RuntimeError):
 class KVHandle(Protocol):
     def discard(self) -> None:
         """Free whatever the handle holds, from any process, for a transfer that will never be received."""
+
+
+class Incoming(Protocol):
+    """One prompt's KV on its way into the decode worker's blocks, whatever the route."""
+    finished_at: float        # when the KV was in place (perf_counter), once poll() said True
+
+    def poll(self) -> bool:
+        """Move it along; True once the KV is in place. Raises TransferError if it failed (having freed
+        what it held)."""
+
+    def cancel(self) -> None:
+        """Abandon it (an abort, a stop) and free what it holds; harmless if already done."""
 
 
 @dataclass(frozen=True)
@@ -51,25 +71,51 @@ class Received:
 
     def close(self) -> None:
         self.payload = None  # drop the tensor views first: a shared-memory mapping can't close under them
-        self.release()
+        release, self.release = self.release, lambda: None   # at most once
+        release()
+
+
+class PayloadLoad:
+    """A received payload copied into the request's blocks, LAYERS_PER_POLL layers per poll."""
+
+    def __init__(self, received: Received, cache: PagedKVCache, block_table: list[int]):
+        self.received, self.cache, self.block_table = received, cache, block_table
+        self.next_layer = 0
+        self.finished_at = 0.0
+
+    def poll(self) -> bool:
+        try:
+            if not self.received.ready():   # still arriving
+                return False
+        except TransferError:
+            self.cancel()
+            raise
+        layers = slice(self.next_layer, self.next_layer + LAYERS_PER_POLL)
+        self.cache.load(self.block_table, self.received.payload, layers)
+        self.next_layer = layers.stop
+        if self.next_layer < self.cache.num_layers:
+            return False
+        self.received.close()
+        self.finished_at = time.perf_counter()
+        return True
+
+    def cancel(self) -> None:
+        self.received.close()
 
 
 class Transport:
     name: ClassVar[str]
     copies: ClassVar[int]   # copies of the KV bytes between the two pools on this route
-    # False: the decode side open()s a payload and loads it into its blocks. True: it reserves the
-    # blocks and start_read()s straight into them (nixl).
-    reads_into_blocks: ClassVar[bool] = False
-    # True: the router has a decode worker reserve blocks for each prompt up front, and the prefill
-    # worker writes the KV into them layer by layer as it computes (nixl's push; see that module).
-    pushes: ClassVar[bool] = False
+    pushes: ClassVar[bool] = False   # a PushTransport: can write into a decode worker's reserved blocks
 
     def __init__(self, settings: TransportSettings | None = None):
         """`settings` carries the options some transports have (the disk's folder and fsync)."""
+        self.cache: PagedKVCache | None = None
 
     def attach(self, cache: PagedKVCache, receives_pushes: bool = False) -> None:
         """The worker's KV pool, once, before any transfer (a transport may register it).
         `receives_pushes`: other workers will write into it (a decode worker's)."""
+        self.cache = cache
 
     def poll(self) -> bool:
         """Called every worker iteration: a transport may finish its own bookkeeping here. True if
@@ -79,11 +125,13 @@ class Transport:
     def send(self, cache: PagedKVCache, block_table: list[int], num_tokens: int) -> SendResult:
         raise NotImplementedError
 
-    def open(self, handle: KVHandle, dtype: torch.dtype) -> Received:
-        raise NotImplementedError
+    def receive(self, handle: KVHandle, block_table: list[int]) -> Incoming:
+        """Start bringing a handed-off prompt's KV into `block_table` of the attached pool; raises
+        TransferError if it cannot start."""
+        return PayloadLoad(self.open(handle, self.cache.key.dtype), self.cache, block_table)
 
-    def start_read(self, handle: KVHandle, cache: PagedKVCache, block_table: list[int]):
-        """For reads_into_blocks transports: begin reading into `block_table`; poll() the result."""
+    def open(self, handle: KVHandle, dtype: torch.dtype) -> Received:
+        """The payload behind a handle (the transports that receive one)."""
         raise NotImplementedError
 
     def close(self) -> None:

@@ -36,6 +36,7 @@ class DiskTransport(Transport):
     name, copies = "disk", 4
 
     def __init__(self, settings: TransportSettings | None = None):
+        super().__init__(settings)
         parent = settings.disk_folder if settings and settings.disk_folder else tempfile.gettempdir()
         self.folder = Path(tempfile.mkdtemp(prefix=KV_FOLDER_PREFIX, dir=parent))
         self.fsync = bool(settings and settings.fsync)

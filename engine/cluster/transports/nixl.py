@@ -5,9 +5,10 @@ shared memory or CMA on one host, RDMA between hosts, CUDA IPC or NVLink between
 code. A prompt's KV goes one of two ways, both straight from pool to pool with no staging buffer:
 
 push (the usual way): when a prompt arrives, the router asks a decode worker to reserve blocks for
-    it and sends the prompt to the prefill worker with their addresses (a PushTarget); the prefill
+    it and sends the prompt to the prefill worker with their addresses (a NixlTarget); the prefill
     worker WRITEs each layer's KV into them as soon as the layer is computed, while the later layers
-    still compute (as vLLM's KV connectors save per layer and Mooncake sends per layer). When the
+    still compute (Mooncake overlaps its transfer with the prefill layer by layer the same way; vLLM's
+    NixlConnector instead READs after the prefill, as the pull below does). When the
     prompt is done, only the last layer's write and a "ready" notification are left: the transfer
     hides behind the prefill.
 pull (when the decode worker had no room to reserve): the prefill worker keeps the prompt's blocks
@@ -27,14 +28,13 @@ from functools import cache
 import torch
 
 from ...core.kv_cache import PagedKVCache
-from .base import SendResult, TransferError, Transport, slot_runs
+from .base import SendResult, TransferError, slot_runs
+from .push import Push, PushedHandle, PushTransport, ready_notice, stop_notice
 
 HOLD_TIMEOUT_S = 30.0     # a prefill worker frees pulled blocks that no reader claimed within this
 PROGRESS_S = 0.002        # how often this agent's own thread lets UCX progress (transfers, notifications)
-READ_TIMEOUT_S = 30.0     # a decode worker gives up on a read, or on a push's "ready", after this
-WRITER_TIMEOUT_S = 120.0  # a released reservation is freed after this even if its writer never said it stopped
+READ_TIMEOUT_S = 30.0     # a decode worker gives up on a read after this
 DONE, DROP = b"done:", b"drop:"     # reader -> sender (pull): the reader has the KV / will never read it
-READY, STOP = b"ready:", b"stop:"   # writer -> reservation (push): every layer is in place / no more writes
 
 _local: NixlTransport | None = None   # this process's agent, if any: lets a handle's discard() notify
 
@@ -93,21 +93,10 @@ class NixlHandle:
 
 
 @dataclass(frozen=True)
-class PushTarget:
+class NixlTarget:
     """Push: the blocks a decode worker reserved for one prompt."""
     pool: PoolAddress
     blocks: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class PushedHandle:
-    """Push: the prompt's KV is being written into the decode worker's reserved blocks."""
-    request_id: str
-    agent: str
-
-    def discard(self) -> None:
-        """Nothing to free here: the decode worker releases its reservation (the router tells it),
-        and the prefill worker frees its own blocks when its writes end."""
 
 
 @dataclass
@@ -117,35 +106,20 @@ class _Held:
 
 
 @dataclass
-class _Push:
-    """The prefill side of one pushed prompt."""
-    target: PushTarget
-    remote: str                          # the decode agent, as NIXL knows it
+class _NixlPush(Push):
+    remote: str = ""                     # the decode agent, as NIXL knows it
     xfers: list = field(default_factory=list)   # writes in flight
-    sent_upto: int = 0                   # tokens whose every layer has been posted
-    error: str | None = None
     blocks: list[int] | None = None      # taken at the hand-off, freed when the writes end
-    ended: bool = False                  # sealed, or dropped: send the final notice when the writes end
     ready_posted: bool = False           # the last write, which carries the "ready" notification
     runs: tuple = ((), ())               # ((start, end), runs) of the current step, computed once per step
 
 
-class _Pending:
-    """One transfer the decode worker waits for; poll() until it says done. finished_at: when the KV
-    was in place."""
-    finished_at = 0.0
-
-    def poll(self) -> bool:
-        raise NotImplementedError
-
-    def cancel(self) -> None:
-        """Abandon it (an abort, a failure)."""
-
-
-class PendingRead(_Pending):
+class PendingRead:
+    """A pull's read into the decode worker's blocks."""
     def __init__(self, transport: NixlTransport, handle: NixlHandle, xfer):
         self.transport, self.handle, self.xfer = transport, handle, xfer
         self.deadline = time.monotonic() + READ_TIMEOUT_S
+        self.finished_at = 0.0
 
     def poll(self) -> bool:
         state = self.transport.agent.check_xfer_state(self.xfer)
@@ -172,28 +146,8 @@ class PendingRead(_Pending):
         self.transport.notify(self.handle.pool, DROP + self.handle.key.encode())
 
 
-class PendingPush(_Pending):
-    def __init__(self, transport: NixlTransport, handle: PushedHandle):
-        self.transport, self.handle = transport, handle
-        self.deadline = time.monotonic() + READ_TIMEOUT_S
-
-    def poll(self) -> bool:
-        notice = self.transport.final_notice(self.handle.request_id)
-        if notice is not None:
-            at, error = notice
-            if error is not None:
-                raise TransferError(f"{self.handle.agent} could not write the KV: {error}")
-            self.finished_at = at
-            return True
-        if time.monotonic() > self.deadline:
-            raise TransferError(f"{self.handle.agent} did not finish writing the KV in {READ_TIMEOUT_S:.0f} s")
-        return False
-
-
-class NixlTransport(Transport):
+class NixlTransport(PushTransport):
     name, copies = "nixl", 1
-    reads_into_blocks = True
-    pushes = True
 
     def __init__(self, settings=None):
         super().__init__(settings)
@@ -208,14 +162,10 @@ class NixlTransport(Transport):
         config = api.nixl_agent_config(enable_prog_thread=False, backends=["UCX"],
                                        sync_mode=api.nixl_thread_sync_t.NIXL_THREAD_SYNC_STRICT)
         self.agent = api.nixl_agent(self.name_here, config)
-        self.cache: PagedKVCache | None = None
         self.held: dict[str, _Held] = {}         # pull, prefill side: blocks waiting for their reader
-        self.outgoing: dict[str, _Push] = {}     # push, prefill side: by request id
-        self.notices: dict[str, tuple[float, str | None]] = {}   # push, decode side: request id -> (when, error)
         self.remotes: dict[str, str] = {}        # agent name -> the name NIXL knows it by
         self._arrived: list[bytes] = []          # pull notifications the progress thread collected
         self._freeable: list[int] = []           # pushed blocks whose writes ended
-        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._progress = threading.Thread(target=self._progress_loop, name="nixl-progress", daemon=True)
         self._progress.start()
@@ -229,17 +179,12 @@ class NixlTransport(Transport):
             self._progress_pushes()
 
     def _note(self, message: bytes) -> None:
-        with self._lock:
-            if message.startswith(READY):
-                self.notices[message[len(READY):].decode()] = (time.perf_counter(), None)
-            elif message.startswith(STOP):
-                request_id, _, error = message[len(STOP):].decode().partition("\n")
-                self.notices[request_id] = (time.perf_counter(), error or "it stopped")
-            else:
+        if not super()._note(message):   # a push's final notice, else a pull's
+            with self._lock:
                 self._arrived.append(message)
 
     def attach(self, cache: PagedKVCache, receives_pushes: bool = False) -> None:
-        self.cache = cache   # registered either way: a pull reads from the sender's pool
+        super().attach(cache)   # registered either way: a pull reads from the sender's pool
         self._registered = self.agent.register_memory([cache.key, cache.value])
         device = cache.key.device
         layers, slots, heads, dim = cache.key.shape
@@ -254,9 +199,7 @@ class NixlTransport(Transport):
         with self._lock:
             arrived, self._arrived = self._arrived, []
             freeable, self._freeable = self._freeable, []
-            stale = [r for r, (at, _) in self.notices.items() if time.perf_counter() - at > WRITER_TIMEOUT_S]
-            for request_id in stale:   # for reservations this worker no longer has
-                del self.notices[request_id]
+        self._expire_notices()
         freed = bool(freeable)
         if freeable and self.cache is not None:
             self.cache.release(freeable)
@@ -287,69 +230,40 @@ class NixlTransport(Transport):
 
     # ---- push, prefill side ----
 
-    def set_target(self, request_id: str, target: PushTarget) -> None:
-        """Where to write this prompt's KV, which is not computed yet."""
+    def set_target(self, request_id: str, target: NixlTarget) -> None:
         try:
             self.address.check_matches(target.pool)
-            push = _Push(target, self._remote(target.pool))
+            push = _NixlPush(target, remote=self._remote(target.pool))
         except Exception as exc:   # a layout mismatch, or metadata NIXL refuses
-            push = _Push(target, "", error=str(exc))
+            push = _NixlPush(target, error=str(exc))
         with self._lock:
             self.outgoing[request_id] = push
 
-    def layer_written(self, layer: int, work) -> None:
-        """Called by the model, inside a step, as soon as `layer`'s KV of the step's tokens is in the
-        pool: post the write of that layer for every pushed prompt in the step."""
-        pushed = [(seq, n, push) for seq, n in work
-                  if (push := self.outgoing.get(seq.request_id)) and not (push.error or push.ended)]
-        if pushed and self.cache.key.is_cuda:   # the layer's KV write is queued on the GPU, not done yet
+    def _before_writes(self) -> None:
+        if self.cache.key.is_cuda:   # the layer's KV write is queued on the GPU, not done yet
             torch.cuda.current_stream(self.cache.key.device).synchronize()
-        for seq, n, push in pushed:
-            start = seq.num_computed   # the step's first token of this sequence
-            if layer == 0 and push.sent_upto < start:   # tokens taken from the prefix cache
-                self._post(push, range(self.address.layers), push.sent_upto, start, seq.block_table)
-            self._post(push, range(layer, layer + 1), start, start + n, seq.block_table)
-            if layer == self.address.layers - 1:
-                push.sent_upto = start + n
 
-    def seal(self, request_id: str, cache: PagedKVCache, block_table: list[int], num_tokens: int) -> SendResult:
-        """At the hand-off: write what is still unwritten, take the prompt's blocks (freed when the
-        writes end) and hand over a handle that says the KV is on its way into the reserved blocks."""
-        start = time.perf_counter()
-        push = self.outgoing[request_id]
-        if push.sent_upto < num_tokens and not push.error:
-            self._post(push, range(self.address.layers), push.sent_upto, num_tokens, block_table)
-            push.sent_upto = num_tokens
-        if push.error:
-            self.drop(request_id)
-            raise TransferError(push.error)
+    def _sealed(self, request_id, push: _NixlPush, block_table, num_tokens, started) -> SendResult:
+        """Take the prompt's blocks (freed when the writes end); the progress thread says "ready" after
+        the last write completes."""
         with self._lock:
             push.blocks, push.ended = list(block_table), True
         block_table.clear()
-        return SendResult(PushedHandle(request_id, self.name_here), num_tokens * cache.bytes_per_token, start,
-                          time.perf_counter() - start)
+        return SendResult(PushedHandle(request_id, self.name_here), num_tokens * self.cache.bytes_per_token, started,
+                          time.perf_counter() - started)
 
     def drop(self, request_id: str) -> None:
-        """The prompt ended here without a hand-off (finished, aborted, failed): once its writes end,
-        tell the reservation that no more will come."""
+        """Once its writes in flight end, the progress thread tells the reservation that no more will come."""
         with self._lock:
             push = self.outgoing.get(request_id)
             if push is not None:
                 push.ended = True
                 push.error = push.error or "the request ended before its hand-off"
 
-    def decline(self, request_id: str, target: PushTarget) -> None:
-        """A target for a prompt refused here: the reservation is told at once that nothing will be
-        written."""
-        self.notify(target.pool, STOP + f"{request_id}\nnot written".encode())
+    def _post_notice(self, target: NixlTarget, message: bytes) -> None:
+        self.notify(target.pool, message)
 
-    @property
-    def pushing(self) -> list[str]:
-        """Request ids with a target and no hand-off yet."""
-        with self._lock:
-            return [r for r, push in self.outgoing.items() if not push.ended]
-
-    def _post(self, push: _Push, layers: range, start: int, end: int, table: list[int]) -> None:
+    def _write(self, push: _NixlPush, layers: range, start: int, end: int, table: list[int]) -> None:
         try:
             if end > len(push.target.blocks) * self.address.block_size:
                 raise TransferError(f"the decode worker reserved room for {len(push.target.blocks)} blocks, "
@@ -393,9 +307,9 @@ class NixlTransport(Transport):
                 del self.outgoing[request_id]
                 self._freeable += push.blocks or []
             if push.error:
-                self.notify(push.target.pool, STOP + f"{request_id}\n{push.error}".encode())
+                self.notify(push.target.pool, stop_notice(request_id, push.error))
 
-    def _post_ready(self, push: _Push, request_id: str) -> None:
+    def _post_ready(self, push: _NixlPush, request_id: str) -> None:
         """The "ready" notification rides on one last small write (the prompt's first token of layer 0,
         again), posted after every other write completed: NIXL delivers a transfer's notification
         after that transfer's data."""
@@ -405,7 +319,7 @@ class NixlTransport(Transport):
         try:
             xfer = self.agent.initialize_xfer("WRITE", self.agent.get_xfer_descs(local[:1], self.address.mem_type),
                                               self.agent.get_xfer_descs(remote[:1], push.target.pool.mem_type),
-                                              push.remote, READY + request_id.encode())
+                                              push.remote, ready_notice(request_id))
             if self.agent.transfer(xfer) == "ERR":
                 self.agent.release_xfer_handle(xfer)
                 raise TransferError("NIXL refused to post it")
@@ -417,24 +331,8 @@ class NixlTransport(Transport):
 
     # ---- push, decode side ----
 
-    def push_target(self, request_id: str, block_table: list[int]) -> PushTarget:
-        with self._lock:
-            self.notices.pop(request_id, None)   # a stale notice of an earlier request with this id
-        return PushTarget(self.address, tuple(block_table))
-
-    def final_notice(self, request_id: str) -> tuple[float, str | None] | None:
-        """(when, error or None) once the writer said it is done ("ready") or stopped; None before."""
-        with self._lock:
-            return self.notices.get(request_id)
-
-    def writes_ended(self, request_id: str, released_at: float) -> bool:
-        """May the reservation's blocks be freed? Once its writer sent its final notice, or, if the
-        writer died without one, WRITER_TIMEOUT_S after the release."""
-        if self.final_notice(request_id) is None and time.monotonic() - released_at < WRITER_TIMEOUT_S:
-            return False
-        with self._lock:
-            self.notices.pop(request_id, None)
-        return True
+    def _target(self, block_table: list[int]) -> NixlTarget:
+        return NixlTarget(self.address, tuple(block_table))
 
     # ---- pull, prefill side ----
 
@@ -451,13 +349,14 @@ class NixlTransport(Transport):
 
     # ---- decode side: a pull's read, or a push's arrival ----
 
-    def start_read(self, handle, cache: PagedKVCache, block_table: list[int]) -> _Pending:
+    def receive(self, handle, block_table: list[int]):
+        """A push's arrival, or a pull: a READ straight into `block_table`."""
         if isinstance(handle, PushedHandle):
-            return PendingPush(self, handle)
+            return super().receive(handle, block_table)
         try:
             self.address.check_matches(handle.pool)
             remote = self._remote(handle.pool)
-            runs = slot_runs(block_table, handle.blocks, cache.block_size, 0, handle.num_tokens)
+            runs = slot_runs(block_table, handle.blocks, self.cache.block_size, 0, handle.num_tokens)
             local_descs, remote_descs = _descriptors(runs, range(self.address.layers), self.address, handle.pool)
             xfer = self.agent.initialize_xfer("READ", self.agent.get_xfer_descs(local_descs, self.address.mem_type),
                                               self.agent.get_xfer_descs(remote_descs, handle.pool.mem_type), remote,
@@ -472,9 +371,6 @@ class NixlTransport(Transport):
             self.notify(handle.pool, DROP + handle.key.encode())
             raise TransferError(f"NIXL read from {handle.pool.agent} could not start: {exc}") from exc
         return PendingRead(self, handle, xfer)
-
-    def open(self, handle, dtype):
-        raise TransferError("the nixl transport reads into the decode worker's blocks: use start_read()")
 
     def close(self) -> None:
         global _local

@@ -11,8 +11,8 @@ push (the usual way, on CPU pools): every decode worker keeps its KV pool in sha
     (notices.py), so that freed blocks are never written to.
 pull (no reservation: the decode worker had no room, or its pool is on a GPU; or a pool the prefill
     worker cannot map, whose reserved blocks the pulled KV then fills): the prefill worker
-    gathers the KV into a shared-memory segment after the prefill, the decode worker loads it (a few
-    layers at a time between its steps; into reserved blocks, at once) and unlinks it (2 copies).
+    gathers the KV into a shared-memory segment after the prefill, the decode worker loads it a few
+    layers at a time between its steps and unlinks it (2 copies).
 """
 from __future__ import annotations
 
@@ -20,20 +20,20 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import resource_tracker, shared_memory
 from pathlib import Path
 
 import torch
 
 from ...core.kv_cache import PagedKVCache
-from .base import Received, SendResult, TransferError, Transport, payload_shape, slot_runs, split_payload
-from .notices import READY, STOP, NoticeBoard, Poster
+from .base import Received, SendResult, TransferError, payload_shape, slot_runs, split_payload
+from .notices import NoticeBoard, Poster
+from .push import Push, PushedHandle, PushTransport, ready_notice, stop_notice
 from .shared_pool import SharedPool, open_pool, share
 
 SHM_PREFIX = "pdlab-kv-"
 log = logging.getLogger("pdlab.cluster")
-WRITER_TIMEOUT_S = 120.0   # a released reservation is freed after this even if its writer never said it stopped
 
 
 @dataclass(frozen=True)
@@ -59,37 +59,11 @@ class ShmTarget:
     blocks: tuple[int, ...]
 
 
-@dataclass(frozen=True)
-class ShmPushedHandle:
-    """Push: the prompt's KV is in the decode worker's reserved blocks already."""
-    request_id: str
-    written_at: float          # when its last byte was
-
-    def discard(self) -> None:
-        """Nothing to free: the decode worker releases its reservation when the router tells it."""
-
-
 @dataclass
-class _Push:
-    """The prefill side of one pushed prompt."""
-    target: ShmTarget
-    key: torch.Tensor                    # the decode worker's pool, mapped here
-    value: torch.Tensor
-    written_upto: int = 0                # tokens whose every layer is written
+class _ShmPush(Push):
+    key: torch.Tensor | None = None      # the decode worker's pool, mapped here
+    value: torch.Tensor | None = None
     seconds: float = 0.0                 # time spent writing, so far
-    error: str | None = None
-
-
-@dataclass
-class _Written:
-    """A pushed prompt's arrival on the decode side: complete when the hand-off comes."""
-    finished_at: float
-
-    def poll(self) -> bool:
-        return True
-
-    def cancel(self) -> None:
-        pass
 
 
 def _alive(pid: int) -> bool:
@@ -111,46 +85,35 @@ def _untrack(shm: shared_memory.SharedMemory) -> None:
         pass
 
 
-class SharedMemoryTransport(Transport):
+class SharedMemoryTransport(PushTransport):
     name, copies = "shm", 2   # the pull's count; a push is 1
-    pushes = True
 
     def __init__(self, settings=None):
         super().__init__(settings)
-        self.cache: PagedKVCache | None = None
         self.address: SharedPool | None = None   # None unless a decode worker's pool on a CPU
         self._fd: int | None = None
         self.board = NoticeBoard()
         self.poster = Poster()
-        self.outgoing: dict[str, _Push] = {}                       # push, prefill side
-        self.notices: dict[str, tuple[float, str | None]] = {}    # push, decode side: (when, error or None)
         self.mapped: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}   # other workers' pools
 
     def attach(self, cache: PagedKVCache, receives_pushes: bool = False) -> None:
         """Only a pool others write into moves to shared memory (a copy of the whole pool at start)."""
-        self.cache = cache
+        super().attach(cache)
         if receives_pushes and cache.key.device.type == "cpu":
             self.address, self._fd = share(cache)
 
     def poll(self) -> bool:
-        now = time.perf_counter()
         for message in self.board.drain():
-            if message.startswith(READY):
-                self.notices[message[len(READY):].decode()] = (now, None)
-            elif message.startswith(STOP):
-                request_id, _, error = message[len(STOP):].decode().partition("\n")
-                self.notices[request_id] = (now, error or "it stopped")
-        for request_id in [r for r, (at, _) in self.notices.items() if now - at > WRITER_TIMEOUT_S]:
-            del self.notices[request_id]   # for reservations this worker no longer has
+            self._note(message)
+        self._expire_notices()
         return False
 
     # ---- push, prefill side ----
 
     def set_target(self, request_id: str, target: ShmTarget) -> None:
-        """Where to write this prompt's KV, which is not computed yet. A pool this process cannot map
-        (a host that hides other processes' descriptors, another user's worker) gets the KV after the
-        prefill instead, into the same reserved blocks; the reservation hears at once that nothing
-        will be written."""
+        """A pool this process cannot map (a host that hides other processes' descriptors, another
+        user's worker) gets the KV after the prefill instead, into the same reserved blocks; the
+        reservation hears at once that nothing will be written."""
         try:
             target.pool.check_fits(self.cache)
             for pid, fd in [w for w in self.mapped if not _alive(w[0])]:
@@ -161,28 +124,15 @@ class SharedMemoryTransport(Transport):
         except TransferError as exc:
             log.warning("shm: cannot write into the decode worker's KV pool (%s); %s's KV is sent after "
                         "its prefill", exc, request_id)
-            self._stop(target, request_id, f"not written: {exc}")
+            self._post_notice(target, stop_notice(request_id, f"not written: {exc}"))
             return
-        self.outgoing[request_id] = _Push(target, *self.mapped[where])
+        key, value = self.mapped[where]
+        self.outgoing[request_id] = _ShmPush(target, key=key, value=value)
 
-    def layer_written(self, layer: int, work) -> None:
-        """Called by the model, inside a step, as soon as `layer`'s KV of the step's tokens is in the
-        pool: copy that layer into the reserved blocks of every pushed prompt in the step."""
-        if not self.outgoing:
-            return
-        for seq, n in work:
-            push = self.outgoing.get(seq.request_id)
-            if push is None or push.error:
-                continue
-            start = seq.num_computed   # the step's first token of this sequence
-            if layer == 0 and push.written_upto < start:   # tokens taken from the prefix cache
-                self._write(push, slice(None), push.written_upto, start, seq.block_table)
-            self._write(push, slice(layer, layer + 1), start, start + n, seq.block_table)
-            if layer == self.cache.key.shape[0] - 1:
-                push.written_upto = start + n
-
-    def _write(self, push: _Push, layers: slice, start: int, end: int, table: list[int]) -> None:
+    def _write(self, push: _ShmPush, layers: range, start: int, end: int, table: list[int]) -> None:
+        """Copies made by this process, inside the step: on a CPU they lengthen the prefill by their time."""
         began = time.perf_counter()
+        which = slice(layers.start, layers.stop)
         try:
             if end > len(push.target.blocks) * self.cache.block_size:
                 raise TransferError(f"the decode worker reserved room for {len(push.target.blocks)} blocks, "
@@ -190,78 +140,40 @@ class SharedMemoryTransport(Transport):
             for here, there, tokens in slot_runs(table, push.target.blocks, self.cache.block_size, start, end):
                 if there + tokens > push.key.shape[1]:
                     raise TransferError(f"block {there // self.cache.block_size} is outside the decode worker's pool")
-                push.key[layers, there:there + tokens] = self.cache.key[layers, here:here + tokens]
-                push.value[layers, there:there + tokens] = self.cache.value[layers, here:here + tokens]
+                push.key[which, there:there + tokens] = self.cache.key[which, here:here + tokens]
+                push.value[which, there:there + tokens] = self.cache.value[which, here:here + tokens]
         except TransferError as exc:
             push.error = f"shared-memory write failed: {exc}"
         push.seconds += time.perf_counter() - began
 
-    def seal(self, request_id: str, cache: PagedKVCache, block_table: list[int], num_tokens: int) -> SendResult:
-        """At the hand-off: write what is still unwritten, say "ready", and hand over a handle that says
-        the KV is in place. The prompt's blocks here are freed as after any send."""
-        start = time.perf_counter()
-        push = self.outgoing[request_id]
-        during = push.seconds
-        if push.written_upto < num_tokens and not push.error:
-            self._write(push, slice(None), push.written_upto, num_tokens, block_table)
-        if push.error:
-            self.drop(request_id)
-            raise TransferError(push.error)
+    def seal(self, request_id, cache, block_table, num_tokens) -> SendResult:
+        inside = self.outgoing[request_id].seconds   # the copies made during the prefill, before the seal's
+        return replace(super().seal(request_id, cache, block_table, num_tokens), writing_seconds=inside)
+
+    def _sealed(self, request_id, push: _ShmPush, block_table, num_tokens, started) -> SendResult:
+        """The copies are done: say "ready" now. The prompt's blocks here are freed as after any send."""
         del self.outgoing[request_id]
         written_at = time.perf_counter()
-        self._notify(push.target, READY + request_id.encode())
-        return SendResult(ShmPushedHandle(request_id, written_at), num_tokens * cache.bytes_per_token, start,
-                          written_at - start, during)
+        self._post_notice(push.target, ready_notice(request_id, written_at))
+        return SendResult(PushedHandle(request_id, self.name), num_tokens * self.cache.bytes_per_token, started,
+                          written_at - started)
 
     def drop(self, request_id: str) -> None:
-        """The prompt ended here without a hand-off (finished, aborted, failed): no more writes."""
         push = self.outgoing.pop(request_id, None)
         if push is not None:
-            self._stop(push.target, request_id, push.error or "the request ended before its hand-off")
+            self._post_notice(push.target, stop_notice(request_id, push.error or "the request ended before its hand-off"))
 
-    def decline(self, request_id: str, target: ShmTarget) -> None:
-        """A target for a prompt refused here: nothing will be written."""
-        self._stop(target, request_id, "not written")
-
-    def _stop(self, target: ShmTarget, request_id: str, why: str) -> None:
-        self._notify(target, STOP + f"{request_id}\n{why}".encode())
-
-    def _notify(self, target: ShmTarget, message: bytes) -> None:
+    def _post_notice(self, target: ShmTarget, message: bytes) -> None:
         if not self.poster.post(target.notices, message):
             self.mapped.pop((target.pool.pid, target.pool.fd), None)   # its worker is gone: unmap its pool
 
-    @property
-    def pushing(self) -> list[str]:
-        """Request ids with a target and no hand-off yet."""
-        return list(self.outgoing)
-
     # ---- push, decode side ----
 
-    def push_target(self, request_id: str, block_table: list[int]) -> ShmTarget | None:
+    def _target(self, block_table: list[int]) -> ShmTarget | None:
         """None when this pool is not shared (on a GPU): the prompt's KV is then pulled."""
         if self.address is None:
             return None
-        self.notices.pop(request_id, None)   # a stale notice of an earlier request with this id
         return ShmTarget(self.address, self.board.address, tuple(block_table))
-
-    def writes_ended(self, request_id: str, released_at: float) -> bool:
-        """May the reservation's blocks be freed? Once its writer sent its final notice, or, if the
-        writer died without one, WRITER_TIMEOUT_S after the release."""
-        if request_id not in self.notices and time.monotonic() - released_at < WRITER_TIMEOUT_S:
-            return False
-        self.notices.pop(request_id, None)
-        return True
-
-    def start_read(self, handle, cache: PagedKVCache, block_table: list[int]) -> _Written:
-        """A hand-off for reserved blocks: pushed there already, or (pulled) loaded into them now."""
-        if isinstance(handle, ShmPushedHandle):
-            return _Written(handle.written_at)
-        received = self.open(handle, cache.key.dtype)
-        try:
-            cache.load(block_table, received.payload)
-        finally:
-            received.close()
-        return _Written(time.perf_counter())
 
     # ---- pull ----
 
