@@ -22,7 +22,7 @@ lab: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=10
 
-bench: $(STAMP)  # every figure in the README's results, about 50 minutes on 2 cores (observer_effect needs chromium)
+bench: $(STAMP)  # every figure in docs/results.md, about 50 minutes on 2 cores (observer_effect needs chromium)
 	$(PY) benchmarks/engine_bench.py
 	$(PY) benchmarks/engine_bench.py --dtype bfloat16
 	$(PY) benchmarks/interference_bench.py

@@ -29,7 +29,7 @@ def model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kv-cache-tokens", type=int, default=16384)
     p.add_argument("--compile-decode", action="store_true",
                    help="compile the decode step at start (CPU: 25-40%% faster steps on an AVX2 EPYC, by CPU "
-                        "and batch, see README; ~2.5 min to compile)")
+                        "and batch, see docs/usage.md; ~2.5 min to compile)")
 
 
 def engine_args(p: argparse.ArgumentParser) -> None:

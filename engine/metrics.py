@@ -2,7 +2,9 @@
 
 TTFT: request sent -> first token. ITL: every gap between consecutive tokens, pooled over all
 requests. TPOT: per request (E2E - TTFT) / (output tokens - 1), undefined for one token.
-E2E: sent -> last token. Goodput: requests/s meeting every SLO (DistServe).
+E2E: sent -> last token. Goodput: requests/s that met every SLO at the load sent (vLLM bench's
+--goodput); DistServe's goodput is another figure, the highest rate at which 90% meet them
+(lab/planner computes that one).
 """
 from __future__ import annotations
 

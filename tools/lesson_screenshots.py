@@ -1,5 +1,5 @@
 """Walk the guided pages 1, 4, 5 and 6 and the quiz in a real browser as a learner would, in English and
-then in Russian, and save the screenshots the README shows (docs/lesson-*.png, docs/quiz*.png).
+then in Russian, and save the screenshots the README and docs/lessons.md show (docs/lesson-*.png, docs/quiz*.png).
 
 Starts its own lab on a free port, drives Debian's Chromium with Playwright, stops the lab after.
 Takes about five minutes on 2 cores: each page runs its experiment on the real engine.

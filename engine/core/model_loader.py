@@ -133,6 +133,6 @@ def load_model(name: str = BUNDLED, device: str = "auto", dtype: str = "auto",
         pack_linear_layers(model, keep_weights=for_compiled_decode)
     elif torch_device.type == "cpu" and torch_dtype == torch.bfloat16:
         log.warning("bf16 on this CPU runs on plain linears: oneDNN's bf16 ones need AVX-512 or AVX-NE-CONVERT, "
-                    "which it lacks; fp32 ran 2-6x faster on such a CPU (README)")
+                    "which it lacks; fp32 ran 2-6x faster on such a CPU (docs/results.md)")
     display = BUNDLED_NAME if name == BUNDLED else name
     return LoadedModel(display, model, tokenizer, torch_device, torch_dtype, matmul_params, fused)
