@@ -90,16 +90,18 @@ def _watch_parent(stop: threading.Event) -> None:
 
 class Worker:
     """`inbox` is a queue of the router's messages; `outbox` has send(message) (an Outbox, or a stand-in
-    in tests). run() is the process's life; step() one iteration of it."""
+    in tests); `engine`, if given, is used instead of building one from the spec (tests give one with a
+    stand-in model). run() is the process's life; step() one iteration of it."""
 
-    def __init__(self, spec: WorkerSpec, inbox, outbox, stop: threading.Event | None = None):
+    def __init__(self, spec: WorkerSpec, inbox, outbox, stop: threading.Event | None = None,
+                 engine: LLMEngine | None = None):
         self.spec = spec
         self.inbox = inbox
         self.outbox = outbox
         self.stop = stop or threading.Event()   # set by Shutdown, SIGTERM or the parent's death
         self.parent = multiprocessing.parent_process()   # None when the worker runs in the caller's process
         self.sent: deque[KVHandle] = deque(maxlen=RECENT_HAND_OFFS)
-        self.engine = LLMEngine(spec.engine, name=spec.name)
+        self.engine = engine or LLMEngine(spec.engine, name=spec.name)
         self.transport = make_transport(spec.transport)
         self.transport.attach(self.engine.cache, receives_pushes=spec.role == Role.DECODE)
         self.prefill_only: set[str] = set()          # prompts to hand off after their first token
@@ -107,7 +109,7 @@ class Worker:
         self.releasing: list[Import] = []            # ended reservations, until no writer can write
         if self.transport.pushes:
             self.engine.layer_written = self.transport.layer_written
-        outbox.send(Ready(spec.name, str(self.engine.loaded.device), self.engine.describe()))
+        outbox.send(Ready(spec.name, str(self.engine.device), self.engine.describe()))
 
     def run(self) -> None:
         while not self.stop.is_set():

@@ -158,10 +158,14 @@ class LLMEngine:
     def kv_blocks_total(self) -> int:
         return self.cache.allocator.num_blocks
 
+    @property
+    def device(self):
+        return self.loaded.device
+
     def describe(self) -> str:
         """Its device in words, and whether its decode step is compiled."""
         compiled = ", decode step compiled" if self.runner.compiled is not None else ""
-        return describe_device(self.loaded.device) + compiled
+        return describe_device(self.device) + compiled
 
     # ---- the step ----------------------------------------------------------------------------
 
