@@ -6,7 +6,7 @@ PORT ?= 8501
 # The lab listens on this machine only; `make lab ADDRESS=0.0.0.0` opens it to the network.
 ADDRESS ?= 127.0.0.1
 
-.PHONY: lab test bench bench-clients clean
+.PHONY: lab test test-fast bench bench-clients clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,8 +19,11 @@ lab: $(STAMP)
 	$(PY) -m streamlit run app.py --server.port $(PORT) --server.address $(ADDRESS) --server.headless true \
 		--browser.gatherUsageStats false
 
-test: $(STAMP)
+test: $(STAMP)  # the whole suite, what CI runs (.ci/run): the real model, about 15 minutes on 2 cores
 	$(PY) -m pytest -q --durations=10
+
+test-fast: $(STAMP)  # tests/fast: no model, under a minute, for the edit-test loop
+	$(PY) -m pytest -q tests/fast
 
 bench: $(STAMP)  # every figure in docs/results.md, about 50 minutes on 2 cores (observer_effect needs chromium)
 	$(PY) benchmarks/engine_bench.py

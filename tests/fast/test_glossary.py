@@ -1,17 +1,10 @@
-"""One glossary keeps the Russian terms consistent, and a Russian page shows no English labels."""
+"""One glossary keeps the Russian terms consistent, and no Russian text has an English word
+(tests/test_russian_pages.py renders the pages)."""
 import re
-from pathlib import Path
-
-import pytest
-from streamlit.testing.v1 import AppTest
 
 from lab.i18n import texts
 from lab.quiz import load_questions
 from tests.labels import foreign_words, glossary, visible_texts
-
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
-PAGES = sorted(p.stem for p in (Path(APP).parent / "pages").glob("*.py"))
-
 
 def russian_texts() -> dict[str, str]:
     found = {f"texts:{key}": value for key, value in texts("ru").items()}
@@ -39,13 +32,3 @@ def test_no_russian_text_has_an_english_word():
 def test_the_check_finds_an_english_label():
     assert foreign_words(["Время (с)", "TTFT, мс", "prefill-0 (prefill)"]) == set()
     assert foreign_words(["time (s)", "Запросы"]) == {"time"}
-
-
-@pytest.mark.parametrize("page", PAGES)
-def test_a_russian_page_shows_no_english_label(page):
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.session_state["lang"] = "ru"
-    at.switch_page(f"pages/{page}.py")
-    at.run()
-    assert not at.exception
-    assert foreign_words(visible_texts(at)) == set(), page
