@@ -14,7 +14,8 @@ import torch
 from .config import EngineConfig, RequestError, SamplingParams
 from .devices import describe_device, place_on_cpu_cores
 from .events import FinishReason, TokenEvent, TokenLogprob
-from .kv_cache import PagedKVCache
+from .disk_tier import DiskTier, Layout, block_hashes
+from .kv_cache import KVPayload, PagedKVCache
 from .model_loader import LoadedModel, head_dim, load_model
 from .model_runner import ModelRunner
 from .prefix_store import PrefixStore
@@ -41,6 +42,9 @@ class LLMEngine:
                                   self.loaded.dtype, self.loaded.device)
         self.prefix_store = (PrefixStore(self.config.prefix_cache_tokens, self.config.prefix_cache_ttl_s,
                                          self.config.block_size) if self.config.prefix_cache_tokens else None)
+        self.disk_tier = (DiskTier(self.config.kv_store_folder, self.config.kv_store_bytes, Layout(
+            self.loaded.name, str(self.loaded.dtype).removeprefix("torch."), mc.num_hidden_layers,
+            mc.num_key_value_heads, head_dim(mc), self.config.block_size)) if self.config.kv_store_folder else None)
         self.scheduler = Scheduler(self.config, self.cache, self._reuse_prefix)
         self.runner = ModelRunner(self.loaded, self.cache)
         if self.config.compile_decode:
@@ -95,16 +99,57 @@ class LLMEngine:
         return f"{self.name or 'req'}-{next(self._ids)}"
 
     def _reuse_prefix(self, seq: Sequence) -> None:
-        """Before a waiting prompt is first prefilled: load its longest cached prefix, if any."""
-        if self.prefix_store is None or seq.num_computed:
+        """Before a waiting prompt is first prefilled: load its longest cached prefix, if any, from memory
+        or, if the disk holds a longer one, from disk."""
+        if seq.num_computed or (self.prefix_store is None and self.disk_tier is None):
             return
-        length, kv = self.prefix_store.lookup(seq.prompt_ids)
+        length, kv = self.prefix_store.lookup(seq.prompt_ids) if self.prefix_store else (0, None)
+        tier = "memory"
+        if self.disk_tier is not None:
+            on_disk, from_disk = self._read_prefix_from_disk(seq.prompt_ids, longer_than=length)
+            if from_disk is not None:
+                length, kv, tier = on_disk, from_disk, "disk"
         if kv is None or not self.cache.can_grow(seq.block_table, length):
             return
         self.cache.grow(seq.block_table, length)
         self.cache.load(seq.block_table, kv)  # the stored entry holds exactly `length` tokens
         seq.num_computed = length
-        seq.record.cached_tokens = length
+        seq.record.cached_tokens, seq.record.cache_tier = length, tier
+
+    def _disk_keys(self, prompt_ids: list[int], blocks: int) -> list[str]:
+        return block_hashes(prompt_ids, self.config.block_size, self.disk_tier.layout, blocks)
+
+    def _read_prefix_from_disk(self, prompt_ids: list[int], longer_than: int) -> tuple[int, KVPayload | None]:
+        """The prompt's leading whole blocks found on disk (at least one token left to compute), if they
+        are more than `longer_than` tokens: (tokens, their KV), else (0, None)."""
+        disk, size = self.disk_tier, self.config.block_size
+        keys = self._disk_keys(prompt_ids, (len(prompt_ids) - 1) // size)
+        present = next((i for i, key in enumerate(keys) if not disk.has(key)), len(keys))
+        if present * size <= longer_than:
+            disk.stats.misses += present == 0
+            return 0, None
+        blocks = []
+        for key in keys[:present]:
+            block = disk.read(key)
+            if block is None:   # refused or gone meanwhile: the prefix ends here
+                break
+            blocks.append(block)
+        if len(blocks) * size <= longer_than:
+            return 0, None
+        return len(blocks) * size, KVPayload(torch.cat([b.key for b in blocks], dim=1),
+                                             torch.cat([b.value for b in blocks], dim=1))
+
+    def _write_prefix_to_disk(self, seq: Sequence) -> None:
+        """The prompt's whole blocks the disk lacks, copied now and written by the tier's own thread."""
+        disk, size = self.disk_tier, self.config.block_size
+        keys = self._disk_keys(seq.prompt_ids, len(seq.prompt_ids) // size)
+        missing = [i for i, key in enumerate(keys) if not disk.has(key)]
+        if not missing:
+            return
+        kv = self.cache.export(seq.block_table, (missing[-1] + 1) * size)
+        for i in missing:
+            block = slice(i * size, (i + 1) * size)
+            disk.write(keys[i], KVPayload(kv.key[:, block], kv.value[:, block]))
 
     def _new_sequence(self, ids, params, request_id, arrival) -> Sequence:
         request_id = request_id or self.new_request_id()
@@ -197,6 +242,8 @@ class LLMEngine:
             rec.first_token = now
             if self.prefix_store is not None:
                 self.prefix_store.store(seq.prompt_ids, lambda n: self.cache.export(seq.block_table, n))
+            if self.disk_tier is not None:
+                self._write_prefix_to_disk(seq)
         text = self.decode(seq.output_ids)
         reason = None
         if token in self.eos_ids and not seq.params.ignore_eos:  # the sampler hid EOS before min_tokens

@@ -31,6 +31,7 @@ class RequestRecord:
     error: str | None = None
     preemptions: int = 0
     cached_tokens: int = 0         # prompt tokens whose KV came from the prefix cache
+    cache_tier: str = ""           # where they came from: "memory" or "disk"
     worker: str = ""
 
     @property
