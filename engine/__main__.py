@@ -13,6 +13,7 @@ from .cluster.shutdown import exit_on_signals
 from .cluster.topology import Mode, Topology
 from .cluster.transports import TRANSPORTS
 from .core.config import EngineConfig, Policy, RequestError, SamplingParams
+from .core.disk_tier import clear as clear_kv_store
 from .core.llm_engine import LLMEngine
 from .core.model_loader import ModelLoadError
 from .core.run_files import save_run
@@ -88,8 +89,14 @@ def bench(a: argparse.Namespace) -> None:
 
 def serve(a: argparse.Namespace) -> None:
     topology = Topology(a.mode, a.prefill_workers, a.decode_workers, a.workers, a.device)
+    if a.kv_store_clear:
+        if not a.kv_store_folder:
+            raise ValueError("--kv-store-clear needs --kv-store-folder: the folder to clear")
+        print(f"KV store: removed {clear_kv_store(a.kv_store_folder)} files from {a.kv_store_folder}", file=sys.stderr)
     config = EngineConfig(model=a.model, dtype=a.dtype, chunk_size=a.chunk_size, kv_cache_tokens=a.kv_cache_tokens,
-                          compile_decode=a.compile_decode)
+                          compile_decode=a.compile_decode, prefix_cache_tokens=a.prefix_cache_tokens,
+                          prefix_cache_ttl_s=a.prefix_cache_ttl, kv_store_folder=a.kv_store_folder,
+                          kv_store_bytes=a.kv_store_bytes)
     threshold = a.conditional_threshold if a.conditional_threshold > 0 else None
     with exit_on_signals(), Cluster(topology, config, a.transport, conditional_threshold=threshold) as cluster:
         for w in cluster.status():
@@ -135,6 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--api-key", default=os.environ.get("PDLAB_API_KEY"),
                    help="require 'Authorization: Bearer KEY' on /v1 requests, as vLLM's --api-key "
                         "(default: $PDLAB_API_KEY; none: open)")
+    s.add_argument("--prefix-cache-tokens", type=int, default=0,
+                   help="keep prompt prefixes' KV in each worker's memory, up to this many tokens (0: off)")
+    s.add_argument("--prefix-cache-ttl", type=float, default=300.0, help="...for this many seconds after last use")
+    s.add_argument("--kv-store-folder", default=None,
+                   help="the prefix cache's disk tier: a folder every worker shares, kept across restarts")
+    s.add_argument("--kv-store-bytes", type=int, default=4 << 30, help="its bound (default 4 GiB)")
+    s.add_argument("--kv-store-clear", action="store_true", help="empty the KV store folder before starting")
     model_args(s)
     a = parser.parse_args(argv)
     try:

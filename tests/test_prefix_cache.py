@@ -88,3 +88,34 @@ def test_an_expired_prefix_is_prefilled_again(make_engine, loaded):
     time.sleep(5.5)
     assert ask(engine, loaded, "What is a KV cache?")[2].cached_tokens == 0
     assert engine.prefix_store.stats.expired >= 1
+
+
+def test_a_prefix_prefilled_on_one_worker_is_read_from_the_shared_disk_tier_by_another(tmp_path, chat,
+                                                                                     reference_model):
+    """Two colocated worker processes naming one KV store folder: the second request, routed to the other
+    worker, loads the first's whole blocks from disk, and its greedy answer is the plain model's."""
+    from engine.cluster.cluster import Cluster
+    from engine.cluster.topology import Topology
+    from engine.core.config import EngineConfig
+
+    system = "You are a careful assistant for a shipping company. " * 12
+    first = chat(system + "Where is my parcel?")
+    second = chat(system + "How do I return a parcel?")
+    params = SamplingParams(max_tokens=8, ignore_eos=True)
+    config = EngineConfig(kv_cache_tokens=2048, kv_store_folder=str(tmp_path / "kv-store"))
+    with Cluster(Topology("colocated", workers=2), config) as cluster:
+        one = cluster.submit(first, SamplingParams(max_tokens=200, ignore_eos=True))
+        deadline = time.monotonic() + 300
+        while not one.token_ids and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)   # the writer thread puts the prompt's blocks on disk
+        other = cluster.submit(second, params)   # to the least busy worker: not the one still answering `first`
+        other.result(timeout=300)
+        one.cancel()
+        one.wait(60)
+        records = {r.request_id: r for r in cluster.requests}
+    assert records[one.request_id].worker != records[other.request_id].worker
+    common = next(i for i, (a, b) in enumerate(zip(first, second)) if a != b)
+    hit = records[other.request_id]
+    assert hit.cache_tier == "disk" and hit.cached_tokens == common // 16 * 16 > 100   # every shared whole block
+    assert other.token_ids == greedy_reference(reference_model, second, 8)
