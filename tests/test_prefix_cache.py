@@ -36,7 +36,7 @@ class TestPrefixStore:
         assert store.lookup(list(range(9)), now=9.0)[0] == 8    # used at 9 s: lives until 19 s
         assert store.lookup(list(range(9)), now=18.0)[0] == 8
         assert store.lookup(list(range(9)), now=28.5)[0] == 0
-        assert store.stats.expired == 1 and store.tokens == 0
+        assert store.stats.expired == 2 and store.tokens == 0    # both blocks
 
     def test_least_recently_used_entries_are_evicted_at_capacity(self):
         store = PrefixStore(capacity_tokens=16, ttl_s=60, block_size=4)
@@ -47,7 +47,7 @@ class TestPrefixStore:
         store.store(c, exporter(kv(8)), now=3.0)                 # over capacity: b goes
         assert store.lookup(b + [0], now=4.0)[0] == 0
         assert store.lookup(a + [0], now=4.0)[0] == 8 and store.lookup(c + [0], now=4.0)[0] == 8
-        assert store.stats.evicted == 1 and store.tokens == 16
+        assert store.stats.evicted == 2 and store.tokens == 16   # b's two blocks
 
     def test_bad_settings_are_refused(self):
         with pytest.raises(ValueError, match="ttl > 0"):

@@ -1,8 +1,8 @@
 """The prefix cache's disk tier: whole KV blocks in files, shared by every worker that names the same
 folder and kept across restarts (the learner's SSD, where production stacks use 3FS or an NVMe pool).
 
-Blocks are keyed as vLLM's prefix caching keys them: each whole block by the hash of its parent
-block's hash and its own token ids, so a block's key names the whole prefix up to it. One file per
+Blocks are keyed as the memory tier keys them (prefix_store.block_keys, as vLLM's prefix caching
+does), seeded with the layout, so a block's key names the whole prefix up to it and the model. One file per
 block: a header (the model, dtype and pool layout it was computed with, its size and a CRC32 of its
 bytes) and the block's K then V, [layers, block_size, kv_heads, head_dim] each. A file that is
 truncated, corrupted, or from another model, dtype or layout is a miss (logged and removed), never a
@@ -12,7 +12,6 @@ when the folder would exceed its bound. The folder is private to its user (0700)
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -48,6 +47,10 @@ class Layout:
     def block_shape(self) -> tuple[int, int, int, int]:
         return (self.layers, self.block_size, self.kv_heads, self.head_dim)
 
+    @property
+    def seed(self) -> str:
+        return json.dumps(asdict(self))
+
 
 @dataclass
 class TierStats:
@@ -57,16 +60,6 @@ class TierStats:
     written: int = 0         # blocks written
     written_bytes: int = 0
     evicted: int = 0         # blocks removed to stay within the bound
-
-
-def block_hashes(token_ids: list[int], block_size: int, layout: Layout, blocks: int) -> list[str]:
-    """The chained key of each of the first `blocks` whole blocks."""
-    parent = hashlib.sha256(json.dumps(asdict(layout)).encode()).hexdigest()
-    hashes = []
-    for i in range(blocks):
-        parent = hashlib.sha256(f"{parent}:{token_ids[i * block_size:(i + 1) * block_size]}".encode()).hexdigest()
-        hashes.append(parent)
-    return hashes
 
 
 class DiskTier:

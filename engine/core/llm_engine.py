@@ -14,11 +14,11 @@ import torch
 from .config import EngineConfig, RequestError, SamplingParams
 from .devices import describe_device, place_on_cpu_cores
 from .events import FinishReason, TokenEvent, TokenLogprob
-from .disk_tier import DiskTier, Layout, block_hashes
+from .disk_tier import DiskTier, Layout
 from .kv_cache import KVPayload, PagedKVCache
 from .model_loader import LoadedModel, head_dim, load_model
 from .model_runner import ModelRunner
-from .prefix_store import PrefixStore
+from .prefix_store import PrefixStore, block_keys
 from .prompts import PromptEncoder
 from .sampler import SamplingError, logprobs, sample
 from .scheduler import Scheduler
@@ -117,7 +117,7 @@ class LLMEngine:
         seq.record.cached_tokens, seq.record.cache_tier = length, tier
 
     def _disk_keys(self, prompt_ids: list[int], blocks: int) -> list[str]:
-        return block_hashes(prompt_ids, self.config.block_size, self.disk_tier.layout, blocks)
+        return block_keys(prompt_ids, self.config.block_size, blocks, seed=self.disk_tier.layout.seed)
 
     def _read_prefix_from_disk(self, prompt_ids: list[int], longer_than: int) -> tuple[int, KVPayload | None]:
         """The prompt's leading whole blocks found on disk (at least one token left to compute), if they

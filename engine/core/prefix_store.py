@@ -2,9 +2,10 @@
 
 Providers keep a prompt's KV for minutes (prompt caching: ~5-10 min of inactivity, up to an hour
 or a day on some), so a second request with the same system prompt skips most of its prefill.
-Here the KV of each prompt's whole blocks is stored (a copy, as a host-memory tier would hold it)
-under the hash of its tokens; an entry expires `ttl_s` after its last use, and the least recently
-used entries are evicted when the store would exceed `capacity_tokens`.
+Here the KV of each prompt's whole blocks is stored (a copy, as a host-memory tier would hold it),
+each block under a key that names its whole prefix (block_keys); a block expires `ttl_s` after its
+last use, and the least recently used blocks are evicted when the store would exceed
+`capacity_tokens`. The disk tier below it (disk_tier.py) keys its files the same way.
 """
 from __future__ import annotations
 
@@ -14,20 +15,28 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
+
 from .kv_cache import KVPayload
 
 
 @dataclass
 class PrefixStats:
-    hits: int = 0
+    hits: int = 0            # lookups that found a prefix
     misses: int = 0
-    expired: int = 0
-    evicted: int = 0
+    expired: int = 0         # blocks
+    evicted: int = 0         # blocks
     hit_tokens: int = 0
 
 
-def prefix_key(token_ids: list[int]) -> str:
-    return hashlib.sha256(repr(token_ids).encode()).hexdigest()
+def block_keys(token_ids: list[int], block_size: int, blocks: int, seed: str = "") -> list[str]:
+    """The key of each of the first `blocks` whole blocks, chained as vLLM's prefix caching keys blocks:
+    the hash of the parent block's key and the block's own token ids, so a key names its whole prefix."""
+    parent, keys = hashlib.sha256(seed.encode()).hexdigest(), []
+    for i in range(blocks):
+        parent = hashlib.sha256(f"{parent}:{token_ids[i * block_size:(i + 1) * block_size]}".encode()).hexdigest()
+        keys.append(parent)
+    return keys
 
 
 class PrefixStore:
@@ -38,56 +47,58 @@ class PrefixStore:
         self.ttl_s = ttl_s
         self.block_size = block_size
         self.stats = PrefixStats()
-        self._entries: OrderedDict[str, tuple[KVPayload, float]] = OrderedDict()  # key -> (kv, last used)
-        self._lengths: dict[str, int] = {}
+        # key -> (the block's KV, last used); least recently used first, a block's children before it
+        self._blocks: OrderedDict[str, tuple[KVPayload, float]] = OrderedDict()
 
     @property
     def tokens(self) -> int:
-        return sum(self._lengths.values())
+        return len(self._blocks) * self.block_size
 
-    def _prefix_lengths(self, num_tokens: int) -> range:
-        """Whole-block prefix lengths, longest first, leaving at least one token to compute."""
-        longest = (num_tokens - 1) // self.block_size * self.block_size
-        return range(longest, 0, -self.block_size)
+    def _touch(self, keys: list[str], now: float) -> None:
+        for key in reversed(keys):   # a parent ends up more recent than its children: they go first
+            self._blocks[key] = (self._blocks[key][0], now)
+            self._blocks.move_to_end(key)
 
     def lookup(self, token_ids: list[int], now: float | None = None) -> tuple[int, KVPayload | None]:
-        """The longest stored prefix of `token_ids`: (its length, its KV), or (0, None)."""
+        """The longest stored whole-block prefix of `token_ids`, leaving at least one token to compute:
+        (its length, its KV), or (0, None)."""
         now = time.monotonic() if now is None else now
         self._expire(now)
-        for length in self._prefix_lengths(len(token_ids)):
-            key = prefix_key(token_ids[:length])
-            if key in self._entries:
-                kv, _ = self._entries[key]
-                self._entries[key] = (kv, now)
-                self._entries.move_to_end(key)
-                self.stats.hits += 1
-                self.stats.hit_tokens += length
-                return length, kv
-        self.stats.misses += 1
-        return 0, None
+        keys = block_keys(token_ids, self.block_size, (len(token_ids) - 1) // self.block_size)
+        found = []
+        for key in keys:
+            if key not in self._blocks:
+                break
+            found.append(key)
+        if not found:
+            self.stats.misses += 1
+            return 0, None
+        self._touch(found, now)
+        length = len(found) * self.block_size
+        self.stats.hits += 1
+        self.stats.hit_tokens += length
+        blocks = [self._blocks[key][0] for key in found]
+        return length, KVPayload(torch.cat([b.key for b in blocks], dim=1), torch.cat([b.value for b in blocks], dim=1))
 
     def store(self, token_ids: list[int], export: Callable[[int], KVPayload], now: float | None = None) -> None:
-        """Keep the KV of the whole-block prefix of `token_ids`. `export(n)` returns a fresh copy of
-        its first n tokens' KV; it is called only when the prefix is not stored already."""
+        """Keep the KV of the whole blocks of `token_ids` (as many as the capacity holds). `export(n)`
+        returns a fresh copy of its first n tokens' KV; it is called only if a block is not stored yet."""
         now = time.monotonic() if now is None else now
-        length = len(token_ids) // self.block_size * self.block_size
-        if length == 0 or length > self.capacity_tokens:
-            return
-        key = prefix_key(token_ids[:length])
-        if key in self._entries:  # a hit stored it already: only its lifetime restarts
-            self._entries[key] = (self._entries[key][0], now)
-        else:
-            self._entries[key] = (export(length), now)
-            self._lengths[key] = length
-        self._entries.move_to_end(key)
+        keys = block_keys(token_ids, self.block_size,
+                          min(len(token_ids), self.capacity_tokens) // self.block_size)
+        missing = [i for i, key in enumerate(keys) if key not in self._blocks]
+        if missing:
+            kv = export((missing[-1] + 1) * self.block_size)
+            for i in missing:
+                block = slice(i * self.block_size, (i + 1) * self.block_size)
+                self._blocks[keys[i]] = (KVPayload(kv.key[:, block].clone(), kv.value[:, block].clone()), now)
+        self._touch(keys, now)
         while self.tokens > self.capacity_tokens:
-            old, _ = self._entries.popitem(last=False)
-            del self._lengths[old]
+            self._blocks.popitem(last=False)
             self.stats.evicted += 1
 
     def _expire(self, now: float) -> None:
-        for key, (_, used) in list(self._entries.items()):
+        for key, (_, used) in list(self._blocks.items()):
             if now - used > self.ttl_s:
-                del self._entries[key]
-                del self._lengths[key]
+                del self._blocks[key]
                 self.stats.expired += 1
