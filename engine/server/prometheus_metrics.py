@@ -62,6 +62,10 @@ class ServerMetrics:
         self.preemptions = counter("vllm:num_preemptions", "Requests preempted (their KV freed, to be recomputed)")
         self.prefix_queries = counter("vllm:prefix_cache_queries", "Prompt tokens looked up in the prefix cache")
         self.prefix_hits = counter("vllm:prefix_cache_hits", "Prompt tokens found in the prefix cache")
+        self.prefix_hits_by_tier = counter("pdlab:prefix_cache_hits_by_tier",
+                                           "Prompt tokens found in the prefix cache, by the tier they came from "
+                                           "(memory: the worker's own; disk: the folder every worker shares)",
+                                           ["tier"])
         info = gauge("vllm:cache_config_info", "KV cache configuration", ["block_size", "num_gpu_blocks"])
         info.labels(model_name, str(block_size), str(blocks_per_worker)).set(1)
         self.kv_blocks = gauge("pdlab:kv_cache_blocks_used", "KV blocks in use, all workers")
@@ -110,6 +114,8 @@ class ServerMetrics:
             self.preemptions.labels(m).inc(rec.preemptions)
             self.prefix_queries.labels(m).inc(rec.prompt_tokens)
             self.prefix_hits.labels(m).inc(rec.cached_tokens)
+            if rec.cached_tokens:
+                self.prefix_hits_by_tier.labels(m, rec.cache_tier).inc(rec.cached_tokens)
             if rec.scheduled is not None:
                 self.queue.labels(m).observe(rec.scheduled - rec.arrival)
                 if rec.first_token is not None:
