@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import statistics
+import tempfile
 import time
 
 import torch
@@ -163,19 +164,32 @@ def measure_transports(prompt_tokens: int = MEASURED_PROMPT_TOKENS, transports=N
     return rows
 
 
-def prefix_cache_lifetime(loop: EngineLoop, ttl_s: float = 4.0) -> list[dict]:
-    """TTFT of three requests sharing a system prompt: cold, warm (cached prefix), after expiry."""
-    engine = LLMEngine(EngineConfig(kv_cache_tokens=4096, prefix_cache_tokens=4096, prefix_cache_ttl_s=ttl_s),
-                       loaded=loop.engine.loaded, name="prefix-lab")
-    rows = []
-    for label, question, wait in (("cold", "What is prefill?", 0.0), ("warm", "What is decode?", 0.0),
-                                  ("expired", "What is a KV cache?", ttl_s + 1.0)):
-        time.sleep(wait)
-        ids = engine.encode([{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}])
-        engine.add_request(ids, SamplingParams(max_tokens=1))
-        while engine.has_work:
-            engine.step()
-        record = engine.finished[-1]
-        rows.append({"request": label, "prompt_tokens": len(ids), "cached_tokens": record.cached_tokens,
-                     "ttft_ms": 1000 * (record.first_token - record.arrival)})
+def prefix_cache_tiers(loop: EngineLoop, ttl_s: float = 4.0) -> list[dict]:
+    """TTFT of four requests with one long system prompt, each answered from a different place: cold
+    (recomputed), warm (this worker's memory tier), on another worker (which reads the first one's
+    blocks from the disk folder they share), and on the first worker again after its memory entry
+    expired (the disk still has it). Two engines on the loop's loaded model stand for two workers."""
+    with tempfile.TemporaryDirectory(prefix="pdlab-kv-store-") as folder:
+        def worker(name: str) -> LLMEngine:
+            config = EngineConfig(kv_cache_tokens=4096, prefix_cache_tokens=4096, prefix_cache_ttl_s=ttl_s,
+                                  kv_store_folder=folder)
+            return LLMEngine(config, loaded=loop.engine.loaded, name=name)
+        first, other = worker("worker-0"), worker("worker-1")
+        rows = []
+        for label, engine, question, wait in (("cold", first, "What is prefill?", 0.0),
+                                              ("warm", first, "What is decode?", 0.0),
+                                              ("other_worker", other, "What is a KV cache?", 0.0),
+                                              ("expired", first, "What is TTFT?", ttl_s + 1.0)):
+            time.sleep(wait)
+            ids = engine.encode([{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}])
+            engine.add_request(ids, SamplingParams(max_tokens=1))
+            while engine.has_work:
+                engine.step()
+            first.disk_tier.flush()   # the blocks are on disk before the next request looks
+            record = engine.finished[-1]
+            rows.append({"request": label, "prompt_tokens": len(ids), "cached_tokens": record.cached_tokens,
+                         "tier": record.cache_tier or "recompute",
+                         "ttft_ms": 1000 * (record.first_token - record.arrival)})
+        for engine in (first, other):
+            engine.disk_tier.close()
     return rows

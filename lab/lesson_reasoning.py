@@ -190,6 +190,56 @@ def _ttft_reason(mode: Mode, a: dict, b: dict, fixed: dict) -> Said:
     return Said("l5_take_ttft_chunks", values)
 
 
+# ---- page 7: where the KV cache lives ---------------------------------------------------------------
+
+def tier_speedups(rows: list[dict]) -> dict[str, dict]:
+    """Per request of the run: how many times faster than the cold one it was (measured), and how many
+    times faster the lab's model says a hit can be: only the uncached tokens are computed, the copy
+    counted as free (prompt / uncached tokens)."""
+    cold = rows[0]["ttft_ms"]
+    return {r["request"]: {"measured": cold / r["ttft_ms"],
+                           "model": r["prompt_tokens"] / max(1, r["prompt_tokens"] - r["cached_tokens"])}
+            for r in rows}
+
+
+def tiers_takeaway(rows: list[dict], guess: float | None) -> list[Said]:
+    """What the run says about the tiers, and what the learner's guess (how many times faster the other
+    worker's answer, read from disk, would be) missed."""
+    by = {r["request"]: r for r in rows}
+    fast = tier_speedups(rows)
+    other, expired = by["other_worker"], by["expired"]
+    said = []
+    if other["tier"] != "disk":
+        return [Said("l7_take_no_disk_hit", {"tier": other["tier"]}, Tone.WARNING)]
+    values = {"measured": _r(fast["other_worker"]["measured"]), "model": _r(fast["other_worker"]["model"]),
+              "warm": _r(fast["warm"]["measured"]), "cached": other["cached_tokens"], "prompt": other["prompt_tokens"],
+              "cold_ms": _r(by["cold"]["ttft_ms"], 0), "other_ms": _r(other["ttft_ms"], 0)}
+    # The copy or the read cost most of what the model promised: say where the rest of the time went.
+    key = "l7_take_disk_close" if fast["other_worker"]["measured"] >= 0.5 * fast["other_worker"]["model"] \
+        else "l7_take_disk_costly"
+    said.append(Said(key, values))
+    if expired["tier"] == "disk":
+        said.append(Said("l7_take_expired_disk", {"expired_ms": _r(expired["ttft_ms"], 0),
+                                                  "cold_ms": values["cold_ms"]}))
+    else:
+        said.append(Said("l7_take_expired_recompute", {"expired_ms": _r(expired["ttft_ms"], 0)}, Tone.NOTE))
+    if guess:
+        ratio = guess / fast["other_worker"]["measured"]
+        branch = ("l7_guess_close" if abs(ratio - 1) <= PREDICTION_TOLERANCE
+                  else "l7_guess_low" if ratio < 1 else "l7_guess_high")
+        said.append(Said(branch, {"guess": _r(guess), "measured": values["measured"], "model": values["model"]},
+                         Tone.NOTE))
+    return said
+
+
+def traffic_hours(bytes_per_token: int, tokens_per_hour: float, host_gb: float, disk_tb: float) -> Said:
+    """How many hours of a service's prompts each tier holds: its size over the KV the traffic makes."""
+    per_hour = bytes_per_token * tokens_per_hour
+    host_h, disk_h = host_gb * 1e9 / per_hour, disk_tb * 1e12 / per_hour
+    return Said("l7_hours", {"kb": _r(bytes_per_token / 1e3, 0), "gb_per_hour": _r(per_hour / 1e9, 0),
+                             "host_min": _r(60 * host_h, 0), "disk_h": _r(disk_h, 1)})
+
+
 # ---- every experiment --------------------------------------------------------------------------
 
 def spread_note(runs: list[dict]) -> Said | None:

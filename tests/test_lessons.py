@@ -79,8 +79,9 @@ def test_every_experiment_runs_on_the_real_engine_and_feeds_the_summary_and_quiz
     # shm and nixl write the KV during the prefill (layer by layer); the others send after it.
     assert {m["transport"]: m["during_prefill"] for m in results["transports"]} == {
         name: name in ("shm", "nixl") for name in working_transports()}
-    cold, warm, expired = results["lifetime"]
-    assert warm["cached_tokens"] > 0 and cold["cached_tokens"] == expired["cached_tokens"] == 0
+    cold, warm, other, expired = results["lifetime"]
+    assert [r["tier"] for r in results["lifetime"]] == ["recompute", "memory", "disk", "disk"]
+    assert cold["cached_tokens"] == 0 and warm["cached_tokens"] == other["cached_tokens"] == expired["cached_tokens"] > 0
 
     # In Russian, every page, charts and tables of these real runs included, shows no English label.
     at.session_state["lang"] = "ru"

@@ -131,3 +131,41 @@ def test_page5_warns_when_the_workload_differs_from_page4s():
     fixed["long_tokens"] = 4000
     said = fix_takeaway(Mode.CHUNKED, fixed, colocated)
     assert said[0].key == "l5_not_same_workload" and said[0].tone == Tone.WARNING
+
+
+# ---- page 7: where the KV cache lives ----
+
+def tier_rows(other_ms: float, expired_tier: str = "disk") -> list[dict]:
+    return [{"request": "cold", "prompt_tokens": 200, "cached_tokens": 0, "tier": "recompute", "ttft_ms": 1000.0},
+            {"request": "warm", "prompt_tokens": 205, "cached_tokens": 192, "tier": "memory", "ttft_ms": 100.0},
+            {"request": "other_worker", "prompt_tokens": 205, "cached_tokens": 192, "tier": "disk",
+             "ttft_ms": other_ms},
+            {"request": "expired", "prompt_tokens": 204, "cached_tokens": 192 if expired_tier == "disk" else 0,
+             "tier": expired_tier, "ttft_ms": 150.0 if expired_tier == "disk" else 990.0}]
+
+
+def test_page_7_says_whether_the_disk_read_kept_the_models_promise():
+    from lab.lesson_reasoning import tier_speedups, tiers_takeaway
+    fast = tier_speedups(tier_rows(125.0))
+    assert fast["other_worker"]["measured"] == 8.0 and round(fast["other_worker"]["model"], 2) == round(205 / 13, 2)
+    assert tiers_takeaway(tier_rows(125.0), None)[0].key == "l7_take_disk_close"     # 8x of a model's 15.8x
+    assert tiers_takeaway(tier_rows(400.0), None)[0].key == "l7_take_disk_costly"    # 2.5x of 15.8x
+    assert [s.key for s in tiers_takeaway(tier_rows(125.0, "recompute"), None)][1] == "l7_take_expired_recompute"
+    assert tiers_takeaway(tier_rows(125.0), None)[1].key == "l7_take_expired_disk"
+
+
+def test_page_7_explains_what_the_learners_guess_missed():
+    from lab.lesson_reasoning import tiers_takeaway
+    assert tiers_takeaway(tier_rows(125.0), 8.5)[-1].key == "l7_guess_close"
+    assert tiers_takeaway(tier_rows(125.0), 2.0)[-1].key == "l7_guess_low"
+    assert tiers_takeaway(tier_rows(125.0), 40.0)[-1].key == "l7_guess_high"
+    rows = tier_rows(125.0)
+    rows[2]["tier"] = "recompute"
+    assert [s.key for s in tiers_takeaway(rows, 3.0)] == ["l7_take_no_disk_hit"]
+
+
+def test_page_7_counts_the_hours_of_traffic_each_tier_holds():
+    from lab.lesson_reasoning import traffic_hours
+    said = traffic_hours(bytes_per_token=320_000, tokens_per_hour=5e7, host_gb=512, disk_tb=30)
+    assert said.values["gb_per_hour"] == 16_000                           # 320 KB x 50 M tokens
+    assert round(said.values["host_min"], 2) == 1.92 and round(said.values["disk_h"], 2) == 1.88   # 512 GB, 30 TB
