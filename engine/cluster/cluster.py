@@ -18,6 +18,7 @@ from ..core.sequence import RequestRecord, StepRecord
 from .history import History
 from .messages import WorkerFailed
 from .placement import WorkerSpec, plan_workers
+from .prefix_affinity import PrefixAffinity
 from .records import TransferRecord, WorkerStatus
 from .router import Router
 from .topology import Topology
@@ -32,7 +33,8 @@ STOP_GRACE_S = 10.0   # how long stop() lets workers finish before it ends them
 class Cluster:
     def __init__(self, topology: Topology | None = None, engine: EngineConfig | None = None,
                  transport: TransportSettings | str = "shm", conditional_threshold: int | None = None,
-                 cores: list[int] | None = None, decode_chunk_size: int = 32):
+                 cores: list[int] | None = None, decode_chunk_size: int = 32, cache_aware: bool = False):
+        """`cache_aware`: route a prompt to the worker likely to hold its prefix (prefix_affinity.py)."""
         self.topology = topology or Topology()
         base = engine or EngineConfig()
         self.transport = transport if isinstance(transport, TransportSettings) else TransportSettings(transport)
@@ -46,7 +48,8 @@ class Cluster:
         self._ids = itertools.count()
         self._stopped = threading.Event()
         self.pool = WorkerPool(specs)
-        self.router = Router(self.pool, self.topology, self.transport, conditional_threshold)
+        self.router = Router(self.pool, self.topology, self.transport, conditional_threshold,
+                             PrefixAffinity(base.block_size) if cache_aware else None)
         self._thread = threading.Thread(target=self._route_events, name="router", daemon=True)
         self._thread.start()
         atexit.register(self.stop)   # an owner that never calls stop() (a script, Streamlit) still stops us

@@ -21,6 +21,7 @@ from ..core.sequence import RequestRecord, StepRecord
 from .history import REQUESTS_KEPT, STEPS_KEPT, TRANSFERS_KEPT, BoundedDict, History
 from .messages import (Abort, AddRequest, ImportKV, KVReady, Ready, Release, Reserve, Reserved, StepReport,
                        TransferDone, WorkerFailed, WorkerLoad)
+from .prefix_affinity import PrefixAffinity
 from .records import TransferRecord, WorkerStatus
 from .request_state import Phase, RequestState
 from .topology import Mode, Role, Topology
@@ -30,11 +31,13 @@ from .worker_pool import ClusterError, WorkerPool, WorkerProcess
 
 class Router:
     def __init__(self, pool: WorkerPool, topology: Topology, transport: TransportSettings,
-                 conditional_threshold: int | None):
+                 conditional_threshold: int | None, affinity: PrefixAffinity | None = None):
+        """`affinity`: cache-aware routing of prompts (prefix_affinity.py); None: the least loaded worker."""
         self.pool = pool
         self.topology = topology
         self.transport = transport
         self.conditional_threshold = conditional_threshold
+        self.affinity = affinity
         self.requests: History[RequestRecord] = History(REQUESTS_KEPT)
         self.steps: History[StepRecord] = History(STEPS_KEPT)
         self.transfers: dict[str, TransferRecord] = BoundedDict(TRANSFERS_KEPT)   # by request id, in arrival order
@@ -52,9 +55,9 @@ class Router:
             decode = self._pick(Role.DECODE)  # fail now, not after a prefill, if no decode worker lives
             prefill_only = not (self.conditional_threshold is not None
                                 and len(prompt_ids) < self.conditional_threshold)
-            worker = self._pick(Role.PREFILL) if prefill_only else decode
+            worker = self._pick(Role.PREFILL, prompt_ids) if prefill_only else decode
         else:
-            prefill_only, worker = False, self._pick(Role.COLOCATED)
+            prefill_only, worker = False, self._pick(Role.COLOCATED, prompt_ids)
         request = AddRequest(stream.request_id, prompt_ids, params, stream.sent, prefill_only)
         state = RequestState(stream, Phase.PREFILLING if prefill_only else Phase.RUNNING, worker.spec.name)
         self.live[stream.request_id] = state
@@ -77,11 +80,17 @@ class Router:
         if self.pool.workers[state.worker].alive:
             self.pool.send(state.worker, Abort(request_id))
 
-    def _pick(self, role: Role) -> WorkerProcess:
-        live = self.pool.live(role)
+    def _pick(self, role: Role, prompt_ids: list[int] | None = None) -> WorkerProcess:
+        """The least loaded live worker of `role`; for a prompt to prefill, with cache-aware routing on,
+        the one likely to hold its prefix."""
+        live = {w.spec.name: w for w in self.pool.live(role)}
         if not live:
             raise ClusterError(f"no live {role} worker is left to serve this request")
-        return min(live, key=lambda w: self.outstanding(w.spec.name))
+        if self.affinity is None or prompt_ids is None:
+            return min(live.values(), key=lambda w: self.outstanding(w.spec.name))
+        name = self.affinity.choose(prompt_ids, {name: self.outstanding(name) for name in live})
+        self.affinity.routed(prompt_ids, name)
+        return live[name]
 
     def outstanding(self, worker: str) -> int:
         """Requests that depend on `worker`: placed there, or holding blocks there."""

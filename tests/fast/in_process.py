@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from engine.cluster.messages import Ready, WorkerFailed
 from engine.cluster.placement import WorkerSpec
+from engine.cluster.prefix_affinity import PrefixAffinity
 from engine.cluster.router import Router
 from engine.cluster.topology import Mode, Role, Topology
 from engine.cluster.transports import TransportSettings
@@ -68,17 +69,20 @@ class InProcessPool:
 
 class InProcessCluster:
     def __init__(self, topology: Topology, transport: str | TransportSettings = "shm",
-                 conditional_threshold: int | None = None, kv_cache_tokens: int = 512):
+                 conditional_threshold: int | None = None, kv_cache_tokens: int = 512, cache_aware: bool = False,
+                 prefix_cache_tokens: int = 0):
         settings = transport if isinstance(transport, TransportSettings) else TransportSettings(transport)
         if topology.mode == Mode.DISAGGREGATED:
             roles = [(f"prefill-{i}", Role.PREFILL) for i in range(topology.prefill_workers)] + \
                     [(f"decode-{i}", Role.DECODE) for i in range(topology.decode_workers)]
         else:
             roles = [(f"worker-{i}", Role.COLOCATED) for i in range(topology.workers)]
-        specs = [WorkerSpec(name, role, EngineConfig(kv_cache_tokens=kv_cache_tokens, policy=topology.policy(role)),
-                            settings) for name, role in roles]
+        specs = [WorkerSpec(name, role, EngineConfig(kv_cache_tokens=kv_cache_tokens, policy=topology.policy(role),
+                                                     prefix_cache_tokens=prefix_cache_tokens), settings)
+                 for name, role in roles]
         self.pool = InProcessPool(specs)
-        self.router = Router(self.pool, topology, settings, conditional_threshold)
+        self.router = Router(self.pool, topology, settings, conditional_threshold,
+                             PrefixAffinity(16) if cache_aware else None)
         self.phases: dict[str, list[str]] = {}   # each request's phases, in the order the router had them
         self._ids = 0
         self.pump()   # their Ready messages
