@@ -2,6 +2,10 @@
 the learner's language."""
 from __future__ import annotations
 
+import math
+import re
+import textwrap
+
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -10,14 +14,47 @@ from .i18n import SEPARATORS, num, t
 from .load_generator import RequestKind
 
 INJECTION_COLOR = "rgba(214, 39, 40, 0.15)"
+# A chart's title is one line of SVG text: plotly never wraps it and cuts what does not fit. Lines of at
+# most this many characters fit a chart half the page wide (a Russian title runs a third longer).
+TITLE_LINE = 60
+TITLE_LINE_PX = 22   # the top margin grows by one line's height per extra line
+
+
+def wrap_title(title: str) -> list[str]:
+    """The title's lines, broken between words into as few lines as fit, of about equal length (not a
+    full line and one stray word)."""
+    glued = re.sub(r"(\d) (?=\S)", "\\1\u00a0", title)   # a number stays with its unit: "0,5 с", "1.3 GB"
+    wrap = lambda width: textwrap.wrap(glued, width, break_long_words=False, break_on_hyphens=False)  # noqa: E731
+    lines = wrap(TITLE_LINE)
+    if len(lines) < 2:
+        return lines or [""]
+    width = math.ceil(len(glued) / len(lines))
+    while len(wrap(width)) > len(lines):
+        width += 1
+    return wrap(width)
 
 
 def layout(fig: go.Figure, lang: str, title: str, x: str, y: str, height: int = 340) -> go.Figure:
-    """One look for every chart of the lab: title, axis names, height, margins, and the numbers on the
-    axes and in the hover boxes written the language's way (10 000 in Russian, not plotly's 10k)."""
-    return fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, height=height,
-                             margin=dict(l=50, r=20, t=50, b=40), separators=SEPARATORS[lang],
-                             xaxis_exponentformat="none", yaxis_exponentformat="none")
+    """One look for every chart of the lab: title (wrapped, never cut), axis names, height, margins, and
+    the numbers on the axes and in the hover boxes written the language's way (10 000 in Russian, not
+    plotly's 10k)."""
+    lines = wrap_title(title)
+    return fig.update_layout(title="<br>".join(lines), xaxis_title=x, yaxis_title=y,
+                             height=height + TITLE_LINE_PX * (len(lines) - 1),
+                             margin=dict(l=50, r=20, t=50 + TITLE_LINE_PX * (len(lines) - 1), b=40),
+                             separators=SEPARATORS[lang], xaxis_exponentformat="none",
+                             yaxis_exponentformat="none")
+
+
+def log_range(values, pad: float = 1.6) -> list[float] | None:
+    """An explicit range for a log axis around the positive `values`, with some room on each side, in
+    the log10 units plotly takes a log axis's range (and its annotations' positions) in; None when no
+    value is positive. Set explicitly, a log axis does not stretch to an annotation placed by mistake
+    in data units (1000 ms read as 10^1000)."""
+    positive = [v for v in values if v is not None and v == v and v > 0]
+    if not positive:
+        return None
+    return [math.log10(min(positive) / pad), math.log10(max(positive) * pad)]
 
 
 def _layout(fig: go.Figure, lang: str, title: str, x: str, y: str) -> go.Figure:

@@ -35,8 +35,8 @@ class Scenario:
 
 
 SCENARIOS = (   # chosen so that each has a clear winner (tests/test_quiz_computed.py checks they still do)
-    Scenario("plan-short-chat", "OPT-13B", "A100-80GB", "NVLink 4", 2, 128, 256, 1.0, 0.035),
-    Scenario("plan-long-strict", "OPT-13B", "A100-80GB", "NVLink 4", 3, 2048, 64, 2.0, 0.03),
+    Scenario("plan-short-chat", "OPT-13B", "A100-80GB", "NVLink 3", 2, 128, 256, 1.0, 0.035),
+    Scenario("plan-long-strict", "OPT-13B", "A100-80GB", "NVLink 3", 3, 2048, 64, 2.0, 0.03),
     Scenario("plan-slow-link", "OPT-13B", "A100-80GB", "TCP 10 GbE", 2, 2048, 64, 2.0, 0.03),
 )
 

@@ -198,6 +198,24 @@ def show_table(lang: str, rows: list[dict]) -> None:
     st.dataframe(frame.style.format(precision=2, decimal=decimal, thousands=thousands, na_rep="-"), hide_index=True)
 
 
+def translated_choice(widget: Callable, label: str, options, key: str, lang: str,
+                      format_func: Callable[[object], str], index: int = 0, **kwargs):
+    """A selectbox or radio (`widget`: st.selectbox, a column's radio...) whose options are labelled in
+    the learner's language. The browser keeps a choice by its label: under one key, after a switch of
+    language, it went on showing the old language's label as the choice ("BF16 weights and KV cache" on
+    a Russian page). So the widget is keyed per language, `key`_`lang`, and the choice itself lives in
+    session_state[`key`] across languages (set there, by a link say, it is what the widget starts from)."""
+    options, own = list(options), f"{key}_{lang}"
+    kept = st.session_state.get(key)
+    if kept in options and own in st.session_state and st.session_state[own] != kept:
+        del st.session_state[own]   # chosen elsewhere since this widget was drawn: start from that choice
+    value = widget(label, options, index=options.index(kept) if kept in options else index, key=own,
+                   format_func=format_func, on_change=lambda: st.session_state.update({key: st.session_state[own]}),
+                   **kwargs)
+    st.session_state[key] = value
+    return value
+
+
 def workload_controls(lang: str) -> tuple[int, int]:
     c1, c2 = st.columns(2)
     users = c1.slider(t(lang, "users"), 2, 12, 8, key="users")

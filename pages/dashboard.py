@@ -13,7 +13,7 @@ from lab.interference import relative_injections, request_table, summarize_run, 
 from lab.live_lab import TIMELINE_WINDOW_S, LabStatus
 from lab.load_generator import ChatLoad, RequestKind
 from lab.target import TargetKind, TargetSpec
-from lab.ui import page_frame, shared_live_lab, worker_place
+from lab.ui import page_frame, shared_live_lab, translated_choice, worker_place
 
 lang = page_frame("dashboard")
 lab = shared_live_lab()
@@ -30,7 +30,8 @@ with st.sidebar:
                     format_func=lambda k: t(lang, f"target_{k}"))
     st.session_state["target_kind"] = kind
     if kind == TargetKind.LOCAL:
-        mode = st.selectbox(t(lang, "mode"), list(Mode), key="mode", format_func=lambda m: t(lang, f"mode_{m}"))
+        mode = translated_choice(st.selectbox, t(lang, "mode"), Mode, "mode", lang,
+                                 format_func=lambda m: t(lang, f"mode_{m}"))
         prefill_workers = decode_workers = 1
         transport, threshold, chunk = "shm", 1000, 256
         if mode == Mode.DISAGGREGATED:
@@ -141,7 +142,7 @@ def live_view():
 
     def build():
         recent = tokens[tokens["t"] >= now - LIVE_WINDOW_S]
-        title = t(lang, "chart_itl_live", slice=f"{LIVE_SLICE_S:g}")
+        title = t(lang, "chart_itl_live", slice=LIVE_SLICE_S)   # a number: t() writes it 0,5 in Russian
         figures = [("itl", itl_timeline(recent, injections, title, lang, now=now,
                                         slice_s=LIVE_SLICE_S))]
         if bars:

@@ -5,15 +5,15 @@ from lab.i18n import t
 from lab.lesson_experiments import interference
 from lab.lesson_reasoning import fix_prediction, fix_takeaway, spread_note
 from lab.ui import (earlier_runs, lesson_results, page_frame, run_button, runs_table, say, show_run, show_ttft_split,
-                    workload_controls)
+                    translated_choice, workload_controls)
 
 FIXES = [Mode.DISAGGREGATED, Mode.CHUNKED]   # the two answers to page 4's problem
 
 lang = page_frame("l5_title")
 results = lesson_results()
 st.markdown(t(lang, "l5_text"))
-mode = st.radio(t(lang, "l5_mode"), FIXES, key="mode", horizontal=True,
-                format_func=lambda m: t(lang, f"mode_{m}"))
+mode = translated_choice(st.radio, t(lang, "l5_mode"), FIXES, "fix_mode", lang, horizontal=True,
+                         format_func=lambda m: t(lang, f"mode_{m}"))
 users, long_tokens = workload_controls(lang)
 colocated = results.get("problem")
 if colocated is None:

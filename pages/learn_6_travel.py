@@ -5,15 +5,15 @@ from lab.i18n import human_bytes, num, t
 from lab.kv_calculator import DTYPE_BYTES, LINKS, MODELS, kv_bytes, transfer_seconds
 from lab.lesson_experiments import MEASURED_PROMPT_TOKENS, measure_transports
 from lab.lesson_figures import link_times
-from lab.ui import page_frame, run_button, show_table
+from lab.ui import page_frame, run_button, show_table, translated_choice
 
 LAB_MODEL = "SmolLM2-135M"   # the bundled model
 
 lang = page_frame("l6_title")
 st.markdown(t(lang, "l6_text"))
 c1, c2, c3 = st.columns(3)
-model = c1.selectbox(t(lang, "l6_model"), list(MODELS), index=2, key="model",
-                     format_func=lambda m: t(lang, "this_lab", model=m) if m == LAB_MODEL else m)
+model = translated_choice(c1.selectbox, t(lang, "l6_model"), MODELS, "model", lang, index=2,
+                          format_func=lambda m: t(lang, "this_lab", model=m) if m == LAB_MODEL else m)
 dtype = c2.selectbox(t(lang, "l6_dtype"), list(DTYPE_BYTES), index=1, key="dtype")
 tokens = c3.number_input(t(lang, "l6_tokens"), 1, 1_000_000, 4096, step=1024, key="tokens")
 nbytes = kv_bytes(MODELS[model], DTYPE_BYTES[dtype], int(tokens))
@@ -23,7 +23,8 @@ measured = run_button(lang, 6, "transports", measure_transports) or []
 links = {t(lang, f"link_{key}"): gbps for key, gbps in LINKS.items()}
 # A push's time is what was left after the prefill, not a link rate: it does not scale to other sizes.
 copied = [m for m in measured if not m["during_prefill"]]
-st.plotly_chart(link_times(nbytes, links, copied, t(lang, "l6_links"), lang), key="links")
+title = t(lang, "l6_links_measured" if copied else "l6_links", size=human_bytes(lang, nbytes))
+st.plotly_chart(link_times(nbytes, links, copied, title, lang, LAB_MODEL), key="links")
 fast, slow = max(LINKS, key=LINKS.get), min(LINKS, key=LINKS.get)
 st.success(t(lang, "l6_take", size=human_bytes(lang, nbytes), fast=t(lang, f"link_{fast}"),
              slow=t(lang, f"link_{slow}"),

@@ -9,7 +9,7 @@ from lab.planner import figures
 from lab.planner.hardware import GPUS, LINKS, MODELS
 from lab.planner.search import attainment_curve, crossovers, pareto_front, plan_report, prompt_sweep
 from lab.planner.scenario import SLO, Hardware, Workload
-from lab.ui import page_frame, show_table
+from lab.ui import page_frame, show_table, translated_choice
 
 
 def calibration_row(lang: str, row: dict) -> dict:
@@ -55,8 +55,8 @@ st.markdown(t(lang, "plan_text"))
 c1, c2, c3, c4 = st.columns(4)
 model = c1.selectbox(t(lang, "plan_model"), list(MODELS), index=0, key="plan_model")
 gpu = c2.selectbox(t(lang, "plan_gpu"), list(GPUS), index=0, key="plan_gpu")
-link = c3.selectbox(t(lang, "plan_link"), list(LINKS), key="plan_link",
-                    format_func=lambda name: name.replace("Gb/s", t(lang, "unit_gbit_s")))
+link = translated_choice(c3.selectbox, t(lang, "plan_link"), LINKS, "plan_link", lang,
+                         format_func=lambda name: name.replace("Gb/s", t(lang, "unit_gbit_s")))
 gpus = c4.number_input(t(lang, "plan_gpus"), 1, 8, 3, key="plan_gpus")   # one node: TP and splits in seconds
 c1, c2, c3, c4, c5 = st.columns(5)
 prompt = c1.number_input(t(lang, "plan_prompt"), 1, 131072, 512, key="plan_prompt")
@@ -65,25 +65,39 @@ spread = c3.number_input(t(lang, "plan_spread"), 0.0, 0.95, 0.0, step=0.1, key="
 ttft = c4.number_input(t(lang, "plan_ttft"), 0.01, 60.0, 0.4, key="plan_ttft")
 tpot = c5.number_input(t(lang, "plan_tpot"), 0.001, 5.0, 0.04, format="%.3f", key="plan_tpot")
 PRECISIONS = {"bf16": (False, False), "fp8_weights": (True, False), "fp8_all": (True, True)}
-precision = st.selectbox(t(lang, "plan_precision"), list(PRECISIONS), key="plan_precision",
-                         format_func=lambda p: t(lang, f"precision_{p}"))
+precision = translated_choice(st.selectbox, t(lang, "plan_precision"), PRECISIONS, "plan_precision", lang,
+                              format_func=lambda p: t(lang, f"precision_{p}"))
+# What every result below was computed from: a result kept from other inputs says so.
+inputs = dict(model=model, gpu=gpu, link=link, gpus=int(gpus), prompt=int(prompt), output=int(output),
+              spread=float(spread), ttft=float(ttft), tpot=float(tpot), precision=precision)
 
 
 def keep(key: str, compute) -> None:
-    """Run `compute(hw, workload, slo)` on the inputs and keep its result, or say why they are refused."""
+    """Run `compute(hw, workload, slo)` on the inputs and keep its result with the inputs it was computed
+    from, or say why they are refused."""
+    st.session_state.pop(key, None)
     try:
         hw = Hardware(MODELS[model], GPUS[gpu], LINKS[link]).with_fp8(*PRECISIONS[precision])
         workload, slo = Workload(1.0, int(prompt), int(output), spread=spread), SLO(ttft, tpot)
         with st.spinner():
             st.session_state[key] = compute(hw, workload, slo)
+        st.session_state[f"{key}_inputs"] = inputs
     except ValueError as exc:
-        st.session_state.pop(key, None)
         st.error(str(exc))
+
+
+def mark_stale(key: str, button: str, unused: tuple[str, ...] = ()) -> None:
+    """A warning over a result computed from other inputs than those on the page now (other than the
+    `unused` ones, which that result does not depend on)."""
+    kept = st.session_state.get(f"{key}_inputs") or {}
+    if any(kept.get(name) != value for name, value in inputs.items() if name not in unused):
+        st.warning(t(lang, "plan_stale", button=t(lang, button)))
 
 
 if st.button(t(lang, "plan_button"), key="plan", type="primary"):
     keep("plan_result", lambda hw, workload, slo: (hw, workload, slo, plan_report(hw, workload, slo, int(gpus))))
 if "plan_result" in st.session_state:
+    mark_stale("plan_result", "plan_button")
     hw, workload, slo, report = st.session_state["plan_result"]
     results = report.results
     best = results[0]
@@ -108,6 +122,7 @@ st.markdown(t(lang, "plan_pareto_text"))
 if st.button(t(lang, "plan_pareto_button"), key="pareto"):
     keep("plan_pareto", lambda hw, workload, slo: pareto_front(hw, workload, slo, int(gpus)))
 if st.session_state.get("plan_pareto"):
+    mark_stale("plan_pareto", "plan_pareto_button")
     fronts = st.session_state["plan_pareto"]
     st.plotly_chart(figures.pareto_lines(fronts, t(lang, "plan_fig_pareto"), lang), key="pareto_chart")
     most = max((p for front in fronts.values() for p in front), key=lambda p: p.tokens_per_gpu)
@@ -121,14 +136,16 @@ st.markdown(t(lang, "plan_sweep_text"))
 if st.button(t(lang, "plan_sweep_button"), key="sweep"):
     keep("plan_sweep", lambda hw, workload, slo: prompt_sweep(hw, workload, slo, int(gpus), SWEEP_PROMPTS))
 if "plan_sweep" in st.session_state:
+    mark_stale("plan_sweep", "plan_sweep_button", unused=("prompt",))   # it tries its own prompt lengths
     points = st.session_state["plan_sweep"]
     crossings = crossovers(points)
     st.plotly_chart(figures.crossover_lines(points, crossings, t(lang, "plan_fig_crossover"), lang), key="crossover")
+    st.success(figures.sweep_sentence(points, lang))
     for a, b in crossings:
         st.info(t(lang, "plan_crossover_at", low=a.prompt_tokens, high=b.prompt_tokens,
                   before=t(lang, f"winner_{a.winner}"), after=t(lang, f"winner_{b.winner}")))
     if not crossings:
-        winners = sorted({t(lang, f"winner_{p.winner}") for p in points})
+        winners = sorted({t(lang, f"winner_{outcome}") for outcome in figures.sweep_outcomes(points)})
         st.info(t(lang, "plan_no_crossover", winners=", ".join(winners)))
 
 st.subheader(t(lang, "plan_calibration"))

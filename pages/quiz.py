@@ -30,7 +30,7 @@ questions = fixed + measured + planned
 # Answers live in the session and in the page's URL, so a reload of the page keeps them.
 answers: dict = st.session_state.setdefault("quiz_answers", decode_answers(st.query_params.get("answers", "")))
 st.caption(t(lang, "quiz_intro"))
-st.metric(t(lang, "quiz_score", score=score(questions, answers), total=len(questions)), "")
+top_score = st.empty()   # filled in at the end: a Check pressed below changes the score in this run
 
 
 def ask(n: int, q: Question) -> None:
@@ -69,6 +69,17 @@ for n, q in enumerate(measured, len(fixed) + 1):
 st.subheader(t(lang, "quiz_planner_intro"))
 for n, q in enumerate(planned, len(fixed) + len(measured) + 1):
     ask(n, q)
+
+# The score, where the learner finishes: large, with how many are right, wrong and still open.
+right, total = score(questions, answers), len(questions)
+answered = sum(q.id in answers for q in questions)
+top_score.metric(t(lang, "quiz_score", score=right, total=total), "")
+st.subheader(t(lang, "quiz_final"))
+with st.container(border=True):
+    c1, c2 = st.columns([1, 3], vertical_alignment="center")
+    c1.metric(t(lang, "quiz_final_label"), f"{right} / {total}")
+    c2.progress(right / total, text=t(lang, "quiz_final_text", right=right, wrong=answered - right,
+                                     left=total - answered))
 
 st.subheader(t(lang, "quiz_review"))
 wrong = [(n, q) for n, q in enumerate(questions, 1) if q.id in answers and not q.grade(answers[q.id])]

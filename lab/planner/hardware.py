@@ -123,7 +123,9 @@ MODELS = {
                                      tied_embeddings=True),
 }
 
-LINKS = {  # bytes/s, one direction (a KV copy uses one)
+LINKS = {  # bytes/s, one direction (a KV copy uses one); NVLink per GPU as the datasheets give it, halved:
+          # A100 NVLink 3 600 GB/s, H100/H200 NVLink 4 900 GB/s, both directions together
+    "NVLink 3": 300e9,
     "NVLink 4": 450e9,
     "RDMA 400 Gb/s": 50e9,
     "PCIe Gen5 x16": 64e9,

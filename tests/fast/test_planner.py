@@ -384,3 +384,104 @@ def test_fp8_halves_the_bytes_and_doubles_the_flops_where_the_gpu_has_fp8_tensor
         Hardware(MODELS["Llama-3.1-8B"], GPUS["A100-80GB"]).with_fp8(weights=False, kv_cache=True)
     assert plan_cli(["--gpu", "A100-80GB", "--fp8-weights"]) == 2
     assert "no FP8 tensor cores" in capsys.readouterr().err
+
+
+def test_an_nvlink_preset_is_the_link_of_the_gpu_it_belongs_to():
+    """The A100 has NVLink 3 (600 GB/s both ways, 300 each), the H100 NVLink 4 (900, 450): a scenario that
+    pairs a GPU with an NVLink names that GPU's own."""
+    from lab.quiz_planner import SCENARIOS
+    assert LINKS["NVLink 3"] == GPUS["A100-80GB"].nvlink == 300e9
+    assert LINKS["NVLink 4"] == GPUS["H100-SXM"].nvlink == 450e9
+    for s in SCENARIOS:
+        if s.link.startswith("NVLink"):
+            assert LINKS[s.link] == GPUS[s.gpu].nvlink, s
+
+
+def test_the_sweep_sentence_says_which_kind_wins_where_and_reads_the_pattern_it_computed():
+    """The sentence under the sweep is computed from its winners: never "chunked wins short prompts"
+    over a sweep where xPyD wins at 64 tokens."""
+    from lab.i18n import t
+    from lab.planner.figures import sweep_pattern, sweep_sentence
+    why = {pattern: {lang: t(lang, f"plan_sweep_why_{pattern}", changes=2, gap=11, n=256) for lang in ("en", "ru")}
+           for pattern in ("colocated_then_xpyd", "xpyd_then_colocated", "xpyd", "colocated", "mixed", "tie", "none")}
+    sweeps = {
+        "colocated_then_xpyd": ([_point(64, 10, 5), _point(256, 4, 6), _point(1024, 1, 3)],
+                                ["colocated / chunked wins at 64", "xPyD wins from 256 to 1024"]),
+        "xpyd_then_colocated": ([_point(64, 5, 10), _point(128, 5, 5.1), _point(512, 6, 3)],
+                                ["xPyD wins at 64", "a tie (within 5%) at 128", "colocated / chunked wins at 512"]),
+        "xpyd": ([_point(64, 5, 10), _point(256, 3, 6), _point(8192, 0, 0)],
+                 ["xPyD wins from 64 to 256", "no placement of either kind meets the SLOs at 8192"]),
+        # the default sweep's shape: xPyD, a tie, colocated, then xPyD again, and nothing served at the end
+        "mixed": ([_point(64, 5, 8), _point(128, 10, 10.2), _point(256, 10, 9), _point(512, 5, 6), _point(1024, 1, 2),
+                   _point(8192, 0, 0)],
+                  ["xPyD wins at 64 and from 512 to 1024", "colocated / chunked wins at 256"]),
+        "none": ([_point(64, 0, 0), _point(128, 0, 0)], ["no placement of either kind meets the SLOs from 64 to 128"]),
+    }
+    for pattern, (points, says) in sweeps.items():
+        assert sweep_pattern(points) == pattern
+        for lang in ("en", "ru"):
+            sentence = sweep_sentence(points, lang)
+            assert sentence.endswith(why[pattern][lang]) or pattern == "mixed", (pattern, lang, sentence)
+            others = [why[p][lang] for p in why if p != pattern]
+            assert not any(other in sentence for other in others), (pattern, lang, sentence)
+        english = sweep_sentence(points, "en")
+        assert all(part in english for part in says), english
+    # the close call named: 10 against 9 at 256 tokens is the smallest gap of the mixed sweep
+    assert sweep_sentence(sweeps["mixed"][0], "en").endswith(why["mixed"]["en"])
+    russian = sweep_sentence(sweeps["mixed"][0], "ru")
+    assert "(смен: 2)" in russian and "при 256 токенах" in russian
+
+
+def test_the_planners_results_say_when_the_inputs_changed_under_them():
+    """A plan, a Pareto front and a sweep kept from other inputs are marked stale, each until it is
+    computed again."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from lab.i18n import t
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "app.py"), default_timeout=300)
+    at.session_state["lang"] = "en"
+    at.switch_page("pages/planner.py")
+    at.run()
+    at.number_input(key="plan_gpus").set_value(2).run()
+    for button in ("plan", "pareto", "sweep"):
+        at.button(key=button).click().run()
+    assert not at.exception and len(at.get("plotly_chart")) >= 5 and not at.warning
+    stale = lambda: [w.value for w in at.warning]   # noqa: E731
+    marks = {key: t("en", "plan_stale", button=t("en", f"{key}_button"))
+             for key in ("plan", "plan_pareto", "plan_sweep")}
+    at.number_input(key="plan_prompt").set_value(2048).run()   # the sweep tries its own prompt lengths
+    assert stale() == [marks["plan"], marks["plan_pareto"]]
+    at.number_input(key="plan_tpot").set_value(0.03).run()
+    assert stale() == list(marks.values())
+    at.button(key="sweep").click().run()
+    assert stale() == [marks["plan"], marks["plan_pareto"]]   # the sweep is of these inputs again
+    at.session_state["lang"] = "ru"
+    at.run()
+    assert at.warning[0].value == t("ru", "plan_stale", button=t("ru", "plan_button"))
+
+
+def test_a_translated_choice_keeps_its_value_across_languages_and_takes_a_links_preset():
+    """The precision and link selectboxes are keyed per language (the browser showed the English label
+    on the Russian page under one key): the choice carries over, and a quiz link's preset still sets it."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "app.py"), default_timeout=300)
+    at.session_state["lang"] = "en"
+    at.switch_page("pages/planner.py")
+    at.run()
+    at.selectbox(key="plan_precision_en").set_value("fp8_weights").run()
+    at.session_state["lang"] = "ru"
+    at.run()
+    assert at.selectbox(key="plan_precision_ru").value == "fp8_weights"
+    assert at.selectbox(key="plan_precision_ru").options[0] == "веса и KV cache в BF16"
+    at.selectbox(key="plan_link_ru").set_value("TCP 10 GbE").run()
+    at.session_state["lang"] = "en"
+    at.run()
+    assert (at.selectbox(key="plan_link_en").value, at.selectbox(key="plan_precision_en").value) == (
+        "TCP 10 GbE", "fp8_weights")
+    at.query_params["link"] = "PCIe Gen5 x16"
+    at.run()
+    assert at.selectbox(key="plan_link_en").value == "PCIe Gen5 x16"
