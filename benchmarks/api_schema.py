@@ -168,7 +168,8 @@ def main() -> None:
         f"--max-examples {a.max_examples} --seed {a.seed}; server: `python -m engine serve --kv-cache-tokens "
         f"{KV_CACHE_TOKENS}` (bundled model). {summary['generated']} cases generated, "
         f"{summary['seconds']} s, exit code {code}. Machine: {summary['machine']}.", "",
-        "On the two generation endpoints only, schema-valid requests may be refused with 400, and only for: " + "; ".join(RUNTIME_RULES) +
+        "On the two generation endpoints only, schema-valid requests may be refused with 400, and only for: "
+        + "; ".join(RUNTIME_RULES) +
         f" (JSON Schema cannot state these). Valid n, max_tokens, min_tokens are lowered to {CAP} before sending, "
         "to keep generation short.", "",
         "| endpoint | cases (requests sent) | failures |", "|---|---|---|",

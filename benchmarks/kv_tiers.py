@@ -154,7 +154,7 @@ def main() -> None:
         lines.append(f"| {tier} | {ttft[tier]:.3f} | {ttft[tier] / ttft['recompute']:.3f}x "
                      f"| {rounds[0]['cached_tokens'][tier]} |")
     lines += ["", f"Every answer equal to the recomputed one, token for token: {'yes' if same else 'NO'}.",
-              f"The disk row reads files the OS has likely cached in memory (a cold SSD read is slower).", "",
+              "The disk row reads files the OS has likely cached in memory (a cold SSD read is slower).", "",
               "With the store on and nothing to hit (10 distinct 200-token prompts, one a second), on over off: "
               f"ITL p50 {ratio['itl_p50']:.3f}x, TTFT p50 {ratio['ttft_p50']:.3f}x.", "",
               "Routing, two workers with the memory tier only: 3 system prompts of 1000 tokens, 4 questions each, "

@@ -81,7 +81,8 @@ def test_every_experiment_runs_on_the_real_engine_and_feeds_the_summary_and_quiz
         name: name in ("shm", "nixl") for name in working_transports()}
     cold, warm, other, expired = results["lifetime"]
     assert [r["tier"] for r in results["lifetime"]] == ["recompute", "memory", "disk", "disk"]
-    assert cold["cached_tokens"] == 0 and warm["cached_tokens"] == other["cached_tokens"] == expired["cached_tokens"] > 0
+    assert cold["cached_tokens"] == 0
+    assert warm["cached_tokens"] == other["cached_tokens"] == expired["cached_tokens"] > 0
 
     # In Russian, every page, charts and tables of these real runs included, shows no English label.
     at.session_state["lang"] = "ru"

@@ -47,7 +47,8 @@ def test_a_restarted_engine_finds_what_the_folder_holds_and_loads_the_same_bytes
     seq = fresh.sequences["q"]
     loaded = fresh.cache.export(seq.block_table, 48)
     want = expected_kv(SYSTEM[:48])
-    assert seq.record.cache_tier == "disk" and torch.equal(loaded.key, want.key) and torch.equal(loaded.value, want.value)
+    assert seq.record.cache_tier == "disk"
+    assert torch.equal(loaded.key, want.key) and torch.equal(loaded.value, want.value)
 
 
 @pytest.mark.parametrize("damage", ["flip a byte", "truncate", "not ours"])

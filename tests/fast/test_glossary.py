@@ -4,7 +4,7 @@ import re
 
 from lab.i18n import texts
 from lab.quiz import load_questions
-from tests.labels import foreign_words, glossary, visible_texts
+from tests.labels import foreign_words, glossary
 
 def russian_texts() -> dict[str, str]:
     found = {f"texts:{key}": value for key, value in texts("ru").items()}

@@ -161,7 +161,8 @@ class SharedMemoryTransport(PushTransport):
     def drop(self, request_id: str) -> None:
         push = self.outgoing.pop(request_id, None)
         if push is not None:
-            self._post_notice(push.target, stop_notice(request_id, push.error or "the request ended before its hand-off"))
+            why = push.error or "the request ended before its hand-off"
+            self._post_notice(push.target, stop_notice(request_id, why))
 
     def _post_notice(self, target: ShmTarget, message: bytes) -> None:
         if not self.poster.post(target.notices, message):
