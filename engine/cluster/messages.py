@@ -37,6 +37,7 @@ class WorkerLoad:
     waiting: int = 0             # queued prompts and KV imports
     kv_blocks_used: int = 0
     kv_blocks_total: int = 0
+    prefix_cache: dict = field(default_factory=dict)   # tier -> its size and counts (LLMEngine.prefix_cache_stats)
 
     @property
     def kv_usage(self) -> float:

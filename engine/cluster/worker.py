@@ -350,5 +350,5 @@ class Worker:
         if not (report.events or report.steps or report.finished or load_changed):
             return
         report.load = WorkerLoad(engine.num_running, engine.num_waiting + len(self._in(ImportPhase.QUEUED)),
-                                 engine.kv_blocks_used, engine.kv_blocks_total)
+                                 engine.kv_blocks_used, engine.kv_blocks_total, engine.prefix_cache_stats())
         self.outbox.send(report)

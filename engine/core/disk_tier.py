@@ -54,8 +54,9 @@ class Layout:
 
 @dataclass
 class TierStats:
-    hits: int = 0            # blocks read
-    misses: int = 0          # lookups that found no block to read
+    hits: int = 0            # lookups that loaded a prefix from disk
+    misses: int = 0          # lookups that did not
+    blocks_read: int = 0
     rejected: int = 0        # files refused (corrupt, truncated, another layout), each logged
     written: int = 0         # blocks written
     written_bytes: int = 0
@@ -100,7 +101,7 @@ class DiskTier:
             path.unlink(missing_ok=True)
             return None
         os.utime(path)   # recently used: evicted last
-        self.stats.hits += 1
+        self.stats.blocks_read += 1
         return payload
 
     def _decode(self, data: bytes, key: str) -> KVPayload:
@@ -194,6 +195,11 @@ class DiskTier:
 
     def _files(self) -> list[Path]:
         return list(self.folder.glob(f"*{SUFFIX}"))
+
+    @property
+    def bytes_known(self) -> int:
+        """The folder's size as this worker last knew it (others write to it too), without reading it."""
+        return self._bytes
 
     @property
     def bytes_on_disk(self) -> int:

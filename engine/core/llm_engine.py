@@ -125,8 +125,8 @@ class LLMEngine:
         disk, size = self.disk_tier, self.config.block_size
         keys = self._disk_keys(prompt_ids, (len(prompt_ids) - 1) // size)
         present = next((i for i, key in enumerate(keys) if not disk.has(key)), len(keys))
-        if present * size <= longer_than:
-            disk.stats.misses += present == 0
+        if present * size <= longer_than:   # nothing on disk, or no more than memory had
+            disk.stats.misses += 1
             return 0, None
         blocks = []
         for key in keys[:present]:
@@ -135,7 +135,9 @@ class LLMEngine:
                 break
             blocks.append(block)
         if len(blocks) * size <= longer_than:
+            disk.stats.misses += 1
             return 0, None
+        disk.stats.hits += 1
         return len(blocks) * size, KVPayload(torch.cat([b.key for b in blocks], dim=1),
                                              torch.cat([b.value for b in blocks], dim=1))
 
@@ -206,6 +208,19 @@ class LLMEngine:
     @property
     def device(self):
         return self.loaded.device
+
+    def prefix_cache_stats(self) -> dict[str, dict[str, int]]:
+        """Each prefix cache tier's size and counts so far (plain numbers: they travel in worker reports)."""
+        stats = {}
+        if self.prefix_store is not None:
+            s = self.prefix_store.stats
+            stats["memory"] = {"bytes": self.prefix_store.tokens * self.cache.bytes_per_token, "hits": s.hits,
+                               "misses": s.misses, "evictions": s.evicted + s.expired}
+        if self.disk_tier is not None:
+            s = self.disk_tier.stats
+            stats["disk"] = {"bytes": self.disk_tier.bytes_known, "hits": s.hits, "misses": s.misses,
+                             "evictions": s.evicted, "rejected": s.rejected}
+        return stats
 
     def describe(self) -> str:
         """Its device in words, and whether its decode step is compiled."""

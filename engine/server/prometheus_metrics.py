@@ -62,6 +62,15 @@ class ServerMetrics:
         self.preemptions = counter("vllm:num_preemptions", "Requests preempted (their KV freed, to be recomputed)")
         self.prefix_queries = counter("vllm:prefix_cache_queries", "Prompt tokens looked up in the prefix cache")
         self.prefix_hits = counter("vllm:prefix_cache_hits", "Prompt tokens found in the prefix cache")
+        self.tier_bytes = gauge("pdlab:prefix_cache_bytes", "Bytes each prefix cache tier holds (memory: all workers; "
+                                "disk: the folder they share)", ["tier"])
+        self.tier_lookups = counter("pdlab:prefix_cache_lookups", "Prefix lookups per tier and their result",
+                                    ["tier", "result"])
+        self.tier_evictions = counter("pdlab:prefix_cache_evictions", "Blocks a tier dropped (evicted or expired)",
+                                      ["tier"])
+        self.tier_rejected = counter("pdlab:prefix_cache_rejected_files",
+                                     "Disk tier files refused: truncated, corrupted, or of another model or layout")
+        self._tier_seen: dict[tuple, int] = {}   # (worker, pid, tier, count) -> its last reported total
         self.prefix_hits_by_tier = counter("pdlab:prefix_cache_hits_by_tier",
                                            "Prompt tokens found in the prefix cache, by the tier they came from "
                                            "(memory: the worker's own; disk: the folder every worker shares)",
@@ -107,6 +116,7 @@ class ServerMetrics:
         self.kv_blocks.labels(m).set(used)
         self.kv_usage.labels(m).set(used / total if total else 0.0)
         self.kv_usage_old.labels(m).set(used / total if total else 0.0)
+        self._prefix_tiers([w for w in workers if w.alive])
         for t in transfers:
             self.kv_transfer_bytes.labels(m).inc(t.nbytes)
             self.kv_transfer_seconds.labels(m).inc(t.total_seconds)
@@ -126,6 +136,26 @@ class ServerMetrics:
                     self.inference.labels(m).observe(rec.finish - rec.scheduled)
         for step in steps:
             self.iteration_tokens.labels(m).observe(step.num_tokens)
+
+    def _prefix_tiers(self, workers: list[WorkerStatus]) -> None:
+        """Workers report running totals: the counters grow by what is new since their last report (a
+        restarted worker, a new process id, starts from zero)."""
+        m, sizes = self.model, {"memory": 0, "disk": 0}
+        for w in workers:
+            for tier, stats in w.load.prefix_cache.items():
+                # Memory is each worker's own; the disk folder is one, seen by each worker.
+                sizes[tier] = sizes[tier] + stats["bytes"] if tier == "memory" else max(sizes[tier], stats["bytes"])
+                for count, metric in (("hits", self.tier_lookups.labels(m, tier, "hit")),
+                                      ("misses", self.tier_lookups.labels(m, tier, "miss")),
+                                      ("evictions", self.tier_evictions.labels(m, tier)),
+                                      ("rejected", self.tier_rejected.labels(m))):
+                    if count not in stats:
+                        continue
+                    key = (w.name, w.pid, tier, count)
+                    metric.inc(max(0, stats[count] - self._tier_seen.get(key, 0)))
+                    self._tier_seen[key] = stats[count]
+        for tier, size in sizes.items():
+            self.tier_bytes.labels(m, tier).set(size)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
