@@ -96,7 +96,7 @@ def serve(a: argparse.Namespace) -> None:
     config = EngineConfig(model=a.model, dtype=a.dtype, chunk_size=a.chunk_size, kv_cache_tokens=a.kv_cache_tokens,
                           compile_decode=a.compile_decode, prefix_cache_tokens=a.prefix_cache_tokens,
                           prefix_cache_ttl_s=a.prefix_cache_ttl, kv_store_folder=a.kv_store_folder,
-                          kv_store_bytes=a.kv_store_bytes)
+                          kv_store_bytes=a.kv_store_bytes, kv_store_ttl_s=a.kv_store_ttl)
     threshold = a.conditional_threshold if a.conditional_threshold > 0 else None
     with exit_on_signals(), Cluster(topology, config, a.transport, conditional_threshold=threshold) as cluster:
         for w in cluster.status():
@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--kv-store-folder", default=None,
                    help="the prefix cache's disk tier: a folder every worker shares, kept across restarts")
     s.add_argument("--kv-store-bytes", type=int, default=4 << 30, help="its bound (default 4 GiB)")
+    s.add_argument("--kv-store-ttl", type=float, default=86400.0,
+                   help="a block unused this many seconds is dropped (default a day)")
     s.add_argument("--kv-store-clear", action="store_true", help="empty the KV store folder before starting")
     model_args(s)
     a = parser.parse_args(argv)

@@ -37,6 +37,7 @@ class EngineConfig:
     prefix_cache_ttl_s: float = 300.0   # ...for this long after its last use
     kv_store_folder: str | None = None  # the prefix cache's disk tier, shared by workers naming it (None: off)
     kv_store_bytes: int = 4 << 30       # ...bounded to this many bytes
+    kv_store_ttl_s: float = 86400.0     # ...and a block unused this long is dropped (a day)
     compile_decode: bool = False    # compile the decode step at start (CPU; core/compiled_decode.py)
 
     def __post_init__(self) -> None:
@@ -48,8 +49,9 @@ class EngineConfig:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.prefix_cache_tokens < 0 or self.prefix_cache_ttl_s <= 0:
             raise ValueError("prefix_cache_tokens must be >= 0 and prefix_cache_ttl_s > 0")
-        if self.kv_store_bytes <= 0:
-            raise ValueError(f"kv_store_bytes must be a positive number of bytes, got {self.kv_store_bytes}")
+        if self.kv_store_bytes <= 0 or self.kv_store_ttl_s <= 0:
+            raise ValueError(f"kv_store_bytes and kv_store_ttl_s must be positive, got {self.kv_store_bytes}, "
+                             f"{self.kv_store_ttl_s}")
         if self.threads is not None and self.threads <= 0:
             raise ValueError(f"threads must be a positive integer or None, got {self.threads}")
 

@@ -8,7 +8,8 @@ bytes) and the block's K then V, [layers, block_size, kv_heads, head_dim] each. 
 truncated, corrupted, or from another model, dtype or layout is a miss (logged and removed), never a
 wrong answer. Writes go through a thread of their own, to a temporary file renamed into place, so a
 worker killed mid-write leaves no half file under a block's name; the least recently used files go
-when the folder would exceed its bound. The folder is private to its user (0700).
+when the folder would exceed its bound, and a block unused for its lifetime is a miss. The folder is
+private to its user (0700).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import os
 import queue
 import struct
 import threading
+import time
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,15 +60,19 @@ class TierStats:
     misses: int = 0          # lookups that did not
     blocks_read: int = 0
     rejected: int = 0        # files refused (corrupt, truncated, another layout), each logged
+    expired: int = 0         # blocks not used within the lifetime
     written: int = 0         # blocks written
     written_bytes: int = 0
     evicted: int = 0         # blocks removed to stay within the bound
 
 
 class DiskTier:
-    def __init__(self, folder: str | os.PathLike, capacity_bytes: int, layout: Layout):
-        if capacity_bytes <= 0:
-            raise ValueError(f"the KV store's bound must be > 0 bytes, got {capacity_bytes}")
+    def __init__(self, folder: str | os.PathLike, capacity_bytes: int, layout: Layout, ttl_s: float = 86400.0):
+        """`ttl_s`: a block not read or written for this long is a miss, and removed."""
+        if capacity_bytes <= 0 or ttl_s <= 0:
+            raise ValueError(f"the KV store needs a bound > 0 bytes and a lifetime > 0 s, got {capacity_bytes}, "
+                             f"{ttl_s}")
+        self.ttl_s = ttl_s
         self.folder = Path(folder)
         self.capacity_bytes = capacity_bytes
         self.layout = layout
@@ -84,7 +90,17 @@ class DiskTier:
     # ---- reads, on the engine's loop ----
 
     def has(self, key: str) -> bool:
-        return self._path(key).exists()
+        """Whether the block is on disk and alive (an expired one is removed)."""
+        path = self._path(key)
+        try:
+            idle = time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        if idle > self.ttl_s:
+            path.unlink(missing_ok=True)
+            self.stats.expired += 1
+            return False
+        return True
 
     def read(self, key: str) -> KVPayload | None:
         """The block's KV, or None (missing, or refused with a log line)."""

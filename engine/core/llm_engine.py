@@ -44,7 +44,8 @@ class LLMEngine:
                                          self.config.block_size) if self.config.prefix_cache_tokens else None)
         self.disk_tier = (DiskTier(self.config.kv_store_folder, self.config.kv_store_bytes, Layout(
             self.loaded.name, str(self.loaded.dtype).removeprefix("torch."), mc.num_hidden_layers,
-            mc.num_key_value_heads, head_dim(mc), self.config.block_size)) if self.config.kv_store_folder else None)
+            mc.num_key_value_heads, head_dim(mc), self.config.block_size), self.config.kv_store_ttl_s)
+            if self.config.kv_store_folder else None)
         self.scheduler = Scheduler(self.config, self.cache, self._reuse_prefix)
         self.runner = ModelRunner(self.loaded, self.cache)
         if self.config.compile_decode:
@@ -219,7 +220,7 @@ class LLMEngine:
         if self.disk_tier is not None:
             s = self.disk_tier.stats
             stats["disk"] = {"bytes": self.disk_tier.bytes_known, "hits": s.hits, "misses": s.misses,
-                             "evictions": s.evicted, "rejected": s.rejected}
+                             "evictions": s.evicted + s.expired, "rejected": s.rejected}
         return stats
 
     def describe(self) -> str:

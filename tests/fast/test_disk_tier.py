@@ -115,3 +115,15 @@ def test_a_folder_of_another_user_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "getuid", lambda: os.stat(tmp_path).st_uid + 1)
     with pytest.raises(ValueError, match="belongs to another user"):
         DiskTier(tmp_path, 1 << 20, layout)
+
+
+def test_a_block_unused_for_its_lifetime_is_a_miss_and_removed(tmp_path):
+    layout, block = layout_and_block()
+    tier = DiskTier(tmp_path, 1 << 20, layout, ttl_s=60)
+    tier.write("old", block)
+    tier.write("new", block)
+    tier.flush()
+    hour_ago = os.path.getmtime(tmp_path / f"old{SUFFIX}") - 3600
+    os.utime(tmp_path / f"old{SUFFIX}", (hour_ago, hour_ago))
+    assert not tier.has("old") and tier.has("new") and tier.stats.expired == 1
+    assert not (tmp_path / f"old{SUFFIX}").exists()
