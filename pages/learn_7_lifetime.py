@@ -27,10 +27,13 @@ if rows:
     st.plotly_chart(prefix_ttft(rows, t(lang, "l7_fig"), lang), key="ttft")
     fast = tier_speedups(rows)
     committed = results.get("lifetime_guess")
-    show_table(lang, [{"request": t(lang, f"request_{r['request']}"), "served_from": t(lang, f"tier_{r['tier']}"),
-                       "ttft_ms": r["ttft_ms"], "times_faster": fast[r["request"]]["measured"],
-                       "model_times_faster": fast[r["request"]]["model"],
-                       "your_guess": committed if r["request"] == "other_worker" else None} for r in rows])
+    table = [{"request": t(lang, f"request_{r['request']}"), "served_from": t(lang, f"tier_{r['tier']}"),
+              "ttft_ms": r["ttft_ms"], "times_faster": fast[r["request"]]["measured"],
+              "model_times_faster": fast[r["request"]]["model"]} for r in rows]
+    if committed:   # beside the request it was about; the other rows show a dash
+        for row, r in zip(table, rows):
+            row["your_guess"] = committed if r["request"] == "other_worker" else float("nan")
+    show_table(lang, table)
     st.subheader(t(lang, "takeaway"))
     say(lang, tiers_takeaway(rows, committed))
 
