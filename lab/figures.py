@@ -117,6 +117,14 @@ def rolling_itl(tokens: pd.DataFrame, title: str, lang: str, window_s: float = 2
     return _layout(fig, lang, title, t(lang, "axis_time_s"), t(lang, "axis_itl_ms"))
 
 
+def short_ttft_p50_ms(requests: pd.DataFrame) -> float:
+    """The short requests' TTFT p50 (ms) over exactly the points ttft_chart draws for them (every request
+    with a first token, finished or still streaming), so the figure beside the chart agrees with it; NaN
+    for none."""
+    ttfts = requests.loc[(requests["kind"] == RequestKind.SHORT) & requests["ttft_s"].notna(), "ttft_s"]
+    return 1000 * float(ttfts.median()) if len(ttfts) else float("nan")
+
+
 def ttft_chart(requests: pd.DataFrame, title: str, lang: str) -> go.Figure:
     fig = go.Figure()
     for kind, rows in requests[requests["ttft_s"].notna()].groupby("kind"):
@@ -149,16 +157,24 @@ def server_chart(samples: pd.DataFrame, title: str, lang: str) -> go.Figure:
 
 
 def transfer_chart(transfers: list[dict], title: str, lang: str) -> go.Figure:
-    """Each KV transfer: milliseconds (bars) and size."""
+    """Each KV transfer as one stacked bar: the time its bytes were written while the prompt was still
+    computing (a push's copies, inside the prefill) and the time left after the prefill until the KV was
+    usable on the decode side. A push the engine does not time (NIXL writes on their own) says so on its
+    bar instead of drawing its writes as zero."""
     fig = go.Figure()
     if transfers:
         frame = pd.DataFrame(transfers)
-        fig.add_trace(go.Bar(x=frame["tokens"], y=1000 * frame["total_s"], name=t(lang, "legend_total_ms"),
-                             hovertext=[t(lang, "transfer_hover", mb=b / 1e6, gbps=g)
-                                        for b, g in zip(frame["bytes"], frame["gbps"])]))
-        fig.add_trace(go.Bar(x=frame["tokens"], y=1000 * (frame["send_s"] + frame["receive_s"]),
-                             name=t(lang, "legend_send_receive_ms")))
-    return _layout(fig, lang, title, t(lang, "axis_tokens_moved"), t(lang, "axis_ms"))
+        writing = frame["writing_s"] if "writing_s" in frame else pd.Series(0.0, index=frame.index)
+        during = frame["during_prefill"] if "during_prefill" in frame else pd.Series(False, index=frame.index)
+        x = [t(lang, "transfer_label", n=i + 1, tokens=n) for i, n in enumerate(frame["tokens"])]
+        hover = [t(lang, "transfer_hover", mb=b / 1e6, gbps=g) for b, g in zip(frame["bytes"], frame["gbps"])]
+        untimed = [t(lang, "transfer_untimed") if d and w <= 0 else "" for d, w in zip(during, writing)]
+        fig.add_trace(go.Bar(x=x, y=1000 * writing, name=t(lang, "legend_writing_ms"), hovertext=hover,
+                             marker_color="#9467bd"))
+        fig.add_trace(go.Bar(x=x, y=1000 * frame["total_s"], name=t(lang, "legend_after_prefill_ms"),
+                             hovertext=hover, marker_color="#8c564b", text=untimed, textposition="outside"))
+        fig.update_layout(barmode="stack")
+    return _layout(fig, lang, title, t(lang, "axis_transfer_tokens"), t(lang, "axis_ms"))
 
 
 def compare_itl(runs: dict[str, pd.DataFrame], title: str, lang: str) -> go.Figure:

@@ -158,9 +158,16 @@ def measure_transports(prompt_tokens: int = MEASURED_PROMPT_TOKENS, transports=N
             while not cluster.finished_transfers() and time.time() < deadline:
                 time.sleep(0.05)
             t = cluster.finished_transfers()[0]
+            # A push whose writes the engine does not time (NIXL's run on their own during the prefill) was
+            # seen only for what followed the prefill: its writing time, moving time and GB/s are unknown
+            # (NaN, shown "-"), not that remainder, so that no rate is read off the remainder.
+            untimed = t.during_prefill and t.writing_seconds <= 0
+            unknown = float("nan")
             rows.append({"transport": name, "bytes": t.nbytes, "copies": t.copies, "during_prefill": t.during_prefill,
-                         "writing_ms": 1000 * t.writing_seconds, "send_ms": 1000 * t.send_seconds,
-                         "total_ms": 1000 * t.total_seconds, "gbps": t.gbps})
+                         "writing_ms": unknown if untimed else 1000 * t.writing_seconds,
+                         "send_ms": 1000 * t.send_seconds, "total_ms": 1000 * t.total_seconds,
+                         "moving_ms": unknown if untimed else 1000 * t.moving_seconds,
+                         "gbps": unknown if untimed else t.gbps})
     return rows
 
 

@@ -134,6 +134,9 @@ def fix_prediction(mode: Mode, colocated: dict | None, stages: dict | None, long
 
 
 def fix_takeaway(mode: Mode, fixed: dict, colocated: dict) -> list[Said]:
+    """Page 5's conclusions. Each sentence is chosen by the numbers it quotes and by the mode that ran
+    (a chunked run has no KV transfer to speak of), and a piece of time too small to print in its
+    sentence's units is left out rather than shown as 0.00."""
     a, b = colocated["summary"], fixed["summary"]
     said = []
     if (fixed["users"], fixed["long_tokens"]) != (colocated["users"], colocated["long_tokens"]):
@@ -142,52 +145,88 @@ def fix_takeaway(mode: Mode, fixed: dict, colocated: dict) -> list[Said]:
                          Tone.WARNING))
     stall_a, stall_b = a["longest_stall_ms"] / 1000, b["longest_stall_ms"] / 1000
     x = stall_a / stall_b if stall_b > 0 else float("inf")
-    said.append(Said("l5_take_stall" if x >= 2 else "l5_take_stall_same",
+    shorter = x >= 2
+    said.append(Said("l5_take_stall" if shorter else "l5_take_stall_same",
                      {"colocated": _r(stall_a, 2), "fixed": _r(stall_b, 2), "x": _r(x, 0)},
-                     Tone.FINDING if x >= 2 else Tone.WARNING))
+                     Tone.FINDING if shorter else Tone.WARNING))
     itl_a, itl_b = a["itl_before_ms"]["p50"], b["itl_before_ms"]["p50"]
     if not (math.isnan(itl_a) or math.isnan(itl_b)):
         decode = next((w for w in fixed["workers"] if w["role"] == "decode"), None)
         values = {"colocated": _r(itl_a, 0), "fixed": _r(itl_b, 0), "cores": _cores(decode),
                   "all_cores": sum(len(w["cores"]) for w in fixed["workers"])}
         if itl_b > (1 + SAME) * itl_a:
-            said.append(Said("l5_take_itl_slower_decode_cores" if decode and decode["cores"] else
-                             "l5_take_itl_slower", values))
+            if mode == Mode.DISAGGREGATED:
+                key = ("l5_take_itl_slower_decode_cores" if decode and decode["cores"]
+                       else "l5_take_itl_slower_disaggregated")
+            else:
+                key = "l5_take_itl_slower"
+            said.append(Said(key, values))
         elif itl_b < (1 - SAME) * itl_a:
-            said.append(Said("l5_take_itl_faster", values))
+            said.append(Said("l5_take_itl_faster_disaggregated" if mode == Mode.DISAGGREGATED else "l5_take_itl_faster",
+                             values))
         else:
             said.append(Said("l5_take_itl_same", values))
     split_a = colocated["ttft_split"][0] if colocated["ttft_split"] else None
     split_b = fixed["ttft_split"][0] if fixed["ttft_split"] else None
     if split_a and split_b:
         said.append(_ttft_reason(mode, split_a, split_b, fixed))
-    before_a, before_b = a["output_tok_per_s_before"], b["output_tok_per_s_before"]
-    change = "same" if abs(before_b - before_a) <= SAME * before_a else ("higher" if before_b > before_a else "lower")
-    said.append(Said(f"l5_take_throughput_{change}",
-                     {"colocated_before": _r(before_a), "fixed_before": _r(before_b),
-                      "colocated": _r(a["output_tok_per_s"]), "fixed": _r(b["output_tok_per_s"]),
-                      "stall": _r(stall_a, 1)}))
+    said.append(Said(f"l5_take_before_{_compare(a['output_tok_per_s_before'], b['output_tok_per_s_before'])}"
+                     + ("_disaggregated" if mode == Mode.DISAGGREGATED else "_chunked"),
+                     {"colocated": _r(a["output_tok_per_s_before"]), "fixed": _r(b["output_tok_per_s_before"])}))
+    whole = _compare(a["output_tok_per_s"], b["output_tok_per_s"])
+    values = {"colocated": _r(a["output_tok_per_s"]), "fixed": _r(b["output_tok_per_s"]),
+              "stall": _r(stall_a, 2), "fixed_stall": _r(stall_b, 2)}
+    if whole == "same":
+        said.append(Said("l5_take_whole_same", values))
+    else:
+        said.append(Said(f"l5_take_whole_{whole}_" + ("stall_shorter" if shorter else "stall_not_shorter"), values))
     return said
+
+
+def _compare(colocated: float, fixed: float) -> str:
+    """How the fixed run's figure compares with the colocated one's: higher, same or lower."""
+    if abs(fixed - colocated) <= SAME * colocated:
+        return "same"
+    return "higher" if fixed > colocated else "lower"
 
 
 def _cores(worker: dict | None) -> str:
     return str(len(worker["cores"])) if worker and worker["cores"] else "?"
 
 
+SHOWN_S = 0.005   # a piece of time under this prints as 0.00 s: a sentence leaves it out
+
+
 def _ttft_reason(mode: Mode, a: dict, b: dict, fixed: dict) -> Said:
+    """Why the long prompt's TTFT moved: the piece of the split (queue, prefill, KV transfer, first
+    token) that changed most names the sentence; the KV transfer is spoken of in disaggregated mode
+    only, and only where it lasted long enough to print."""
     values = {"colocated": _r(a["ttft_s"]), "fixed": _r(b["ttft_s"]), "queue": _r(b["queue_s"], 2),
-              "prefill": _r(b["prefill_s"], 2), "transfer": _r(b["transfer_s"], 2),
-              "first": _r(b["first_token_s"], 2), "prefill_colocated": _r(a["prefill_s"], 2)}
+              "queue_colocated": _r(a["queue_s"], 2), "prefill": _r(b["prefill_s"], 2),
+              "transfer": _r(b["transfer_s"], 2), "first": _r(b["first_token_s"], 2),
+              "first_colocated": _r(a["first_token_s"], 2), "prefill_colocated": _r(a["prefill_s"], 2)}
+    disaggregated = mode == Mode.DISAGGREGATED
+    transfer_shown = disaggregated and b["transfer_s"] >= SHOWN_S
     rise = b["ttft_s"] - a["ttft_s"]
-    if rise <= SAME * a["ttft_s"]:
-        return Said("l5_take_ttft_same", values)
-    if mode == Mode.DISAGGREGATED:
-        prefill = next((w for w in fixed["workers"] if w["role"] == "prefill"), None)
-        values.update(cores=_cores(prefill), all_cores=sum(len(w["cores"]) for w in fixed["workers"]))
-        if b["prefill_s"] - a["prefill_s"] >= b["transfer_s"]:
-            return Said("l5_take_ttft_prefill_cores", values)
+    if abs(rise) <= SAME * a["ttft_s"]:
+        return Said("l5_take_ttft_same_transfer" if transfer_shown else "l5_take_ttft_same", values)
+    parts = ["queue_s", "prefill_s", "first_token_s"] + (["transfer_s"] if disaggregated else [])
+    change = {p: b[p] - a.get(p, 0.0) for p in parts}
+    if rise < 0:
+        main = min(change, key=change.get)
+        return Said("l5_take_ttft_faster_" + main.removesuffix("_s"), values)
+    main = max(change, key=change.get)
+    if main == "queue_s":
+        return Said("l5_take_ttft_queue", values)
+    if main == "first_token_s":
+        return Said("l5_take_ttft_first", values)
+    if main == "transfer_s":
         return Said("l5_take_ttft_transfer", values)
-    return Said("l5_take_ttft_chunks", values)
+    if not disaggregated:
+        return Said("l5_take_ttft_chunks", values)
+    prefill = next((w for w in fixed["workers"] if w["role"] == "prefill"), None)
+    values.update(cores=_cores(prefill), all_cores=sum(len(w["cores"]) for w in fixed["workers"]))
+    return Said("l5_take_ttft_prefill_cores" if transfer_shown else "l5_take_ttft_prefill_cores_overlapped", values)
 
 
 # ---- page 7: where the KV cache lives ---------------------------------------------------------------
@@ -260,3 +299,26 @@ def machine_note(run: dict) -> Said | None:
     if not machine or not machine["busy"]:
         return None
     return Said("busy_machine", {"other": _r(machine["other_cores"], 2), "cores": machine["cores"]}, Tone.WARNING)
+
+
+# ---- page 6 and 8: which transport moved the KV fastest ---------------------------------------------
+
+def transport_timed(row: dict) -> bool:
+    """Whether a transport's whole move was seen: a send after the prefill, or a push whose writes inside
+    the prefill were timed (shm's copies). NIXL's writes run on their own during the prefill and are not
+    timed: only what was left after the prefill is known, which is no measure of the transport."""
+    writing = row.get("writing_ms", 0.0)
+    return not row["during_prefill"] or (not math.isnan(writing) and writing > 0)
+
+
+def moving_ms(row: dict) -> float:
+    """The time the bytes were seen moving: the writes inside the prefill and what followed it."""
+    return row.get("moving_ms", row["writing_ms"] + row["total_ms"])
+
+
+def fastest_transport(rows: list[dict]) -> dict | None:
+    """The transport whose bytes were seen moving for the shortest time, among those timed whole; None
+    when none was."""
+    timed = [r for r in rows if transport_timed(r)]
+    return min(timed, key=moving_ms) if timed else None
+

@@ -43,6 +43,11 @@ class LiveLab:
         self.generator: LoadGenerator | None = None
         self.samples: list[dict] = []
         self.slo = SLO(ttft=1.0, tpot=0.15)
+        self.run_label: str = ""            # the target the current run's load ran against
+        self.stopped_at: float | None = None  # when the current run's load was stopped (perf_counter)
+        # What the lab did on its own that the learner should be told: (text key, its values); the page
+        # shows it until the next load starts.
+        self.notice: tuple[str, dict] | None = None
         self._lock = threading.RLock()
         self._sampler_stop = threading.Event()
 
@@ -53,7 +58,17 @@ class LiveLab:
         with self._lock:
             if self.status == LabStatus.STARTING:
                 return
-            self.stop_target()
+            had_load, had_run, old = self.load_running, self.generator is not None, self.run_label
+            users = self.generator.load.users if self.generator is not None else 0
+            self.stop_target(tell=False)
+            # A new target starts a new run: the old run's charts would stand under the new workers' names.
+            self.generator, self.samples, self.stopped_at, self.run_label = None, [], None, ""
+            if had_load:
+                self.notice = ("notice_load_stopped_for_target", {"users": users, "old": old, "new": spec.label})
+            elif had_run:
+                self.notice = ("notice_run_cleared_for_target", {"old": old, "new": spec.label})
+            else:
+                self.notice = None
             self.spec, self.status, self.error = spec, LabStatus.STARTING, None
         threading.Thread(target=self._start, args=(spec,), daemon=True, name="lab-start").start()
 
@@ -73,8 +88,11 @@ class LiveLab:
             self._sampler_stop = threading.Event()
         threading.Thread(target=self._sample, args=(target, self._sampler_stop), daemon=True).start()
 
-    def stop_target(self) -> None:
+    def stop_target(self, tell: bool = True) -> None:
         with self._lock:
+            if tell and self.load_running:
+                self.notice = ("notice_load_stopped_with_target", {"users": self.generator.load.users,
+                                                                   "old": self.run_label})
             self.stop_load()
             self._sampler_stop.set()
             target, self.target = self.target, None
@@ -104,10 +122,14 @@ class LiveLab:
                 raise RuntimeError("start a target first")
             self.stop_load()
             self.generator = LoadGenerator(self.target, load).start()
+            self.run_label = self.spec.label if self.spec else ""
+            self.stopped_at, self.notice = None, None
 
     def stop_load(self) -> None:
         with self._lock:
             generator = self.generator
+            if generator is not None and generator.running and self.stopped_at is None:
+                self.stopped_at = time.perf_counter()   # the run's charts end here, not at the wall clock
         if generator is not None:
             generator.stop()
 
@@ -129,6 +151,17 @@ class LiveLab:
             return None
         return collect_result(self.generator, self.spec.label if self.spec else "", self.slo)
 
+    def view_end(self, result: RunResult) -> float:
+        """Where the current run's charts end, in seconds since it started: now while its load runs; once
+        it stopped, when it was stopped (or its last token, when it ended on its own), so that every
+        chart shows the same last stretch of the run instead of windows sliding past it into nothing."""
+        if self.load_running:
+            return time.perf_counter() - result.started
+        if self.stopped_at is not None:
+            return self.stopped_at - result.started
+        last = [t for sent in result.requests for t in sent.stream.token_times[-1:]]
+        return max(last, default=result.started) - result.started
+
     def server_samples(self) -> pd.DataFrame:
         with self._lock:
             frame = pd.DataFrame(self.samples, columns=["t", "worker", "running", "waiting", "kv_used"])
@@ -136,16 +169,19 @@ class LiveLab:
             frame["t"] = frame["t"] - self.generator.started
         return frame
 
-    def timeline(self, result: RunResult, window_s: float = TIMELINE_WINDOW_S) -> list[dict]:
-        """The engine timeline's bars of the last `window_s` seconds, in seconds since the run started.
-        Only a local cluster reports its steps here; a remote server's clock is not this machine's."""
-        target = self.target
+    def timeline(self, result: RunResult, window_s: float = TIMELINE_WINDOW_S,
+                 end_s: float | None = None) -> list[dict]:
+        """The engine timeline's bars of the `window_s` seconds before `end_s` (seconds since the run
+        started; now by default), in seconds since the run started. Read from the target the run's load
+        ran against, stopped or not. Only a local cluster reports its steps here; a remote server's clock
+        is not this machine's."""
+        target = self.generator.target if self.generator is not None else self.target
         if not isinstance(target, Cluster):
             return []
-        now = time.perf_counter()
+        now = time.perf_counter() if end_s is None else result.started + end_s
         longs = {s.stream.request_id for s in result.requests if s.kind == RequestKind.LONG}
         since = now - window_s   # a step that ended in the window is drawn, however long ago it began
-        steps = [s for s in target.steps if s.start + s.duration >= since]
+        steps = [s for s in target.steps if s.start + s.duration >= since and s.start <= now]
         transfers = [t for t in list(target.transfers.values()) if (t.finished_at or now) >= since]
         return timeline_bars(steps, transfers, result.started, now, longs)
 

@@ -1,15 +1,13 @@
-import time
-
 import streamlit as st
 
 from engine.cluster.topology import Mode
 from engine.cluster.transports import working_transports
 from engine.metrics import stats
 from lab.device_stats import cpu_stats, gpu_stats
-from lab.figures import (compare_itl, engine_timeline, itl_timeline, rolling_itl, server_chart, throughput_chart,
-                          transfer_chart, ttft_chart)
+from lab.figures import (compare_itl, engine_timeline, itl_timeline, rolling_itl, server_chart, short_ttft_p50_ms,
+                         throughput_chart, transfer_chart, ttft_chart)
 from lab.i18n import t
-from lab.interference import relative_injections, request_table, summarize_run, token_table
+from lab.interference import relative_injections, request_table, token_table
 from lab.live_lab import TIMELINE_WINDOW_S, LabStatus
 from lab.load_generator import ChatLoad, RequestKind
 from lab.target import TargetKind, TargetSpec
@@ -106,6 +104,8 @@ def live_view():
         st.error(t(lang, "target_failed", error=lab.error))
     elif lab.status == LabStatus.IDLE:
         st.info(t(lang, "no_target"))
+    if lab.notice:   # what the lab did on its own (stopped the users for a new target...), said once
+        st.warning(t(lang, lab.notice[0], **lab.notice[1]))
     workers = lab.workers()
     if workers:
         st.caption(t(lang, "workers") + ": " + " · ".join(
@@ -124,24 +124,24 @@ def live_view():
             st.info(t(lang, "no_load"))
         return
     tokens, requests = token_table(result), request_table(result)
-    summary = summarize_run(result)
     gaps = tokens.loc[tokens["kind"] == RequestKind.SHORT, "gap_ms"].dropna().tolist()
     s = {k: (f"{v:.0f}" if v == v else "-") for k, v in stats(gaps).items()}  # NaN (no gaps yet) shows as "-"
-    ttft = summary["short_ttft_ms"]["p50"]
+    ttft = short_ttft_p50_ms(requests)   # the points of the TTFT chart beside it, in flight ones included
     st.markdown("**" + t(lang, "summary", p50=s["p50"], p99=s["p99"], stall=s["max"],
                          ttft=f"{ttft:.0f}" if ttft == ttft else "-", n=len(requests)) + "**")
-    now = time.perf_counter() - result.started
+    now = lab.view_end(result)   # once the load stopped, every chart ends where the run did
     injections = relative_injections(result)
     for sent, first in injections:
-        if first is None:
+        if first is None and lab.load_running:
             st.markdown(t(lang, "prefilling", s=f"{now - sent:.0f}"))
-    st.caption(t(lang, "live_charts", window=f"{LIVE_WINDOW_S:.0f}"))
-    bars = lab.timeline(result)
+    st.caption(t(lang, "live_charts", window=f"{LIVE_WINDOW_S:.0f}") if lab.load_running else
+               t(lang, "live_charts_stopped", window=f"{LIVE_WINDOW_S:.0f}", end=f"{now:.0f}"))
+    bars = lab.timeline(result, end_s=now)
     newest = (lang, result.started, len(tokens), len(requests), tuple(injections),
-              max((b["start"] + b["seconds"] for b in bars), default=None))
+              max((b["start"] + b["seconds"] for b in bars), default=None), lab.load_running)
 
     def build():
-        recent = tokens[tokens["t"] >= now - LIVE_WINDOW_S]
+        recent = tokens[tokens["t"].between(now - LIVE_WINDOW_S, now)]
         title = t(lang, "chart_itl_live", slice=LIVE_SLICE_S)   # a number: t() writes it 0,5 in Russian
         figures = [("itl", itl_timeline(recent, injections, title, lang, now=now,
                                         slice_s=LIVE_SLICE_S))]
@@ -170,20 +170,22 @@ def more_charts():
     if result is None:
         return
     tokens, requests = token_table(result), request_table(result)
-    since = time.perf_counter() - result.started - LIVE_WINDOW_S
+    end = lab.view_end(result)   # the same last stretch of the run as the charts above
+    since = end - LIVE_WINDOW_S
 
     def build():
-        recent = tokens[tokens["t"] >= since]
+        recent = tokens[tokens["t"].between(since, end)]
         samples = lab.server_samples()
+        samples = samples[samples["t"].between(since, end)]
         figures = [("rolling", rolling_itl(recent, t(lang, "chart_rolling"), lang, every_s=LIVE_SLICE_S)),
                    ("ttft", ttft_chart(requests, t(lang, "chart_ttft"), lang)),
                    ("throughput", throughput_chart(recent, t(lang, "chart_throughput"), lang))]
         if not samples.empty:
-            figures.append(("server", server_chart(samples[samples["t"] >= since], t(lang, "chart_server"), lang)))
+            figures.append(("server", server_chart(samples, t(lang, "chart_server"), lang)))
         if result.transfers:
             figures.append(("transfer", transfer_chart(result.transfers, t(lang, "chart_transfer"), lang)))
         return figures
-    newest = (lang, result.started, len(tokens), len(requests), len(result.transfers))
+    newest = (lang, result.started, len(tokens), len(requests), len(result.transfers), lab.load_running)
     figures = dict(built_for("more_figures", newest, build))
     for pair in (("rolling", "ttft"), ("throughput", "server")):
         for column, key in zip(st.columns(2), pair):

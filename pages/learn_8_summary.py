@@ -2,6 +2,7 @@ import pandas as pd
 import streamlit as st
 
 from lab.i18n import num, t
+from lab.lesson_reasoning import fastest_transport, moving_ms
 from lab.ui import lesson_results, page_frame
 
 FIELD = ("field_vllm", "field_distserve", "field_splitwise", "field_mooncake", "field_sarathi", "field_tetri",
@@ -22,10 +23,10 @@ if "metrics" in r:
     rows.append((t(lang, "row_itl"), f"{r['metrics']['itl_p50_ms']:.0f} {ms}"))
 if "stages" in r:
     rows.append((t(lang, "row_prefill"), f"{r['stages']['prefill'][-1]['tok_s']:.0f}"))
-if r.get("transports"):
-    best = max(r["transports"], key=lambda m: m["gbps"])
+best = fastest_transport(r.get("transports") or [])   # by the time its bytes were seen moving, as page 6
+if best:
     gbps = f"{num(lang, best['gbps'], '.2f')} {t(lang, 'unit_gbps')}"
-    rows.append((t(lang, "row_transfer"), f"{best['transport']}: {gbps}"))
+    rows.append((t(lang, "row_transfer"), f"{best['transport']}: {gbps}, {num(lang, moving_ms(best), '.1f')} {ms}"))
 if "lifetime" in r:
     cold, warm = r["lifetime"][0]["ttft_ms"], r["lifetime"][1]["ttft_ms"]
     rows.append((t(lang, "row_prefix"), f"{cold - warm:.0f} {ms} ({cold:.0f} -> {warm:.0f})"))

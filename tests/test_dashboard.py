@@ -91,3 +91,73 @@ def test_start_users_inject_and_record_on_the_real_engine(app, tmp_path):
     time.sleep(2.5)
     app.run()
     assert [c.proto.spec for c in app.get("plotly_chart")][:2] == first
+
+
+def charts(at: AppTest) -> dict[str, dict]:
+    """The dashboard's charts by title."""
+    import json
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    return {s["layout"].get("title", {}).get("text", ""): s for s in specs}
+
+
+def values(array) -> list:
+    """A trace's x or y as numbers: Plotly sends numeric arrays base64-encoded ({"dtype", "bdata"})."""
+    import base64
+
+    import numpy as np
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
+    return list(array or [])
+
+
+def points(spec: dict) -> int:
+    return sum(len(values(trace.get("y")) or values(trace.get("x"))) for trace in spec["data"])
+
+
+def test_the_dashboard_keeps_one_runs_state_across_a_mode_switch_and_a_stop(app):
+    import re
+
+    import numpy as np
+
+    from engine.cluster.topology import Mode
+    from lab.i18n import t
+    app.run()
+    app.button(key="start_target").click().run()
+    wait_for(app, lambda at: "worker-0 (colocated" in texts(at))
+    app.slider(key="users").set_value(3)
+    app.slider(key="output_tokens").set_value(16)
+    app.button(key="start_load").click().run()
+    ttft_title = t("en", "chart_ttft")
+
+    def ttft_points(at):
+        shown = charts(at).get(ttft_title)
+        return shown and any(trace["name"] == "short" and len(values(trace["y"])) >= 3 for trace in shown["data"])
+    wait_for(app, ttft_points, timeout=90)
+    # The TTFT p50 beside the chart is the median of the chart's short points, in-flight requests included
+    # (the summary and the chart are read a moment apart: a new first token in between is retried).
+    def agree(at):
+        short = next(values(trace["y"]) for trace in charts(at)[ttft_title]["data"] if trace["name"] == "short")
+        said = re.search(r"short TTFT p50 (\S+) ms", texts(at)).group(1)
+        return said == f"{1000 * float(np.median(short)):.0f}"
+    wait_for(app, agree, timeout=30)
+
+    # Another mode while the users stream: the dashboard says it stopped them and drops the old run's charts.
+    app.selectbox(key="mode_en").set_value(Mode.CHUNKED).run()
+    app.button(key="start_target").click().run()
+    warning = " ".join(w.value for w in app.warning)
+    assert "stopped the 3 chat users that ran on colocated" in warning, warning
+    assert not app.get("plotly_chart")
+    wait_for(app, lambda at: not at.button(key="start_load").disabled)
+    assert "stopped the 3 chat users" in " ".join(w.value for w in app.warning)   # still said once ready
+    assert not app.get("plotly_chart")
+
+    # A new run, then Stop: every chart keeps that run, up to its end.
+    app.button(key="start_load").click().run()
+    wait_for(app, lambda at: ttft_points(at) and len(charts(at)) >= 5, timeout=90)
+    assert not app.warning
+    app.button(key="stop_load").click().run()
+    time.sleep(1.0)
+    app.run()
+    assert "The load is stopped" in texts(app)
+    shown = charts(app)
+    assert len(shown) >= 5 and all(points(spec) for spec in shown.values()), {k: points(v) for k, v in shown.items()}

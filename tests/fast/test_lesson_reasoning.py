@@ -84,7 +84,7 @@ def test_page5_blames_the_decode_workers_share_of_cores_and_the_prefill_cores_wh
                 cores=((0,), (1,)), roles=("prefill", "decode"), tput_before=70.0, tput=46.0)
     said = fix_takeaway(Mode.DISAGGREGATED, fixed, colocated)
     assert keys(said) == ["l5_take_stall", "l5_take_itl_slower_decode_cores", "l5_take_ttft_prefill_cores",
-                          "l5_take_throughput_lower"]
+                          "l5_take_before_lower_disaggregated", "l5_take_whole_same"]
     assert shown(said[0]) == {"colocated": "5.00", "fixed": "0.20", "x": "25"}
     assert shown(said[1])["cores"] == "1" and said[1].values["all_cores"] == 2
     assert "5,00 с" in t("ru", said[0].key, **said[0].values)   # the same value, written the Russian way
@@ -97,12 +97,13 @@ def test_page5_other_branches():
     slow_link = run(stall_ms=200.0, prefill_s=5.0, transfer_s=3.0, ttft_s=8.1, cores=((0,), (1,)),
                     roles=("prefill", "decode"))
     said = keys(fix_takeaway(Mode.DISAGGREGATED, slow_link, colocated))
-    assert "l5_take_ttft_transfer" in said and said[-1] == "l5_take_throughput_same"
+    assert "l5_take_ttft_transfer" in said and said[-2] == "l5_take_before_same_disaggregated"
     one_core = run(stall_ms=200.0, cores=((0,), (1,)), roles=("prefill", "decode"), tput_before=60.0)
-    assert keys(fix_takeaway(Mode.DISAGGREGATED, one_core, colocated))[-1] == "l5_take_throughput_lower"
+    assert keys(fix_takeaway(Mode.DISAGGREGATED, one_core, colocated))[-2] == "l5_take_before_lower_disaggregated"
     chunked = run(stall_ms=4000.0, prefill_s=7.0, ttft_s=7.1, tput_before=130.0)
     said = keys(fix_takeaway(Mode.CHUNKED, chunked, colocated))
-    assert said[0] == "l5_take_stall_same" and "l5_take_ttft_chunks" in said and said[-1] == "l5_take_throughput_higher"
+    assert said[0] == "l5_take_stall_same" and "l5_take_ttft_chunks" in said
+    assert said[-2] == "l5_take_before_higher_chunked"
 
 
 def test_page5_says_when_itl_before_fell():
@@ -169,3 +170,88 @@ def test_page_7_counts_the_hours_of_traffic_each_tier_holds():
     said = traffic_hours(bytes_per_token=320_000, tokens_per_hour=5e7, host_gb=512, disk_tb=30)
     assert said.values["gb_per_hour"] == 16_000                           # 320 KB x 50 M tokens
     assert round(said.values["host_min"], 2) == 1.92 and round(said.values["disk_h"], 2) == 1.88   # 512 GB, 30 TB
+
+
+# ---- page 5: every sentence agrees with its numbers, in either mode and any ordering ----
+
+TAKEAWAY_MODES = (Mode.DISAGGREGATED, Mode.CHUNKED)
+ORDERINGS = {"higher": 1.5, "same": 1.0, "lower": 0.6}   # the fixed run's figure against the colocated one's
+
+
+def _fixed_run(mode, tput_before, tput, stall_ms=200.0, transfer_s=0.0, prefill_s=6.0, ttft_s=6.1, queue_s=0.05):
+    split = dict(cores=((0,), (1,)), roles=("prefill", "decode")) if mode == Mode.DISAGGREGATED else {}
+    fixed = run(stall_ms=stall_ms, tput_before=tput_before, tput=tput, transfer_s=transfer_s, prefill_s=prefill_s,
+                ttft_s=ttft_s, **split)
+    fixed["ttft_split"][0]["queue_s"] = queue_s
+    fixed["ttft_split"][0]["first_token_s"] = ttft_s - queue_s - prefill_s - transfer_s
+    return fixed
+
+
+def _ordering_words(text: str) -> set[str]:
+    """Which way an English sentence says the fixed run went."""
+    found = set()
+    if any(w in text for w in (", higher", "more here")):
+        found.add("higher")
+    if "about the same" in text:
+        found.add("same")
+    if any(w in text for w in (", lower", "fewer here")):
+        found.add("lower")
+    return found
+
+
+@pytest.mark.parametrize("mode", TAKEAWAY_MODES)
+@pytest.mark.parametrize("before", ORDERINGS)
+@pytest.mark.parametrize("whole", ORDERINGS)
+@pytest.mark.parametrize("stall_ms", (200.0, 4500.0))
+def test_page5_throughput_sentences_say_the_way_their_numbers_went(mode, before, whole, stall_ms):
+    colocated = run(tput_before=90.0, tput=60.0)
+    fixed = _fixed_run(mode, 90.0 * ORDERINGS[before], 60.0 * ORDERINGS[whole], stall_ms=stall_ms)
+    said = fix_takeaway(mode, fixed, colocated)
+    texts = {s.key: t("en", s.key, **s.values) for s in said}
+    before_text = next(v for k, v in texts.items() if k.startswith("l5_take_before_"))
+    whole_text = next(v for k, v in texts.items() if k.startswith("l5_take_whole_"))
+    assert _ordering_words(before_text) == {before}, before_text
+    assert _ordering_words(whole_text) == {whole}, whole_text
+    assert f"{60.0 * ORDERINGS[whole]:.1f}" in whole_text and f"{90.0 * ORDERINGS[before]:.1f}" in before_text
+    stall_shorter = 5000.0 / stall_ms >= 2
+    if "sat out" in whole_text:     # a cause named only where the stall was shorter
+        assert stall_shorter
+    if "not clearly shorter" in whole_text:
+        assert not stall_shorter
+    everything = " ".join(texts.values())
+    if mode == Mode.CHUNKED:
+        assert "transfer" not in everything and "Disaggregation" not in everything and "decode worker" not in everything
+    assert "not throughput" not in everything or whole != "higher"
+    for item in said:   # both languages render every sentence with its values
+        assert t("ru", item.key, **item.values)
+
+
+@pytest.mark.parametrize("mode", TAKEAWAY_MODES)
+@pytest.mark.parametrize("transfer_s", (0.0, 0.0004, 0.3))
+@pytest.mark.parametrize("ttft", ({"prefill_s": 8.0, "ttft_s": 8.1}, {"prefill_s": 4.9, "ttft_s": 5.0},
+                                  {"prefill_s": 3.0, "ttft_s": 3.1}, {"prefill_s": 4.9, "ttft_s": 8.0,
+                                                                      "queue_s": 3.0}))
+def test_page5_ttft_sentence_names_no_empty_piece_and_no_transfer_in_chunked_mode(mode, transfer_s, ttft):
+    if mode == Mode.CHUNKED:
+        transfer_s = 0.0    # a chunked run has no transfer; the split shows 0
+    ttft = {**ttft, "ttft_s": ttft["ttft_s"] + transfer_s}
+    colocated = run()
+    fixed = _fixed_run(mode, 90.0, 60.0, transfer_s=transfer_s, **ttft)
+    said = [s for s in fix_takeaway(mode, fixed, colocated) if s.key.startswith("l5_take_ttft")]
+    assert len(said) == 1
+    for lang in ("en", "ru"):
+        text = t(lang, said[0].key, **said[0].values)
+        assert "0.00 s" not in text and "0,00 с" not in text, text
+    text = t("en", said[0].key, **said[0].values)
+    if mode == Mode.CHUNKED:
+        assert "transfer" not in text, text
+    rise = ttft["ttft_s"] - 5.0
+    if abs(rise) <= 0.15 * 5.0:
+        assert "about the same" in text
+    elif rise > 0:
+        assert "rose" in text
+        main = max(("queue_s", "prefill_s", "transfer_s"), key=lambda p: fixed["ttft_split"][0][p] -
+                   colocated["ttft_split"][0][p])
+        assert {"queue_s": "queue", "prefill_s": "prefill", "transfer_s": "transfer"}[main] in text.split("mostly")[-1]
+    else:
+        assert "fell" in text
