@@ -13,8 +13,18 @@ One max over the whole step would let a prompt chunk's matrix multiplies hide th
 which a separate attention kernel never does. A GPU preset reaches `efficiency` of its peaks, its
 matrix multiplies less over few tokens (gemm_share); a measured device (this machine) has its own
 curves. Fitted against AIConfigurator 0.12's step costs for vLLM on H200 (tests/test_planner.py).
+
+A mixture-of-experts model's routed experts are a matrix multiply of their own: FLOPs from the top-k
+experts each token goes to, bytes from the distinct experts the step's tokens activate (activated_experts),
+each expert's multiply over its share of the tokens. With expert parallelism (Device.ep > 1) the busiest
+GPU carries `expert_imbalance` times the mean expert load, and each MoE layer sends its tokens to their
+experts' GPUs and back (dispatch and combine, two all-to-alls over NVLink) in place of the MLP's
+all-reduce. A checkpoint with FP8 weights (1 byte) runs its matrix multiplies at the GPU's FP8 peak where it
+has one; attention stays at the bf16 peak.
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 from .hardware import Device, ModelSpec
 
@@ -47,8 +57,13 @@ def step_seconds(model: ModelSpec, device: Device, tokens: int, sampled: int, de
                  prefill_attention_flops: float, decode_context: int, efficiency: float) -> float:
     """One forward step over `tokens` tokens, `decodes` of them decoding sequences that hold
     `decode_context` tokens of KV in all, and `sampled` of them producing logits."""
-    blocks = _matmul(2 * model.params * tokens, model.params * model.dtype_bytes, device, tokens, efficiency)
-    head = _matmul(2 * model.lm_head_params * sampled, model.lm_head_params * model.dtype_bytes, device, sampled,
+    weights = device   # an FP8 checkpoint's matrix multiplies run on FP8 tensor cores; its attention does not
+    if model.dtype_bytes == 1 and device.fp8_flops > device.flops:
+        weights = replace(device, flops=device.fp8_flops)
+    blocks = _matmul(2 * model.params * tokens, model.params * model.dtype_bytes, weights, tokens, efficiency)
+    if model.is_moe:
+        blocks += experts_seconds(model, weights, tokens, efficiency)
+    head = _matmul(2 * model.lm_head_params * sampled, model.lm_head_params * model.dtype_bytes, weights, sampled,
                    efficiency) if sampled else 0.0
     prefill_attention = prefill_attention_flops / (device.flops * device.attention_share(tokens, efficiency))
     decode_attention = decode_context * _kv_token_seconds(model, device, decodes, efficiency)
@@ -57,9 +72,52 @@ def step_seconds(model: ModelSpec, device: Device, tokens: int, sampled: int, de
             + allreduce_seconds(model, device, tokens))
 
 
+def activated_experts(experts: int, top_k: int, tokens: int) -> float:
+    """Distinct experts that `tokens` tokens, each routed to `top_k` of `experts`, activate in one layer,
+    in expectation. An assumption: each token picks its experts uniformly and independently of the other
+    tokens, so an expert is missed by all of them with probability (1 - k/E)^B: E x (1 - (1 - k/E)^B),
+    k at one token and nearly all E at many. Real routers are skewed (expert_imbalance)."""
+    if tokens <= 0:
+        return 0.0
+    return experts * (1 - (1 - top_k / experts) ** tokens)
+
+
+def experts_seconds(model: ModelSpec, device: Device, tokens: int, efficiency: float) -> float:
+    """The routed experts' matrix multiplies of a step of `tokens` tokens, every MoE layer: 2 x top_k x
+    expert_params FLOPs a token, against reading the activated experts' weights once. Each activated
+    expert multiplies its share of the tokens (tokens x top_k / activated), the size its GEMM runs at.
+    Under expert parallelism the busiest GPU sets the pace: `expert_imbalance` x the mean load. With
+    EP > 1, the dispatch and combine all-to-alls of every MoE layer are added."""
+    if not model.is_moe or tokens <= 0:
+        return 0.0
+    active = activated_experts(model.experts, model.top_k, tokens)
+    per_expert = max(1, round(tokens * model.top_k / active))
+    flops = 2 * model.moe_layers * model.top_k * model.expert_params * tokens
+    weight_bytes = model.moe_layers * active * model.expert_params * model.dtype_bytes
+    seconds = max(flops / (device.flops * device.gemm_share(per_expert, efficiency)),
+                  weight_bytes / _bandwidth(device, efficiency))
+    if device.ep > 1:
+        seconds = seconds * device.expert_imbalance + alltoall_seconds(model, device, tokens)
+    return seconds
+
+
+def alltoall_seconds(model: ModelSpec, device: Device, tokens: int) -> float:
+    """Expert parallelism's traffic, every MoE layer: dispatch sends each token's activation to the GPUs
+    of its top_k experts, combine brings the k results back, each tokens x hidden x bytes x top_k over the
+    instance (activations in the checkpoint's torch_dtype). Each GPU sends its 1/ep of it, of which
+    (ep - 1)/ep leaves the GPU, over its own NVLink in one direction; plus one fixed latency each."""
+    if device.ep <= 1:
+        return 0.0
+    activation_bytes = model.kv_dtype_bytes or model.dtype_bytes
+    each_way = tokens * model.hidden * activation_bytes * model.top_k
+    per_gpu = each_way / device.ep * (device.ep - 1) / device.ep
+    return 2 * model.moe_layers * (ALLREDUCE_LATENCY_S + per_gpu / device.nvlink)
+
+
 def _kv_token_seconds(model: ModelSpec, device: Device, decodes: int, efficiency: float) -> float:
     """Decode attention's time per token of KV it reads: its FLOPs or its bytes, whichever bounds it."""
-    return max(4 * model.layers * model.hidden / (device.flops * device.attention_share(max(decodes, 1), efficiency)),
+    width = model.decode_attention_width or model.attention_width or model.hidden
+    return max(4 * model.layers * width / (device.flops * device.attention_share(max(decodes, 1), efficiency)),
                model.kv_bytes_per_token / _bandwidth(device, efficiency))
 
 
@@ -70,12 +128,14 @@ def allreduce_seconds(model: ModelSpec, device: Device, tokens: int) -> float:
     if device.tp == 1:
         return 0.0
     activation = tokens * model.hidden * model.dtype_bytes
-    return 2 * model.layers * (ALLREDUCE_LATENCY_S + 2 * (device.tp - 1) / device.tp * activation / device.nvlink)
+    # under expert parallelism a MoE layer's MLP ends in the combine all-to-all instead (alltoall_seconds)
+    count = 2 * model.layers - (model.moe_layers if device.ep > 1 else 0)
+    return count * (ALLREDUCE_LATENCY_S + 2 * (device.tp - 1) / device.tp * activation / device.nvlink)
 
 
 def _causal_attention_flops(model: ModelSpec, new: int, context: int) -> float:
     """QK^T and AV for `new` tokens attending to `context` earlier ones and to each other."""
-    return 2 * model.layers * model.hidden * new * (context + new)
+    return 2 * model.layers * (model.attention_width or model.hidden) * new * (context + new)
 
 
 def prefill_seconds(model: ModelSpec, device: Device, prompts: list[int], efficiency: float = 0.7,

@@ -31,9 +31,10 @@ def rate_bound(hw: Hardware, placement: Placement, workload: Workload) -> float:
         return (output - 1) * cm.decode_seconds(inst.model, inst.device, batch, context, hw.efficiency) / batch
 
     if placement.mode == Mode.DISAGGREGATED:
-        return min(placement.prefill / prefill_per_request(hw.instance(placement.tp)),
-                   placement.decode / decode_per_request(hw.instance(placement.decode_group)))
-    inst = hw.instance(placement.tp)
+        return min(placement.prefill / prefill_per_request(hw.phase("prefill").instance(placement.tp, placement.ep)),
+                   placement.decode / decode_per_request(
+                       hw.phase("decode").instance(placement.decode_group, placement.decode_expert_group)))
+    inst = hw.instance(placement.tp, placement.ep)
     return placement.instances / (prefill_per_request(inst) + decode_per_request(inst))
 
 

@@ -49,18 +49,26 @@ class Device:
     max_num_seqs: int = 256
     max_batched_tokens: int = 2048
     fp8_flops: float = 0.0   # dense FP8 FLOP/s; 0 where the GPU has no FP8 tensor cores (before Ada and Hopper)
+    ep: int = 1              # of the `tp` GPUs, how many hold disjoint sets of experts (expert parallelism)
+    price_per_hour: float = 0.0   # US$ per GPU-hour, of one GPU (a group keeps the per-GPU price)
+    # Under expert parallelism, the busiest GPU's expert load over the mean (1.0: perfectly balanced).
+    # An input and an assumption: real routers are skewed, and EPLB-style replication evens them out.
+    expert_imbalance: float = 1.0
 
     @property
     def measured(self) -> bool:
         return bool(self.gemm_efficiency)
 
-    def group(self, tp: int) -> Device:
+    def group(self, tp: int, ep: int = 1) -> Device:
         """`tp` GPUs as one tensor-parallel instance: their FLOP/s, bandwidth and memory add up; the
-        cost model adds the all-reduces over `nvlink`."""
+        cost model adds the all-reduces over `nvlink`. With `ep` > 1 a mixture-of-experts model's experts
+        are split over `ep` of them (expert parallelism) and the MoE layers pay an all-to-all instead."""
+        if tp < 1 or ep < 1 or tp % ep:
+            raise ValueError(f"expert parallelism must divide the instance's {tp} GPUs, got EP{ep}")
         if tp == 1:
             return self
         return replace(self, name=f"{tp}x {self.name}", flops=self.flops * tp, bandwidth=self.bandwidth * tp,
-                       memory=self.memory * tp, tp=tp, fp8_flops=self.fp8_flops * tp)
+                       memory=self.memory * tp, tp=tp, fp8_flops=self.fp8_flops * tp, ep=ep)
 
     def gemm_share(self, tokens: int, default: float) -> float:
         if self.measured:
@@ -73,8 +81,11 @@ class Device:
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """A decoder-only transformer. A mixture-of-experts model keeps its routed experts apart from `params`
+    (the parameters every token runs through: attention, dense MLP layers, shared experts, routers):
+    `moe_layers` layers of `experts` routed experts of `expert_params` each, `top_k` of them per token."""
     name: str
-    params: float         # parameters in the transformer blocks' matrix multiplies
+    params: float         # parameters in the transformer blocks' matrix multiplies (MoE: all but the routed experts)
     layers: int
     hidden: int
     kv_heads: int
@@ -83,6 +94,43 @@ class ModelSpec:
     dtype_bytes: int = 2            # of the weights (and the activations)
     tied_embeddings: bool = False   # the input embedding is the lm_head's matrix (else a second copy in memory)
     kv_dtype_bytes: int = 0         # of the KV cache; 0: as the weights
+    # Mixture of experts (0: a dense model)
+    moe_layers: int = 0
+    experts: int = 0                # routed experts per MoE layer
+    top_k: int = 0                  # routed experts each token goes to
+    expert_params: float = 0.0      # parameters of one routed expert (gate, up, down)
+    # KV elements per token and layer, as the attention stores them; 0: a key and a value per KV head
+    # (2 x kv_heads x head_dim). MLA stores one latent and one rotary key: kv_lora_rank + qk_rope_head_dim.
+    kv_dim: int = 0
+    # Attention FLOPs per query-key pair and layer are 4 x attention_width (QK^T and AV); 0: hidden, as
+    # for the dense presets. `decode_attention_width`: where decode computes it another way (MLA's
+    # absorbed form attends over the latent); 0: as prefill.
+    attention_width: int = 0
+    decode_attention_width: int = 0
+
+    @property
+    def is_moe(self) -> bool:
+        return self.moe_layers > 0
+
+    @property
+    def routed_params(self) -> float:
+        """All routed experts' parameters, every MoE layer."""
+        return self.moe_layers * self.experts * self.expert_params
+
+    @property
+    def embedding_params(self) -> int:
+        """The input embedding and the lm_head (one matrix where they are tied)."""
+        return self.lm_head_params * (1 if self.tied_embeddings else 2)
+
+    @property
+    def total_params(self) -> float:
+        return self.params + self.routed_params + self.embedding_params
+
+    @property
+    def active_params(self) -> float:
+        """Parameters one token uses, counted as the model cards count them: everything but the routed
+        experts it is not sent to (embeddings included)."""
+        return self.params + self.moe_layers * self.top_k * self.expert_params + self.embedding_params
 
     @property
     def lm_head_params(self) -> int:
@@ -90,8 +138,9 @@ class ModelSpec:
 
     @property
     def weight_bytes(self) -> float:
-        """Bytes a forward step reads: the blocks and the lm_head (the embedding is a lookup)."""
-        return (self.params + self.lm_head_params) * self.dtype_bytes
+        """Bytes a forward step reads at most: the blocks, every expert, and the lm_head (the embedding is a
+        lookup). A MoE step reads only the experts its tokens go to (cost_model)."""
+        return (self.params + self.routed_params + self.lm_head_params) * self.dtype_bytes
 
     @property
     def memory_bytes(self) -> float:
@@ -100,10 +149,15 @@ class ModelSpec:
 
     @property
     def kv_bytes_per_token(self) -> int:
-        return 2 * self.layers * self.kv_heads * self.head_dim * (self.kv_dtype_bytes or self.dtype_bytes)
+        per_layer = self.kv_dim or 2 * self.kv_heads * self.head_dim
+        return self.layers * per_layer * (self.kv_dtype_bytes or self.dtype_bytes)
 
 
 BIG = dict(max_num_seqs=1024, max_batched_tokens=8192)   # vLLM's defaults on GPUs of >= 70 GiB but the A100
+# US$ per GPU-hour: ASSUMED round figures for on-demand cloud GPUs (not quoted from a price list; prices
+# vary by provider, region and commitment). Only the per-dollar figures use them; `--price`,
+# `--prefill-price` and `--decode-price` replace them.
+ASSUMED_PRICE_PER_HOUR = {"A100-80GB": 1.8, "H100-SXM": 2.5, "H200": 3.5, "L40S": 1.0, "B200": 5.0}
 GPUS = {  # NVLink per GPU, one direction: 300 / 450 / 450 / 900 GB/s (the datasheets' totals count both);
           # the L40S has none and talks over PCIe Gen4 x16, 32 GB/s each way
     "A100-80GB": Device("A100-80GB", 312e12, 2.039e12, 80 * GiB, nvlink=300e9),
@@ -112,6 +166,7 @@ GPUS = {  # NVLink per GPU, one direction: 300 / 450 / 450 / 900 GB/s (the datas
     "L40S": Device("L40S", 362e12, 0.864e12, 48 * GiB, nvlink=32e9, fp8_flops=733e12),
     "B200": Device("B200", 2250e12, 8.0e12, 180 * GiB, nvlink=900e9, fp8_flops=4500e12, **BIG),
 }
+GPUS = {name: replace(gpu, price_per_hour=ASSUMED_PRICE_PER_HOUR[name]) for name, gpu in GPUS.items()}
 
 # Block parameters from each model's published config (attention q/k/v/o + MLP, times layers).
 MODELS = {

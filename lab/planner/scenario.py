@@ -63,6 +63,8 @@ class Placement:
     chunk: int = 512            # chunked: tokens per step
     tp: int = 1                 # GPUs per instance (tensor parallelism); disaggregated: per prefill instance
     decode_tp: int = 0          # disaggregated: GPUs per decode instance (0: the same as tp)
+    ep: int = 1                 # MoE: of an instance's GPUs, how many split the experts (colocated; prefill)
+    decode_ep: int = 0          # disaggregated: the same for a decode instance (0: the same as ep)
 
     def __post_init__(self):
         if self.mode not in set(Mode):
@@ -75,10 +77,23 @@ class Placement:
             raise ValueError(f"a {self.mode} placement needs at least 1 instance, got {self.instances}")
         if self.tp < 1 or self.decode_tp < 0:
             raise ValueError(f"tensor parallelism needs at least 1 GPU per instance, got {self.tp}")
+        if self.ep < 1 or self.decode_ep < 0 or self.tp % self.ep or self.decode_group % self.decode_expert_group:
+            raise ValueError(f"expert parallelism must divide an instance's GPUs, got EP{self.ep} of TP{self.tp}"
+                             f" and EP{self.decode_expert_group} of TP{self.decode_group}")
 
     @property
     def decode_group(self) -> int:
         return self.decode_tp or self.tp
+
+    @property
+    def decode_expert_group(self) -> int:
+        return self.decode_ep or self.ep
+
+    @property
+    def _ep_label(self) -> str:
+        if self.mode == Mode.DISAGGREGATED and self.decode_expert_group != self.ep:
+            return f" EP{self.ep}/EP{self.decode_expert_group}"
+        return f" EP{self.ep}" if self.ep > 1 else ""
 
     @property
     def total_gpus(self) -> int:
@@ -90,10 +105,11 @@ class Placement:
     def label(self) -> str:
         if self.mode == Mode.DISAGGREGATED:
             if self.decode_group != self.tp:
-                return f"{self.prefill}P{self.decode}D TP{self.tp}/TP{self.decode_group}"
-            return f"{self.prefill}P{self.decode}D" + (f" TP{self.tp}" if self.tp > 1 else "")
+                return f"{self.prefill}P{self.decode}D TP{self.tp}/TP{self.decode_group}{self._ep_label}"
+            return f"{self.prefill}P{self.decode}D" + (f" TP{self.tp}" if self.tp > 1 else "") + self._ep_label
         tp = f" TP{self.tp}" if self.tp > 1 else ""
-        return f"{self.mode} x{self.instances}{tp}" + (f" (chunk {self.chunk})" if self.mode == Mode.CHUNKED else "")
+        return (f"{self.mode} x{self.instances}{tp}{self._ep_label}"
+                + (f" (chunk {self.chunk})" if self.mode == Mode.CHUNKED else ""))
 
 
 @dataclass
@@ -119,33 +135,49 @@ class Request:
 @dataclass(frozen=True)
 class Hardware:
     model: ModelSpec
-    device: Device              # one GPU, or a tensor-parallel group of them (Device.group)
+    device: Device              # one GPU, or a tensor-parallel group of them (Device.group); colocated instances
     link: float = 450e9         # bytes/s between a prefill and a decode GPU, one direction
     efficiency: float = 0.7     # share of the datasheet peaks a GPU preset reaches
+    prefill_device: Device | None = None   # disaggregated: the prefill pool's GPU (None: device)
+    decode_device: Device | None = None    # disaggregated: the decode pool's GPU (None: device)
 
     def __post_init__(self):
         if not 0 < self.efficiency <= 1 or self.link <= 0:
             raise ValueError("efficiency must be in (0, 1] and the link bandwidth > 0")
+
+    def phase(self, name: str) -> Hardware:
+        """The hardware of one pool of a disaggregated placement: its own GPU type."""
+        device = {"prefill": self.prefill_device, "decode": self.decode_device}[name] or self.device
+        return replace(self, device=device, prefill_device=None, decode_device=None)
+
+    def dollars_per_hour(self, placement: Placement) -> float:
+        """What the placement's GPUs cost an hour at their price per GPU-hour."""
+        if placement.mode == Mode.DISAGGREGATED:
+            return (placement.prefill * placement.tp * self.phase("prefill").device.price_per_hour
+                    + placement.decode * placement.decode_group * self.phase("decode").device.price_per_hour)
+        return placement.total_gpus * self.device.price_per_hour
 
     def with_fp8(self, weights: bool, kv_cache: bool) -> Hardware:
         """FP8 weights (half the bytes, FP8 tensor cores' FLOP/s) and/or an FP8 KV cache (half the bytes
         a token), on GPUs that have FP8 tensor cores."""
         if not (weights or kv_cache):
             return self
-        if not self.device.fp8_flops:
-            raise ValueError(f"{self.device.name} has no FP8 tensor cores; FP8 needs Ada, Hopper or Blackwell "
-                             f"GPUs (L40S, H100, H200, B200)")
-        model, device = self.model, self.device
+        for gpu in (self.device, self.prefill_device, self.decode_device):
+            if gpu is not None and not gpu.fp8_flops:
+                raise ValueError(f"{gpu.name} has no FP8 tensor cores; FP8 needs Ada, Hopper or Blackwell "
+                                 f"GPUs (L40S, H100, H200, B200)")
+        model = self.model
+        fp8 = (lambda d: d and replace(d, flops=d.fp8_flops)) if weights else (lambda d: d)
         if weights:
             model = replace(model, dtype_bytes=1, kv_dtype_bytes=model.kv_dtype_bytes or model.dtype_bytes)
-            device = replace(device, flops=device.fp8_flops)
         if kv_cache:
             model = replace(model, kv_dtype_bytes=1)
         label = " + ".join(part for part, on in (("FP8 weights", weights), ("FP8 KV", kv_cache)) if on)
-        return replace(self, model=replace(model, name=f"{model.name} ({label})"), device=device)
+        return replace(self, model=replace(model, name=f"{model.name} ({label})"), device=fp8(self.device),
+                       prefill_device=fp8(self.prefill_device), decode_device=fp8(self.decode_device))
 
-    def instance(self, tp: int) -> Hardware:
-        return replace(self, device=self.device.group(tp))
+    def instance(self, tp: int, ep: int = 1) -> Hardware:
+        return replace(self, device=self.device.group(tp, ep))
 
     @property
     def kv_capacity(self) -> int:

@@ -20,10 +20,16 @@ class PlacementResult:
     ttft_s: tuple[float, float] = (0.0, 0.0)   # P50, P90 at the goodput rate
     tpot_s: tuple[float, float] = (0.0, 0.0)
     output_tokens: float = 0.0                  # mean answer length of the workload
+    dollars_per_hour: float = 0.0               # the placement's GPUs at their price per GPU-hour (0: unpriced)
 
     @property
     def per_gpu(self) -> float:
         return self.goodput / self.placement.total_gpus
+
+    @property
+    def tokens_per_dollar(self) -> float:
+        """Output tokens per US$ at the goodput rate (0 where the GPUs have no price)."""
+        return self.goodput * self.output_tokens * 3600 / self.dollars_per_hour if self.dollars_per_hour else 0.0
 
     @property
     def tokens_per_gpu(self) -> float:
@@ -56,38 +62,58 @@ def evaluate(hw: Hardware, placement: Placement, workload: Workload, slo: SLO) -
     reqs = simulate(hw, placement, replace(workload, rate=rate)) if rate > 0 else []
     return PlacementResult(placement, rate, rate >= rate_bound(hw, placement, workload),
                            _percentiles([r.ttft for r in reqs]), _percentiles([r.tpot for r in reqs if r.output > 1]),
-                           workload.output_tokens)
+                           workload.output_tokens, hw.dollars_per_hour(placement))
 
 
 TENSOR_PARALLEL = (1, 2, 4, 8)   # GPUs per instance tried: within one 8-GPU node, as the engines run it
 
 
-def candidates(hw: Hardware, gpus: int, chunk: int = 512) -> list[Placement]:
+def candidates(hw: Hardware, gpus: int, chunk: int = 512, ep: int = 1, decode_ep: int = 0) -> list[Placement]:
     """Every placement that uses all `gpus` GPUs, for every tensor-parallel size that holds the model;
-    prefill and decode instances may differ in size, as DistServe places them."""
+    prefill and decode instances may differ in size, as DistServe places them, and in GPU type
+    (Hardware.prefill_device, decode_device). A MoE model's experts are split over `ep` GPUs of each
+    colocated or prefill instance and `decode_ep` (0: ep) of each decode instance, or over all of an
+    instance smaller than that."""
     if gpus < 1:
         raise ValueError(f"the GPU budget must be at least 1, got {gpus}")
-    sizes = [tp for tp in TENSOR_PARALLEL if tp <= gpus and cm.fits(hw.model, hw.device.group(tp))]
-    if not sizes:
+    if ep < 1 or decode_ep < 0:
+        raise ValueError(f"expert parallelism needs at least 1 GPU, got EP{ep} and EP{decode_ep}")
+
+    def sizes_of(device) -> list[int]:
+        return [tp for tp in TENSOR_PARALLEL if tp <= gpus and cm.fits(hw.model, device.group(tp))]
+
+    def experts_over(tp: int, want: int) -> int:
+        return min(want, tp) if hw.model.is_moe else 1
+
+    sizes = sizes_of(hw.device)
+    prefill_sizes, decode_sizes = sizes_of(hw.phase("prefill").device), sizes_of(hw.phase("decode").device)
+    if not sizes and not (prefill_sizes and decode_sizes):
         cm.check_fits(hw.model, hw.device.group(max(tp for tp in TENSOR_PARALLEL if tp <= gpus)))
     out = []
     for tp in (tp for tp in sizes if gpus % tp == 0):
-        out += [Placement(Mode.COLOCATED, gpus // tp, tp=tp), Placement(Mode.CHUNKED, gpus // tp, chunk=chunk, tp=tp)]
-    for prefill_tp in sizes:
-        for decode_tp in sizes:
+        e = experts_over(tp, ep)
+        if tp % e == 0:
+            out += [Placement(Mode.COLOCATED, gpus // tp, tp=tp, ep=e),
+                    Placement(Mode.CHUNKED, gpus // tp, chunk=chunk, tp=tp, ep=e)]
+    for prefill_tp in prefill_sizes:
+        for decode_tp in decode_sizes:
+            pe, de = experts_over(prefill_tp, ep), experts_over(decode_tp, decode_ep or ep)
+            if prefill_tp % pe or decode_tp % de:
+                continue
             for p in range(1, gpus // prefill_tp + 1):
                 left = gpus - p * prefill_tp
                 if left >= decode_tp and left % decode_tp == 0:
                     out.append(Placement(Mode.DISAGGREGATED, prefill=p, decode=left // decode_tp, tp=prefill_tp,
-                                         decode_tp=decode_tp))
+                                         decode_tp=decode_tp, ep=pe, decode_ep=de if de != pe else 0))
     return out
 
 
-def plan_report(hw: Hardware, workload: Workload, slo: SLO, gpus: int, chunk: int = 512) -> PlanReport:
+def plan_report(hw: Hardware, workload: Workload, slo: SLO, gpus: int, chunk: int = 512, ep: int = 1,
+                decode_ep: int = 0) -> PlanReport:
     """Every placement of `gpus` GPUs: those that can run, best goodput per GPU first, and the others
     with the reason (a request's KV that does not fit beside the weights, say)."""
     results, dropped = [], []
-    for p in candidates(hw, gpus, chunk):
+    for p in candidates(hw, gpus, chunk, ep, decode_ep):
         try:
             results.append(evaluate(hw, p, workload, slo))
         except ValueError as exc:
@@ -97,9 +123,10 @@ def plan_report(hw: Hardware, workload: Workload, slo: SLO, gpus: int, chunk: in
     return PlanReport(sorted(results, key=lambda r: r.per_gpu, reverse=True), dropped)
 
 
-def plan(hw: Hardware, workload: Workload, slo: SLO, gpus: int, chunk: int = 512) -> list[PlacementResult]:
+def plan(hw: Hardware, workload: Workload, slo: SLO, gpus: int, chunk: int = 512, ep: int = 1,
+         decode_ep: int = 0) -> list[PlacementResult]:
     """Every placement of `gpus` GPUs that can run, best goodput per GPU first."""
-    return plan_report(hw, workload, slo, gpus, chunk).results
+    return plan_report(hw, workload, slo, gpus, chunk, ep, decode_ep).results
 
 
 def attainment_curve(hw: Hardware, placement: Placement, workload: Workload, slo: SLO,
@@ -128,14 +155,14 @@ class SweepPoint:
 
 
 def prompt_sweep(hw: Hardware, workload: Workload, slo: SLO, gpus: int, prompts: list[int],
-                 chunk: int = 512) -> list[SweepPoint]:
+                 chunk: int = 512, ep: int = 1, decode_ep: int = 0) -> list[SweepPoint]:
     """The best colocated and the best disaggregated placement at each prompt length (the crossover plot)."""
-    if not any(p.mode == Mode.DISAGGREGATED for p in candidates(hw, gpus, chunk)):
+    if not any(p.mode == Mode.DISAGGREGATED for p in candidates(hw, gpus, chunk, ep, decode_ep)):
         raise ValueError(f"no prefill/decode split of {gpus} GPUs holds {hw.model.name} on both sides; "
                          f"a sweep against disaggregation needs a larger budget")
     points = []
     for n in prompts:
-        results = plan(hw, replace(workload, prompt_tokens=n), slo, gpus, chunk)
+        results = plan(hw, replace(workload, prompt_tokens=n), slo, gpus, chunk, ep, decode_ep)
         points.append(SweepPoint(n, next(r for r in results if r.placement.mode != Mode.DISAGGREGATED),
                                  next(r for r in results if r.placement.mode == Mode.DISAGGREGATED)))
     return points
@@ -159,13 +186,13 @@ class ParetoPoint:
     tokens_per_user: float    # output tokens/s one streaming user sees (1 / median TPOT)
 
 
-def pareto_front(hw: Hardware, workload: Workload, slo: SLO, gpus: int,
-                 chunk: int = 512) -> dict[Mode, list[ParetoPoint]]:
+def pareto_front(hw: Hardware, workload: Workload, slo: SLO, gpus: int, chunk: int = 512, ep: int = 1,
+                 decode_ep: int = 0) -> dict[Mode, list[ParetoPoint]]:
     """Throughput per GPU against speed per user, as AIConfigurator draws it, for each kind of
     placement: every placement that can run at rates up to its hardware bound, the points whose P90
     TTFT meets the SLO, and of those the ones no other point of the kind beats on both axes."""
     points: dict[Mode, list[ParetoPoint]] = {m: [] for m in Mode}
-    for p in candidates(hw, gpus, chunk):
+    for p in candidates(hw, gpus, chunk, ep, decode_ep):
         try:
             bound = rate_bound(hw, p, workload)
             for k in range(1, PARETO_RATES + 1):

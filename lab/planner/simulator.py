@@ -142,9 +142,10 @@ def _decode_only(hw: Hardware, reqs: list[Request]) -> None:
         t = decode.run(running, t)
 
 
-def _instance(hw: Hardware, tp: int, tokens: int) -> Hardware:
-    """One instance of `tp` GPUs, checked to hold the weights and the KV of a `tokens`-token request."""
-    hw = hw.instance(tp)
+def _instance(hw: Hardware, tp: int, tokens: int, ep: int = 1) -> Hardware:
+    """One instance of `tp` GPUs (`ep` of them splitting the experts), checked to hold the weights and the
+    KV of a `tokens`-token request."""
+    hw = hw.instance(tp, ep)
     cm.check_fits(hw.model, hw.device)
     if tokens > hw.kv_capacity:
         raise ValueError(f"a request of {tokens} tokens needs {tokens * hw.model.kv_bytes_per_token / GiB:.2f} GiB "
@@ -158,15 +159,15 @@ def simulate(hw: Hardware, placement: Placement, workload: Workload) -> list[Req
     reqs = workload.sample()
     longest = max(r.prompt + r.output for r in reqs)
     if placement.mode == Mode.DISAGGREGATED:
-        prefill_hw = _instance(hw, placement.tp, max(r.prompt for r in reqs))
-        decode_hw = _instance(hw, placement.decode_group, longest)
+        prefill_hw = _instance(hw.phase("prefill"), placement.tp, max(r.prompt for r in reqs), placement.ep)
+        decode_hw = _instance(hw.phase("decode"), placement.decode_group, longest, placement.decode_expert_group)
         links = min(placement.tp, placement.decode_group)   # GPU pairs sending KV side by side
         for k in range(placement.prefill):
             _prefill_only(prefill_hw, reqs[k::placement.prefill], links)
         for k in range(placement.decode):
             _decode_only(decode_hw, reqs[k::placement.decode])
     else:
-        colocated_hw = _instance(hw, placement.tp, longest)
+        colocated_hw = _instance(hw, placement.tp, longest, placement.ep)
         for k in range(placement.instances):
             _colocated(colocated_hw, reqs[k::placement.instances],
                        placement.chunk if placement.mode == Mode.CHUNKED else None)
