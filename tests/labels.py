@@ -3,6 +3,7 @@ glossary does not keep: a Russian page must show none."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from functools import cache
 from pathlib import Path
@@ -36,7 +37,8 @@ def visible_texts(at: AppTest) -> list[str]:
     for table in list(at.table) + list(at.dataframe):
         frame = table.value
         texts += [str(c) for c in frame.columns] + [str(i) for i in frame.index]
-        texts += [str(v) for v in frame.values.ravel()]
+        # A missing number is shown as a dash (lab.ui.show_table's na_rep), not as the word "nan".
+        texts += [str(v) for v in frame.values.ravel() if not (isinstance(v, float) and math.isnan(v))]
     for chart in at.get("plotly_chart"):
         texts += _figure_texts(json.loads(chart.proto.spec))
     return [t for t in texts if t]
