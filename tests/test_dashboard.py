@@ -53,13 +53,18 @@ def test_the_chosen_target_stays_chosen_when_the_language_changes(app):
     assert not app.exception
 
 
-def test_start_users_inject_and_record_on_the_real_engine(app, tmp_path):
+def start_three_users(app) -> None:
+    """A colocated engine, and three chat users of 16 tokens each on it."""
     app.run()
     app.button(key="start_target").click().run()
     wait_for(app, lambda at: "worker-0 (colocated" in texts(at))
     app.slider(key="users").set_value(3)
     app.slider(key="output_tokens").set_value(16)
     app.button(key="start_load").click().run()
+
+
+def test_start_users_inject_and_record_on_the_real_engine(app, tmp_path):
+    start_three_users(app)
     wait_for(app, lambda at: "ITL p50" in texts(at), timeout=60)
     app.slider(key="inject_tokens").set_value(1000)
     app.button(key="inject").click().run()
@@ -121,12 +126,7 @@ def test_the_dashboard_keeps_one_runs_state_across_a_mode_switch_and_a_stop(app)
 
     from engine.cluster.topology import Mode
     from lab.i18n import t
-    app.run()
-    app.button(key="start_target").click().run()
-    wait_for(app, lambda at: "worker-0 (colocated" in texts(at))
-    app.slider(key="users").set_value(3)
-    app.slider(key="output_tokens").set_value(16)
-    app.button(key="start_load").click().run()
+    start_three_users(app)
     ttft_title = t("en", "chart_ttft")
 
     def ttft_points(at):
